@@ -1,0 +1,115 @@
+"""`[convolutional]` and `[connected]` layers: affine map, optional batch norm, activation."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..cfg import Section
+from ..registry import BuildContext, Shape, register
+from .activations import Activation, activation_from
+from .base import DarknetLayer
+
+BN_EPS = 1e-5        # DARKNET(batchnorm_layer.c / cuDNN): epsilon inside the sqrt, as the GPU build
+BN_MOMENTUM = 0.01   # DARKNET(batchnorm_layer.c:forward_batchnorm_layer): rolling = .99*rolling + .01*batch
+
+
+class _Affine(DarknetLayer):
+    """An affine op (conv or linear), then batch norm or a bias, then the activation."""
+
+    def __init__(self, op: nn.Module, batch_norm: nn.Module | None, activation: Activation):
+        super().__init__()
+        self.op = op
+        self.bn = batch_norm
+        self.activation = activation
+
+    def pre_activation(self, x: Tensor) -> Tensor:
+        x = self.op(x)
+        return self.bn(x) if self.bn is not None else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation(self.pre_activation(x))
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Initialise as a fresh Darknet net: weights scaled by sqrt(2/fan_in), zero biases.
+
+        DIVERGES: rolling variances start at 1 (Darknet callocs them to 0), so an untrained net is finite.
+        """
+        weight = self.op.weight
+        scale = (2.0 / weight[0].numel()) ** 0.5
+        with torch.no_grad():
+            weight.copy_(scale * self._unit_noise(weight.shape, generator))
+            self.biases().zero_()
+            if self.bn is not None:
+                self.bn.reset_parameters()
+
+    @staticmethod
+    def _unit_noise(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+    def biases(self) -> Tensor:
+        # DARKNET(parser.c:save_convolutional_weights): with batch norm the stored "biases" are its beta
+        return self.bn.bias if self.bn is not None else self.op.bias
+
+    def batch_norm_tensors(self) -> list[Tensor]:
+        if self.bn is None:
+            return []
+        return [self.bn.weight, self.bn.running_mean, self.bn.running_var]
+
+
+class ConvolutionalLayer(_Affine):
+    @staticmethod
+    def _unit_noise(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
+        return torch.randn(shape, generator=generator)  # DARKNET(convolutional_layer.c:make_convolutional_layer)
+
+    def darknet_tensors(self) -> list[Tensor]:
+        # DARKNET(parser.c:save_convolutional_weights): biases, [scales, mean, variance], weights
+        return [self.biases(), *self.batch_norm_tensors(), self.op.weight]
+
+
+class ConnectedLayer(_Affine):
+    @staticmethod
+    def _unit_noise(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
+        return 2 * torch.rand(shape, generator=generator) - 1  # DARKNET(connected_layer.c:make_connected_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.flatten(1)).view(x.shape[0], -1, 1, 1)
+
+    def darknet_tensors(self) -> list[Tensor]:
+        # DARKNET(parser.c:save_connected_weights): biases, weights, then [scales, mean, variance]
+        return [self.biases(), self.op.weight, *self.batch_norm_tensors()]
+
+
+@register("convolutional", "conv")
+def build_convolutional(s: Section, ctx: BuildContext) -> tuple[ConvolutionalLayer, Shape]:
+    shape = ctx.input_shape
+    if not (shape.c and shape.h and shape.w):
+        raise s.error("the layer before a convolutional layer must output an image")
+    filters = s.get_int("filters", 1)
+    size = s.get_int("size", 1)
+    stride = s.get_int("stride", 1)
+    groups = s.get_int("groups", 1)
+    padding = s.get_int("padding", 0)
+    if s.get_int("pad", 0):
+        padding = size // 2  # DARKNET(parser.c:parse_convolutional): pad=1 overrides padding with size/2
+    batch_normalize = s.get_int("batch_normalize", 0)
+    if min(filters, size, stride, groups) < 1 or shape.c % groups or filters % groups:
+        raise s.error(f"invalid geometry: filters={filters} size={size} stride={stride} groups={groups} "
+                      f"for {shape.c} input channels")
+    conv = nn.Conv2d(shape.c, filters, size, stride, padding, groups=groups, bias=not batch_normalize)
+    bn = nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
+    layer = ConvolutionalLayer(conv, bn, activation_from(s))
+    out_h = (shape.h + 2 * padding - size) // stride + 1
+    out_w = (shape.w + 2 * padding - size) // stride + 1
+    if out_h < 1 or out_w < 1:
+        raise s.error(f"output would be {out_w}x{out_h} for a {shape.w}x{shape.h} input")
+    return layer, Shape(filters, out_h, out_w)
+
+
+@register("connected", "conn")
+def build_connected(s: Section, ctx: BuildContext) -> tuple[ConnectedLayer, Shape]:
+    inputs = ctx.input_shape.size
+    output = s.get_int("output", 1)
+    batch_normalize = s.get_int("batch_normalize", 0)
+    linear = nn.Linear(inputs, output, bias=not batch_normalize)
+    bn = nn.BatchNorm1d(output, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
+    return ConnectedLayer(linear, bn, activation_from(s)), Shape(output, 1, 1)

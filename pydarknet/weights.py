@@ -1,0 +1,164 @@
+"""Darknet `.weights` files: read and write, walking one list of tensors per layer.
+
+Layout (DARKNET(parser.c:load_weights_upto / save_weights_upto)): int32 major, minor, revision, then
+`seen` as uint64 when major*10+minor >= 2 (and both < 1000), else as int32; then, layer by layer in
+cfg order, each layer's `darknet_tensors()` as little-endian float32.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .layers.conv import ConnectedLayer
+
+FLOAT = np.dtype("<f4")
+
+
+class WeightsError(ValueError):
+    """A weights file that does not fit its cfg, or is not a weights file at all."""
+
+
+class PartialWeightsWarning(UserWarning):
+    """A weights file that ends at a layer boundary before the net does (e.g. darknet19_448.conv.23)."""
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    major: int
+    minor: int
+    revision: int
+    seen: int
+
+    @property
+    def seen_is_64bit(self) -> bool:
+        # DARKNET(parser.c:load_weights_upto): a size_t seen from version 0.2 on
+        return self.major * 10 + self.minor >= 2 and self.major < 1000 and self.minor < 1000
+
+    @property
+    def transpose(self) -> bool:
+        # DARKNET(parser.c:load_weights_upto): connected weights stored inputs x outputs
+        return self.major > 1000 or self.minor > 1000
+
+    @property
+    def nbytes(self) -> int:
+        return 20 if self.seen_is_64bit else 16
+
+    def pack(self) -> bytes:
+        seen_format = "<Q" if self.seen_is_64bit else "<I"
+        return struct.pack("<3i", self.major, self.minor, self.revision) + struct.pack(seen_format, self.seen)
+
+    @classmethod
+    def unpack(cls, data: bytes, path: str) -> "WeightsHeader":
+        if len(data) < 16:
+            raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights header")
+        major, minor, revision = struct.unpack_from("<3i", data)
+        if min(major, minor, revision) < 0 or max(major, minor) > 100000:
+            raise WeightsError(f"{path}: not a Darknet weights file (header version {major}.{minor}.{revision})")
+        header = cls(major, minor, revision, 0)
+        if header.seen_is_64bit and len(data) < 20:
+            raise WeightsError(f"{path}: header of version {major}.{minor} needs 20 bytes, file has {len(data)}")
+        (seen,) = struct.unpack_from("<Q" if header.seen_is_64bit else "<I", data, 12)
+        return cls(major, minor, revision, seen)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    header: WeightsHeader
+    layers_loaded: int        # layers with weights that were filled from the file
+    layers_with_weights: int  # layers with weights in the net (up to the cutoff)
+    floats_read: int
+
+    @property
+    def partial(self) -> bool:
+        return self.layers_loaded < self.layers_with_weights
+
+
+def _weighted_layers(net, cutoff: int | None, skip_flag: str):
+    count = len(net.layers) if cutoff is None else min(cutoff, len(net.layers))
+    for index in range(count):
+        tensors = net.layers[index].darknet_tensors()
+        if tensors and not getattr(net.flags[index], skip_flag):
+            yield index, net.layers[index], tensors
+
+
+def load_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> LoadReport:
+    """Fill `net` (layers 0..cutoff-1) from a Darknet weights file; sets `net.seen`.
+
+    A file that ends exactly between two layers loads what it holds and warns (Darknet's partial
+    files). A file that ends inside a layer, or holds more floats than the net, raises WeightsError.
+    """
+    path = str(path)
+    try:
+        data = bytearray(Path(path).read_bytes())  # writable, so torch.from_numpy may share it
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read weights file {path}: {exc.strerror}") from None
+    header = WeightsHeader.unpack(data, path)
+    body_bytes = len(data) - header.nbytes
+    if body_bytes % 4:
+        raise WeightsError(f"{path}: body of {body_bytes} bytes is not a whole number of float32 values")
+    body = np.frombuffer(data, dtype=FLOAT, offset=header.nbytes)
+    offset = loaded = total = 0
+    for index, layer, tensors in _weighted_layers(net, cutoff, "dontload"):
+        total += 1
+        needed = sum(t.numel() for t in tensors)
+        if offset == len(body):
+            continue  # DARKNET(parser.c:load_weights_upto): fread at EOF leaves the rest as initialised
+        if offset + needed > len(body):
+            raise WeightsError(f"{path}: file ends inside layer {index} ({net.kinds[index]}): it needs "
+                               f"{needed} floats, {len(body) - offset} are left — truncated, or not for this cfg")
+        for tensor in tensors:
+            values = body[offset:offset + tensor.numel()]
+            offset += tensor.numel()
+            if header.transpose and isinstance(layer, ConnectedLayer) and tensor is layer.op.weight:
+                values = values.reshape(tensor.shape[1], tensor.shape[0]).T
+            with torch.no_grad():
+                tensor.copy_(torch.from_numpy(np.ascontiguousarray(values)).view_as(tensor))
+        loaded += 1
+    if offset < len(body) and cutoff is None:
+        raise WeightsError(f"{path}: {len(body) - offset} floats are left after the last layer of the net "
+                           f"({offset} used): the file is for a different (larger) cfg")
+    report = LoadReport(header, loaded, total, offset)
+    if report.partial:
+        warnings.warn(f"{path}: partial weights file, loaded {loaded} of {total} layers with weights; "
+                      f"the rest keep their initial values", PartialWeightsWarning, stacklevel=2)
+    net.seen = header.seen
+    net.weights_version = (header.major, header.minor, header.revision)
+    return report
+
+
+def weights_bytes(net, cutoff: int | None = None, seen: int | None = None) -> bytes:
+    """The bytes of a version 0.2 weights file for `net` (layers 0..cutoff-1), as Darknet writes it."""
+    header = WeightsHeader(0, 2, 0, net.seen if seen is None else seen)
+    parts = [header.pack()]
+    for _, _, tensors in _weighted_layers(net, cutoff, "dontsave"):
+        parts.extend(t.detach().to("cpu", torch.float32).contiguous().numpy().astype(FLOAT).tobytes()
+                     for t in tensors)
+    return b"".join(parts)
+
+
+def save_weights(net, path: str | os.PathLike, cutoff: int | None = None, seen: int | None = None) -> None:
+    """Write a weights file the C Darknet reads back; atomically (temp file, then rename)."""
+    write_atomically(path, weights_bytes(net, cutoff, seen))
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
