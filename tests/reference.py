@@ -1,0 +1,62 @@
+"""Helpers for reading the Darknet reference pack in tests (see ../shared/reference/README.md)."""
+from __future__ import annotations
+
+import json
+import lzma
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pydarknet.network import Darknet, load_network
+
+MINI_NETS = {"mini-yolov2-voc": 416, "mini-yolov2-tiny-voc": 416, "mini-darknet19": 256, "mini-yolo9000": 224}
+FULL_NETS = {"yolov2-voc": 416, "yolov2-tiny-voc": 416, "darknet19": 256, "yolo9000": 544}
+DETECTOR_IMAGES = ("dog", "horses", "person")
+CLASSIFIER_IMAGES = ("dog", "eagle")
+
+
+def is_classifier(net_name: str) -> bool:
+    return "darknet19" in net_name
+
+
+def images_for(net_name: str) -> tuple[str, ...]:
+    return CLASSIFIER_IMAGES if is_classifier(net_name) else DETECTOR_IMAGES
+
+
+def network_input(reference: Path, image: str, size: int) -> torch.Tensor:
+    """The exact letterboxed input Darknet fed the net, as a (1, 3, size, size) batch."""
+    return torch.from_numpy(np.load(reference / "inputs" / f"{image}_{size}x{size}.npy"))[None]
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def mini_network(reference: Path, name: str) -> Darknet:
+    return load_network(reference / "mini" / f"{name}.cfg", reference / "mini" / f"{name}.weights", "cpu")
+
+
+def decompressed_weights(reference: Path, name: str, cache: Path) -> Path:
+    """Decompress weights/<name>.weights.xz into `cache` once per test session."""
+    target = cache / f"{name}.weights"
+    if not target.exists():
+        with lzma.open(reference / "weights" / f"{name}.weights.xz") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=16 << 20)
+    return target
+
+
+def full_network(reference: Path, name: str, cache: Path) -> Darknet:
+    # Relative tree=/map= paths in the original cfgs resolve next to the cfg folder (darknet/data/).
+    return load_network(reference / "darknet" / "cfg" / f"{name}.cfg",
+                        decompressed_weights(reference, name, cache), "cpu")
+
+
+def assert_layer_close(actual: np.ndarray, expected: np.ndarray, what: str, rel: float = 1e-4) -> None:
+    """README §9: per layer |a-b| <= rel*max|b| + rel*|b|."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = np.abs(expected).max()
+    excess = np.abs(actual - expected) - (rel * scale + rel * np.abs(expected))
+    assert excess.max() <= 0, (f"{what}: max |a-b| = {np.abs(actual - expected).max():.3g} "
+                               f"(max|b| = {scale:.3g}) exceeds the §9 tolerance")

@@ -1,0 +1,128 @@
+"""Weights io: header variants, partial files, byte-identical round trips, clear errors."""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from pydarknet.network import Darknet
+from pydarknet.weights import (PartialWeightsWarning, WeightsError, WeightsHeader, load_weights, save_weights,
+                               weights_bytes)
+from reference import decompressed_weights, mini_network, network_input
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["mini-yolov2-voc", "mini-yolov2-tiny-voc", "mini-darknet19", "mini-yolo9000"])
+def test_load_then_save_is_byte_identical(reference, tmp_path, name):
+    source = reference / "mini" / f"{name}.weights"
+    expected = json.loads((reference / "weights.json").read_text())[name]
+    assert _sha256(source) == expected["sha256_uncompressed"]
+    net = mini_network(reference, name)
+    assert net.seen == expected["seen"] == 5000000064  # above 2**32: a 32-bit read would be wrong
+    save_weights(net, tmp_path / "out.weights")
+    assert _sha256(tmp_path / "out.weights") == expected["sha256_uncompressed"]
+
+
+def test_full_size_round_trip(reference, tmp_path):
+    source = decompressed_weights(reference, "yolov2-tiny-voc", tmp_path)
+    net = Darknet.from_cfg(reference / "darknet" / "cfg" / "yolov2-tiny-voc.cfg")
+    load_weights(net, source)
+    assert weights_bytes(net) == source.read_bytes()
+
+
+def test_old_header_reads_32bit_seen(reference):
+    old = reference / "mini" / "mini-yolov2-tiny-voc.minor1.weights"
+    net = Darknet.from_cfg(reference / "mini" / "mini-yolov2-tiny-voc.cfg")
+    report = load_weights(net, old)
+    assert (report.header.major, report.header.minor, report.header.nbytes) == (0, 1, 16)
+    assert net.seen == 5000000064 % 2**32 == 705032768
+    net.eval()
+    new = mini_network(reference, "mini-yolov2-tiny-voc")
+    x = network_input(reference, "dog", 416)
+    with torch.no_grad():
+        assert torch.equal(net(x), new(x))
+
+
+def test_partial_file_loads_prefix_and_warns(reference):
+    net = Darknet.from_cfg(reference / "mini" / "mini-darknet19.cfg")
+    initial_last = net.layers[23].op.weight.detach().clone()
+    with pytest.warns(PartialWeightsWarning, match="loaded 18 of 19 layers"):
+        report = load_weights(net, reference / "mini" / "mini-darknet19.conv.23.weights")
+    assert report.partial and report.layers_loaded == 18
+    full = mini_network(reference, "mini-darknet19")
+    torch.testing.assert_close(net.layers[22].op.weight, full.layers[22].op.weight, rtol=0, atol=0)
+    assert torch.equal(net.layers[23].op.weight, initial_last)  # untouched, as Darknet leaves it
+
+
+def test_save_upto_cutoff_is_darknet_partial_file(reference, tmp_path):
+    net = mini_network(reference, "mini-darknet19")
+    save_weights(net, tmp_path / "conv23.weights", cutoff=23)
+    assert (tmp_path / "conv23.weights").read_bytes() == \
+        (reference / "mini" / "mini-darknet19.conv.23.weights").read_bytes()
+
+
+def test_truncated_file_names_the_layer(reference, tmp_path):
+    data = (reference / "mini" / "mini-yolov2-voc.weights").read_bytes()
+    (tmp_path / "cut.weights").write_bytes(data[:-1000])
+    net = Darknet.from_cfg(reference / "mini" / "mini-yolov2-voc.cfg")
+    with pytest.raises(WeightsError, match=r"cut.weights: file ends inside layer 30 \(convolutional\)"):
+        load_weights(net, tmp_path / "cut.weights")
+
+
+def test_oversized_file_is_an_error(reference, tmp_path):
+    data = (reference / "mini" / "mini-yolov2-voc.weights").read_bytes()
+    (tmp_path / "big.weights").write_bytes(data + np.zeros(10, np.float32).tobytes())
+    net = Darknet.from_cfg(reference / "mini" / "mini-yolov2-voc.cfg")
+    with pytest.raises(WeightsError, match="10 floats are left after the last layer"):
+        load_weights(net, tmp_path / "big.weights")
+
+
+def test_wrong_cfg_is_an_error(reference):
+    net = Darknet.from_cfg(reference / "mini" / "mini-yolov2-tiny-voc.cfg")
+    with pytest.raises(WeightsError, match="mini-yolov2-voc.weights"):
+        load_weights(net, reference / "mini" / "mini-yolov2-voc.weights")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "too short for a Darknet weights header"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a Darknet weights file"),
+    (np.array([0, 2, 0, 0], np.int32).tobytes() + b"\x00\x00", "needs 20 bytes"),
+])
+def test_not_a_weights_file(tmp_path, content, message):
+    (tmp_path / "bad.weights").write_bytes(content)
+    with pytest.raises(WeightsError, match=message):
+        load_weights(_tiny_net(tmp_path), tmp_path / "bad.weights")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.weights"):
+        load_weights(_tiny_net(tmp_path), tmp_path / "nothing.weights")
+
+
+def test_transposed_connected_weights(tmp_path):
+    net = _tiny_net(tmp_path)
+    dense = net.layers[1]
+    header = WeightsHeader(0, 1001, 0, 7)  # minor > 1000: connected weights stored inputs x outputs
+    conv_part = np.concatenate([t.detach().numpy().ravel() for t in net.layers[0].darknet_tensors()])
+    weight = np.arange(dense.op.weight.numel(), dtype=np.float32).reshape(dense.op.weight.shape)
+    body = np.concatenate([conv_part, np.zeros(dense.op.weight.shape[0], np.float32), weight.T.ravel()])
+    (tmp_path / "t.weights").write_bytes(header.pack() + body.astype("<f4").tobytes())
+    load_weights(net, tmp_path / "t.weights")
+    np.testing.assert_array_equal(dense.op.weight.detach().numpy(), weight)
+    assert net.seen == 7
+
+
+def _tiny_net(tmp_path) -> Darknet:
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text("[net]\nwidth=4\nheight=4\nchannels=1\n\n[convolutional]\nfilters=2\nsize=3\npad=1\n"
+                   "activation=leaky\n\n[connected]\noutput=3\nactivation=linear\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return Darknet.from_cfg(cfg)
