@@ -1,0 +1,80 @@
+"""Box formats and Darknet's IoU, for numpy arrays and torch tensors alike.
+
+Formats (last dimension of size 4):
+* ``cxcywh``: centre x, centre y, width, height (Darknet's `box`);
+* ``xyxy``: left, top, right, bottom.
+Functions broadcast over the leading dimensions and keep the input's dtype, so float32 inputs
+are computed in float32 in Darknet's operation order.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+
+Boxes = TypeVar("Boxes", np.ndarray, torch.Tensor)
+BoxFormat = Literal["cxcywh", "xyxy"]
+
+
+def cxcywh_to_xyxy(boxes_cxcywh: Boxes) -> Boxes:
+    """``(..., 4)`` cxcywh -> ``(..., 4)`` xyxy."""
+    xp = _namespace(boxes_cxcywh)
+    x, y, w, h = _unbind(boxes_cxcywh)
+    return xp.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], -1)
+
+
+def xyxy_to_cxcywh(boxes_xyxy: Boxes) -> Boxes:
+    """``(..., 4)`` xyxy -> ``(..., 4)`` cxcywh."""
+    xp = _namespace(boxes_xyxy)
+    x1, y1, x2, y2 = _unbind(boxes_xyxy)
+    return xp.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
+
+
+def convert_boxes(boxes: Boxes, in_fmt: BoxFormat, out_fmt: BoxFormat) -> Boxes:
+    """Convert ``(..., 4)`` boxes between the named formats."""
+    converters = {("cxcywh", "xyxy"): cxcywh_to_xyxy, ("xyxy", "cxcywh"): xyxy_to_cxcywh}
+    for fmt in (in_fmt, out_fmt):
+        if fmt not in ("cxcywh", "xyxy"):
+            raise ValueError(f"unknown box format {fmt!r}; expected 'cxcywh' or 'xyxy'")
+    return boxes if in_fmt == out_fmt else converters[in_fmt, out_fmt](boxes)
+
+
+def box_iou(a_cxcywh: Boxes, b_cxcywh: Boxes) -> Boxes:
+    """Darknet's IoU of broadcastable ``(..., 4)`` cxcywh boxes -> ``(...)``.
+
+    Union is ``a.w*a.h + b.w*b.h - intersection`` from the box sizes, so boxes with negative
+    sizes give the same (odd) values as box.c:box_iou; disjoint boxes give 0.
+    """
+    xp = _namespace(a_cxcywh)
+    ax, ay, aw, ah = _unbind(a_cxcywh)
+    bx, by, bw, bh = _unbind(b_cxcywh)
+    overlap_w = _overlap(xp, ax, aw, bx, bw)
+    overlap_h = _overlap(xp, ay, ah, by, bh)
+    # DARKNET(box.c:box_intersection): zero as soon as either side is negative
+    intersection = xp.where((overlap_w < 0) | (overlap_h < 0), xp.zeros_like(overlap_w), overlap_w * overlap_h)
+    union = aw * ah + bw * bh - intersection
+    return intersection / union
+
+
+def pairwise_iou(a_cxcywh: Boxes, b_cxcywh: Boxes) -> Boxes:
+    """Darknet IoU of every pair: ``(N, 4)`` x ``(M, 4)`` cxcywh -> ``(N, M)``."""
+    return box_iou(a_cxcywh[:, None, :], b_cxcywh[None, :, :])
+
+
+def _overlap(xp: ModuleType, x1: Boxes, w1: Boxes, x2: Boxes, w2: Boxes) -> Boxes:
+    """Length of the 1-D overlap of two centred segments (negative when disjoint)."""
+    left = xp.maximum(x1 - w1 / 2, x2 - w2 / 2)
+    right = xp.minimum(x1 + w1 / 2, x2 + w2 / 2)
+    return right - left
+
+
+def _unbind(boxes: Boxes) -> tuple[Boxes, Boxes, Boxes, Boxes]:
+    if boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have a last dimension of 4, got shape {tuple(boxes.shape)}")
+    return boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
+
+
+def _namespace(boxes: Boxes) -> ModuleType:
+    return torch if isinstance(boxes, torch.Tensor) else np

@@ -1,0 +1,239 @@
+"""Detections from a `[region]` output: decoding, Darknet's NMS, printed lines and JSON.
+
+Every comparison with a threshold is done in float32 against ``float32(thresh)``, because
+Darknet passes thresholds as C ``float``; products are float32 in Darknet's order, so the
+probabilities (and the printed percentages) equal Darknet's up to its own float rounding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from pydarknet.boxes import pairwise_iou
+from pydarknet.image import letterbox_size
+
+if TYPE_CHECKING:
+    from pydarknet.tree import WordTree
+
+COORDS = 4   # x, y, w, h entries before objectness in each anchor's block
+
+
+@dataclass
+class Detection:
+    """One anchor at one grid cell, as Darknet's `detection` struct.
+
+    bbox: (4,) float32 cxcywh relative to the original image (not clipped; may exceed [0, 1]),
+        or in pixels when decoded with ``relative=False``.
+    objectness: the objectness if it is > thresh, else 0.
+    probs: (classes,) float32 class probabilities, 0 where not above thresh or suppressed.
+    """
+    bbox: np.ndarray
+    objectness: float
+    probs: np.ndarray
+
+
+def get_region_detections(region_out: np.ndarray | torch.Tensor, anchors: Sequence[float], net_w: int,
+                          net_h: int, im_w: int, im_h: int, thresh: float, hier_thresh: float = 0.5,
+                          tree: WordTree | None = None, relative: bool = True) -> list[Detection]:
+    """Decode one image's region output into ``A*H*W`` detections in Darknet's array order.
+
+    region_out: (A, 5+classes, H, W) region-layer output (entries 0,1,4 logistic, 2,3 raw,
+        5.. softmaxed class probabilities, or group-softmaxed ones with a WordTree).
+    anchors: flat ``w0, h0, w1, h1, ...`` in grid cells ([region] ``anchors``).
+    Detection ``a*H*W + y*W + x`` is anchor ``a`` at cell (y, x), as region_layer.c orders them.
+    With a ``tree``, each box gets one class, tree.c:hierarchy_top_prediction's, with
+    probability = objectness (map-less YOLO9000 test mode).
+    Not supported (not used by YOLOv2 detection): ``background``, ``coords > 4`` masks, a
+    class ``map``, and the batch-2 flip averaging.
+    """
+    pred = _check_region(region_out, anchors)
+    boxes = _correct_region_boxes(_region_boxes(pred, anchors), im_w, im_h, net_w, net_h, relative)
+    t = np.float32(thresh)
+    scale = pred[:, COORDS].reshape(-1)                                   # [A*H*W]
+    objectness = np.where(scale > t, scale, np.float32(0))
+    class_probs = pred[:, COORDS + 1:]                                    # [A, C, H, W]
+    if tree is None:
+        probs = _class_probs(class_probs, scale, objectness, t)
+    else:
+        probs = _tree_probs(class_probs, objectness, hier_thresh, tree)
+    return [Detection(box, float(obj), prob) for box, obj, prob in zip(boxes, objectness, probs)]
+
+
+def _check_region(region_out: np.ndarray | torch.Tensor, anchors: Sequence[float]) -> np.ndarray:
+    """The region output as a float32 (A, 5+C, H, W) array, checked against the anchors."""
+    if isinstance(region_out, torch.Tensor):
+        region_out = region_out.detach().cpu().numpy()
+    pred = np.asarray(region_out, dtype=np.float32)
+    if pred.ndim != 4 or pred.shape[1] < COORDS + 2:
+        raise ValueError(f"region output must be (num, 5+classes, H, W), got shape {pred.shape}")
+    if len(anchors) != 2 * pred.shape[0]:
+        raise ValueError(f"{len(anchors)} anchor values for num={pred.shape[0]} anchors (need {2 * pred.shape[0]})")
+    return pred
+
+
+def _region_boxes(pred: np.ndarray, anchors: Sequence[float]) -> np.ndarray:
+    """(A, 5+C, H, W) -> (A*H*W, 4) float32 cxcywh relative to the network input."""
+    num, _, h, w = pred.shape
+    # DARKNET(region_layer.c:get_region_box): biases are C floats; exp() and the anchor product in double
+    anchors_wh = np.asarray(anchors, dtype=np.float32).astype(np.float64).reshape(num, 2, 1, 1)
+    x = (np.arange(w, dtype=np.float32) + pred[:, 0]) / np.float32(w)            # [A, H, W]
+    y = (np.arange(h, dtype=np.float32)[:, None] + pred[:, 1]) / np.float32(h)    # [A, H, W]
+    with np.errstate(over="ignore"):   # huge tw/th give inf boxes in Darknet too
+        wh = np.exp(pred[:, 2:4].astype(np.float64)) * anchors_wh / np.array([w, h]).reshape(2, 1, 1)
+    boxes = np.stack([x, y, wh[:, 0].astype(np.float32), wh[:, 1].astype(np.float32)], -1)
+    return boxes.reshape(-1, 4)
+
+
+def _correct_region_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int,
+                          relative: bool) -> np.ndarray:
+    """Undo the letterbox: (N, 4) cxcywh relative to the network input -> to the original image."""
+    new_w, new_h = letterbox_size(im_w, im_h, net_w, net_h)
+    net = np.array([net_w, net_h], dtype=np.float32)
+    new = np.array([new_w, new_h], dtype=np.float32)
+    # DARKNET(region_layer.c:correct_region_boxes): the centre shift is computed in double precision
+    offset = (net.astype(np.float64) - new) / 2. / net
+    xy = ((boxes_cxcywh[:, :2] - offset) / (new / net).astype(np.float64)).astype(np.float32)
+    wh = boxes_cxcywh[:, 2:] * (net / new)
+    boxes = np.concatenate([xy, wh], axis=1)
+    if not relative:
+        boxes *= np.array([im_w, im_h, im_w, im_h], dtype=np.float32)
+    return boxes
+
+
+def _class_probs(class_probs: np.ndarray, scale: np.ndarray, objectness: np.ndarray,
+                 t: np.float32) -> np.ndarray:
+    """(A, C, H, W) conditional probabilities -> (A*H*W, C) objectness * P, 0 unless > t."""
+    num, classes, h, w = class_probs.shape
+    per_box = class_probs.transpose(0, 2, 3, 1).reshape(num * h * w, classes)
+    prob = scale[:, None] * per_box
+    # DARKNET(region_layer.c:get_region_detections): boxes below the objectness thresh keep all-zero probs
+    return np.where((prob > t) & (objectness[:, None] != 0), prob, np.float32(0))
+
+
+def _tree_probs(class_probs: np.ndarray, objectness: np.ndarray, hier_thresh: float,
+                tree: WordTree) -> np.ndarray:
+    """(A, C, H, W) WordTree group probabilities -> (A*H*W, C), one nonzero class per box."""
+    p_abs = tree.hierarchy_predictions(torch.from_numpy(class_probs), dim=1)
+    top = tree.top_prediction(p_abs, hier_thresh, dim=1).reshape(-1).numpy()      # [A*H*W]
+    probs = np.zeros((top.size, class_probs.shape[1]), dtype=np.float32)
+    # DARKNET(region_layer.c:get_region_detections): without a map the printed prob is the objectness
+    probs[np.arange(top.size), top] = objectness
+    return probs
+
+
+def do_nms_sort(dets: Sequence[Detection], classes: int, nms: float = 0.45) -> list[Detection]:
+    """Darknet's per-class NMS; returns new detections in Darknet's final array order.
+
+    Boxes with objectness 0 are first moved to the end; then, class by class, the others are
+    sorted by that class's prob (descending) and each box zeroes the class prob of every later
+    box overlapping it by IoU > nms. No box is removed. The input is left untouched.
+    """
+    boxes, objectness, probs = _stack_detections(dets, classes)
+    order = _objectness_partition(objectness != 0)
+    total = int(np.count_nonzero(objectness))
+    front = order[:total]
+    nms32 = np.float32(nms)
+    # DARKNET(box.c:do_nms_sort): glibc's qsort is a stable merge sort, so a class whose probs are
+    # all 0 keeps the order, and equal probs keep the previous class's order
+    for k in np.flatnonzero((probs[front] != 0).any(axis=0)):
+        front = front[np.argsort(-probs[front, k], kind="stable")]
+        ranked = front[probs[front, k] != 0]                   # a prefix of front: probs are >= 0
+        probs[ranked[_suppressed(boxes[ranked], nms32)], k] = 0
+    order[:total] = front
+    return [Detection(boxes[i], float(objectness[i]), probs[i]) for i in order]
+
+
+def _stack_detections(dets: Sequence[Detection], classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 4) float32 boxes, (N,) float32 objectness and an (N, classes) float32 copy of the probs."""
+    if not dets:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, classes), np.float32)
+    shapes = {d.probs.shape for d in dets}
+    if shapes != {(classes,)}:
+        raise ValueError(f"detections have probs of shape {sorted(shapes)}, expected ({classes},)")
+    boxes = np.stack([d.bbox for d in dets]).astype(np.float32)
+    objectness = np.array([d.objectness for d in dets], dtype=np.float32)
+    return boxes, objectness, np.stack([d.probs for d in dets]).astype(np.float32)
+
+
+def _objectness_partition(nonzero: np.ndarray) -> np.ndarray:
+    """Permutation (N,) that moves the ``~nonzero`` items to the end as box.c:do_nms_sort does.
+
+    DARKNET(box.c:do_nms_sort): the scan swaps each zero item with the current last slot, so
+    the k-th zero among the first ``total`` slots receives the k-th nonzero item counted from
+    the end, and the tail fills from the back with the zeros in the order they were swapped out.
+    """
+    n = nonzero.size
+    total = int(np.count_nonzero(nonzero))
+    order = np.arange(n)
+    if total == n:
+        return order
+    holes = np.flatnonzero(~nonzero[:total])                   # zeros inside the front part
+    movers = total + np.flatnonzero(nonzero[total:])[::-1]     # nonzeros in the tail, last first
+    order[holes] = movers
+    # each swap-out is a front hole or, after the holes, slot `total`; a tail item that is zero is
+    # swapped out next, a nonzero one ends the run and the next front hole follows
+    swapped_from = np.append(holes, total)
+    scan = np.arange(n - 1, total, -1)                         # tail slots met from the end
+    run_ends = np.cumsum(nonzero[scan])
+    sequence = np.concatenate([swapped_from[:1], np.where(nonzero[scan], swapped_from[run_ends], scan)])
+    order[total:] = sequence[::-1]
+    return order
+
+
+def _suppressed(boxes_cxcywh: np.ndarray, nms: np.float32) -> np.ndarray:
+    """Greedy NMS over (M, 4) boxes ranked best first -> (M,) bool, True where suppressed."""
+    with np.errstate(invalid="ignore", divide="ignore"):   # 0/0 IoU of empty boxes is NaN in Darknet too
+        overlaps = pairwise_iou(boxes_cxcywh, boxes_cxcywh) > nms           # [M, M]
+    suppressed = np.zeros(len(boxes_cxcywh), dtype=bool)
+    # sequential by nature: a suppressed box no longer suppresses others
+    for i in range(len(boxes_cxcywh)):
+        if not suppressed[i]:
+            suppressed[i + 1:] |= overlaps[i, i + 1:]
+    return suppressed
+
+
+def format_detections(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[str]:
+    """The lines image.c:draw_detections prints: ``"<name>: <prob>%"`` for every class > thresh,
+    box by box in array order and by class index within a box."""
+    lines = []
+    for det, classes in zip(dets, _classes_above(dets, names, thresh)):
+        # DARKNET(image.c:draw_detections): prob*100 is a float32 product, printed with %.0f
+        lines.extend(f"{names[j]}: {float(det.probs[j] * np.float32(100)):.0f}%" for j in classes)
+    return lines
+
+
+def detections_to_json(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[dict[str, Any]]:
+    """JSON-ready dicts for the detections with a class prob > thresh, in array order.
+
+    Keys: ``array_index`` (position in ``dets``), ``bbox`` [x, y, w, h] (cxcywh as in the
+    detection), ``objectness``, ``probs`` {class index: prob} for probs > thresh,
+    ``best_class``/``best_prob``/``best_name`` (highest prob, lowest index on ties).
+    """
+    records = []
+    for index, (det, classes) in enumerate(zip(dets, _classes_above(dets, names, thresh))):
+        if classes.size == 0:
+            continue
+        best = int(np.argmax(det.probs))
+        records.append({
+            "array_index": index,
+            "bbox": [float(v) for v in det.bbox],
+            "objectness": float(det.objectness),
+            "probs": {int(j): float(det.probs[j]) for j in classes},
+            "best_class": best,
+            "best_prob": float(det.probs[best]),
+            "best_name": names[best],
+        })
+    return records
+
+
+def _classes_above(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[np.ndarray]:
+    """For each detection, the class indices with prob > thresh; each must have a name."""
+    t = np.float32(thresh)
+    classes = [np.flatnonzero(det.probs > t) for det in dets]
+    unnamed = [int(c[-1]) for c in classes if c.size and c[-1] >= len(names)]
+    if unnamed:
+        raise ValueError(f"class {max(unnamed)} has no name: only {len(names)} names given")
+    return classes

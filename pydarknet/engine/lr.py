@@ -1,0 +1,97 @@
+"""Learning-rate policies of Darknet's `[net]` section, as pure functions of the batch number.
+
+Darknet keeps `learning_rate`, `scale`, `scales`, `gamma` and `power` as C floats and evaluates
+`pow`/`exp` in double, so the arithmetic below goes through float32 at the same points
+(e.g. burn-in at batch 1 of 1000 gives 1.00000022e-15, not 1e-15).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random")
+
+_SIZE_T_WRAP = 2 ** 64
+
+
+def get_current_batch(seen: int, batch: int, subdivisions: int) -> int:
+    """Number of batches trained so far, DARKNET(network.c:get_current_batch).
+
+    `seen` counts images and is incremented *before* the forward of a batch. `batch` is Darknet's
+    `net->batch`, i.e. the cfg `batch` divided by `subdivisions` (times `time_steps`), so
+    `batch * subdivisions` is the number of images per weight update.
+    """
+    return seen // (batch * subdivisions)
+
+
+def _f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def _pow(base: float, exponent: float) -> float:
+    """C `pow` in double: nan for a negative base with a fractional exponent, inf on overflow."""
+    with np.errstate(all="ignore"):
+        return float(np.power(np.float64(base), np.float64(exponent)))
+
+
+def _steps_rate(learning_rate: float, batch_num: int, steps: Sequence[int], scales: Sequence[float]) -> float:
+    """Multiply by `scales[i]` for every `steps[i] <= batch_num`, stopping at the first step ahead."""
+    if len(steps) != len(scales):
+        raise ValueError(f"steps ({len(steps)}) and scales ({len(scales)}) must have the same length")
+    rate = np.float32(learning_rate)
+    for step_at, factor in zip(steps, scales):
+        # DARKNET(network.c:get_current_rate): the scan stops at the first future step, even if a
+        # later entry of an unsorted list has already been passed.
+        if step_at > batch_num:
+            break
+        rate = np.float32(rate * np.float32(factor))
+    return float(rate)
+
+
+def _sigmoid_rate(learning_rate: float, batch_num: int, gamma: float, step: int) -> float:
+    """`lr / (1 + exp(gamma * (batch_num - step)))` with Darknet's unsigned subtraction."""
+    # DARKNET(network.c:get_current_rate): `batch_num - step` is size_t, so before `step` it wraps
+    # to ~2^64 and the rate is 0 for gamma > 0 (lr for gamma < 0) instead of a sigmoid ramp.
+    offset = _f32((batch_num - step) % _SIZE_T_WRAP)
+    with np.errstate(all="ignore"):
+        exponent = np.float32(gamma) * np.float32(offset)
+        return _f32(_f32(learning_rate) / (1.0 + np.exp(np.float64(exponent))))
+
+
+def get_current_rate(policy: str, learning_rate: float, batch_num: int, *,
+                     burn_in: int = 0, power: float = 4.0, gamma: float = 1.0,
+                     step: int = 1, scale: float = 1.0,
+                     steps: Sequence[int] = (), scales: Sequence[float] = (),
+                     max_batches: int = 0, rng: np.random.Generator | None = None) -> float:
+    """The learning rate Darknet uses for the update after `batch_num` batches.
+
+    DARKNET(network.c:get_current_rate). Option names and defaults are those of the `[net]`
+    section (parser.c:parse_net_options); `policy` is one of `POLICIES`. While
+    `batch_num < burn_in` every policy returns `learning_rate * (batch_num/burn_in)**power`.
+    The `random` policy draws `u ~ U[0, 1)` from `rng` (Darknet: `rand()/RAND_MAX`) and returns
+    `learning_rate * u**power`. Returns a Python float holding a float32 value.
+    """
+    if policy not in POLICIES:
+        # DIVERGES: Darknet prints "Couldn't find policy" and silently trains with `constant`.
+        raise ValueError(f"unknown learning-rate policy {policy!r}; expected one of {POLICIES}")
+    lr = np.float32(learning_rate)
+    if batch_num < burn_in:
+        ratio = np.float32(batch_num) / np.float32(burn_in)
+        return _f32(float(lr) * _pow(ratio, _f32(power)))
+    if policy == "constant":
+        return float(lr)
+    if policy == "step":
+        return _f32(float(lr) * _pow(_f32(scale), batch_num // step))
+    if policy == "steps":
+        return _steps_rate(learning_rate, batch_num, steps, scales)
+    if policy == "exp":
+        return _f32(float(lr) * _pow(_f32(gamma), batch_num))
+    if policy == "poly":
+        remaining = np.float32(1) - np.float32(batch_num) / np.float32(max_batches)
+        return _f32(float(lr) * _pow(remaining, _f32(power)))
+    if policy == "sigmoid":
+        return _sigmoid_rate(learning_rate, batch_num, gamma, step)
+    if rng is None:
+        raise ValueError("the 'random' policy needs a random generator (rng=)")
+    return _f32(float(lr) * _pow(np.float32(rng.random()), _f32(power)))

@@ -1,0 +1,370 @@
+"""The YOLOv2 / YOLO9000 region loss, as DARKNET(region_layer.c:forward_region_layer) writes `l.delta`.
+
+Tensors use Darknet's region layout: ``output``, ``target``, ``scale`` and ``delta`` are
+(B, A, 5+C, H, W) with entries 0,1 = logistic x, y; 2,3 = raw w, h; 4 = logistic objectness;
+5.. = class probabilities. ``truth`` is (B, T, 5) rows ``x, y, w, h, class`` (box centre and
+size relative to the network input; a row with x == 0 ends an image's list).
+
+Every delta Darknet writes has the form ``scale * (target - output)``, so the loss is built as
+a ``target`` and a ``scale`` tensor (under no_grad) and ``delta = scale * (target - output)``,
+Darknet's *negative* gradient. Where Darknet writes an entry several times the last write
+wins; the writes below follow Darknet's order: no-object and prior deltas, then the truths in
+list order, each truth's class deltas last.
+
+A softmax over the classes is handled as a WordTree whose nodes are all roots (one group),
+so the VOC and YOLO9000 class deltas share one code path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..layers.region import RegionOptions
+from ..tree import WordTree
+
+PRIOR_SEEN = 12800          # DARKNET(region_layer.c:forward_region_layer): pull boxes toward the priors early
+PRIOR_SCALE = 0.01          # DARKNET(region_layer.c:forward_region_layer): weight of that pull
+MAX_TRUTHS = 30             # DARKNET(region_layer.c:forward_region_layer): rows scanned per image, whatever `max` is
+CLASSIFICATION_ONLY = 100000  # DARKNET(region_layer.c:forward_region_layer): x, y above this = label without box
+RECALL_IOU = 0.5            # DARKNET(region_layer.c:forward_region_layer): IoU counted as recalled
+OBJ = 4                     # objectness entry (coords = 4)
+CLS = 5                     # first class entry
+
+
+@dataclass
+class RegionLoss:
+    """What the region layer's training forward produces.
+
+    target, scale, delta: (B, A, 5+C, H, W); delta = scale * (target - output) is Darknet's
+    `l.delta` (negative gradient of ``loss(output)``); cost = sum(delta**2) = `*l.cost`.
+    The statistics are those of Darknet's `Region Avg IOU` line, as float sums divided there.
+    """
+    target: Tensor
+    scale: Tensor
+    delta: Tensor
+    cost: float
+    avg_iou: float
+    avg_class: float
+    avg_obj: float
+    avg_no_obj: float
+    avg_recall: float
+    count: int
+
+    def loss(self, output: Tensor) -> Tensor:
+        """Scalar ``sum(scale * (target - output)**2) / 2``; its gradient w.r.t. output is ``-delta``.
+
+        This is the gradient w.r.t. the *activated* output. To reproduce Darknet's backward
+        through the activations use `region_input_gradient` instead (Darknet skips the softmax
+        Jacobian).
+        """
+        return 0.5 * (self.scale * (self.target - output) ** 2).sum()
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """The stats line's numbers, keyed as in the reference pack's `train_meta.json`."""
+        return {"avg_iou": self.avg_iou, "class": self.avg_class, "obj": self.avg_obj,
+                "no_obj": self.avg_no_obj, "avg_recall": self.avg_recall, "count": self.count}
+
+    def stats_line(self) -> str:
+        """Darknet's training printout (region_layer.c:forward_region_layer).
+
+        DIVERGES: a 0/0 average prints `nan` where glibc prints `-nan`.
+        """
+        return (f"Region Avg IOU: {self.avg_iou:f}, Class: {self.avg_class:f}, Obj: {self.avg_obj:f}, "
+                f"No Obj: {self.avg_no_obj:f}, Avg Recall: {self.avg_recall:f},  count: {self.count:d}")
+
+
+def region_input_gradient(output: Tensor, delta: Tensor) -> Tensor:
+    """d(loss)/d(raw conv output) for Darknet's region backward; shape (B, A, 5+C, H, W).
+
+    DARKNET(region_layer.c:backward_region_layer_gpu): the delta of the logistic entries
+    (x, y, objectness) is multiplied by y*(1-y); w, h and the classes pass unchanged (the
+    softmax + cross-entropy shortcut, also for the WordTree softmax). Darknet's delta is the
+    negative gradient, so the result is negated: ``raw.backward(gradient=g.view_as(raw))`` puts
+    minus Darknet's `weight_updates` into `.grad`, and plain SGD then steps as Darknet does.
+    """
+    factor = torch.ones_like(output)
+    logistic = output.detach()[:, :, [0, 1, OBJ]]
+    factor[:, :, [0, 1, OBJ]] = logistic * (1 - logistic)
+    return -(delta * factor)
+
+
+def _iou_cxcywh(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of boxes (..., 4) cx, cy, w, h, broadcast; touching boxes give 0 (box.c:box_iou)."""
+    def overlap(ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> Tensor:
+        return torch.minimum(ca + sa / 2, cb + sb / 2) - torch.maximum(ca - sa / 2, cb - sb / 2)
+    ow = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
+    oh = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
+    inter = torch.where((ow < 0) | (oh < 0), torch.zeros_like(ow), ow * oh)
+    return inter / (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter)
+
+
+def _predicted_boxes(output: Tensor, anchors: Tensor) -> Tensor:
+    """(B, A, H, W, 4) boxes cx, cy, w, h relative to the image (region_layer.c:get_region_box).
+
+    output: (B, A, 5+C, H, W); anchors: (A, 2) w, h in grid cells.
+    """
+    _, _, _, h, w = output.shape
+    col = torch.arange(w, device=output.device, dtype=output.dtype)
+    row = torch.arange(h, device=output.device, dtype=output.dtype)[:, None]
+    anchor_w, anchor_h = anchors[:, 0, None, None], anchors[:, 1, None, None]
+    return torch.stack(((col + output[:, :, 0]) / w, (row + output[:, :, 1]) / h,
+                        torch.exp(output[:, :, 2]) * anchor_w / w,
+                        torch.exp(output[:, :, 3]) * anchor_h / h), dim=-1)
+
+
+def _box_targets(box: Tensor, col: Tensor, row: Tensor, anchor_wh: Tensor, w: int, h: int) -> Tensor:
+    """(..., 4) targets tx, ty, tw, th of entries 0..3 for a box (..., 4) cx, cy, w, h in cell (row, col).
+
+    DARKNET(region_layer.c:delta_region_box): x, y are the offsets in the cell, w, h log-ratios to the anchor.
+    """
+    return torch.stack((box[..., 0] * w - col, box[..., 1] * h - row,
+                        torch.log(box[..., 2] * w / anchor_wh[..., 0]),
+                        torch.log(box[..., 3] * h / anchor_wh[..., 1])), dim=-1)
+
+
+def _ancestor_table(tree: WordTree) -> Tensor:
+    """(n, D) each node followed by its ancestors, padded with -1; D = 1 + the deepest depth."""
+    table = np.full((tree.n, int(tree.depth.max()) + 1), -1, dtype=np.int64)
+    node = np.arange(tree.n)
+    for d in range(table.shape[1]):
+        table[:, d] = node
+        node = np.where(node >= 0, tree.parent[np.maximum(node, 0)], -1)
+    return torch.from_numpy(table)
+
+
+def _path_product(probs: Tensor, paths: Tensor, dim: int) -> Tensor:
+    """Product of ``probs`` along each path (tree.c:get_hierarchy_probability, node first).
+
+    probs: (..., C, ...) with classes at ``dim``; paths: node indices, -1 padded, with D at
+    ``dim`` and size 1 or that of ``probs`` elsewhere. Returns ``probs`` with ``dim`` reduced to 1.
+    """
+    on_path = paths >= 0
+    picked = probs.gather(dim, paths.clamp(min=0).expand(*probs.shape[:dim], paths.shape[dim],
+                                                        *probs.shape[dim + 1:]))
+    return torch.where(on_path, picked, torch.ones_like(picked)).prod(dim, keepdim=True)
+
+
+@dataclass
+class _ClassTruths:
+    """Class truths placed at an output cell: K rows of image, anchor, row, col, tree node and list order."""
+    b: Tensor
+    n: Tensor
+    j: Tensor
+    i: Tensor
+    node: Tensor
+    order: Tensor
+
+    @staticmethod
+    def cat(parts: list[_ClassTruths]) -> _ClassTruths:
+        return _ClassTruths(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(_ClassTruths)))
+
+
+class _Writer:
+    """Accumulates Darknet's writes into ``target`` and ``scale``, each (B, A, 5+C, H, W)."""
+
+    def __init__(self, output: Tensor):
+        self.target = torch.zeros_like(output)
+        self.scale = torch.zeros_like(output)
+
+    def put(self, index: tuple, target: Tensor | float, scale: Tensor | float) -> None:
+        self.target[index] = target
+        self.scale[index] = scale
+
+
+def _flat_tree(classes: int) -> WordTree:
+    """A softmax over all classes is a WordTree of roots: one group, paths of length 1."""
+    return WordTree([str(c) for c in range(classes)], [-1] * classes)
+
+
+def _valid_rows(truth: Tensor) -> Tensor:
+    """(B, T) bool: rows before the first x == 0 row (region_layer.c: `if(!truth.x) break`)."""
+    return torch.cumprod(truth[..., 0] != 0, dim=1).bool()
+
+
+def _noobject_and_prior(out: Tensor, pred: Tensor, truth: Tensor, rows: Tensor, boxed: Tensor,
+                        anchors: Tensor, opts: RegionOptions, seen: int, writer: _Writer) -> Tensor:
+    """No-object deltas everywhere, warm-up prior deltas for images with boxes; returns their Σ objectness.
+
+    pred: (B, A, H, W, 4) predicted boxes; rows: (B, T) valid truth rows; boxed: (B,) images
+    trained on boxes (no classification-only row).
+    """
+    _, a, _, h, w = out.shape
+    ious = _iou_cxcywh(pred[:, :, :, :, None], truth[:, None, None, None, :, :4])   # (B, A, H, W, T)
+    best_iou = torch.where(rows[:, None, None, None], ious, torch.zeros_like(ious)).amax(-1)
+    # DARKNET(region_layer.c:forward_region_layer): no penalty where a prediction already fits a truth
+    matched = (best_iou > opts.thresh) & boxed[:, None, None, None]
+    writer.put((slice(None), slice(None), OBJ), 0.0,
+               torch.where(matched, 0.0, opts.noobject_scale).to(out.dtype))
+    if seen < PRIOR_SEEN:
+        col = torch.arange(w, dtype=out.dtype, device=out.device)
+        row = torch.arange(h, dtype=out.dtype, device=out.device)[:, None]
+        anchor_wh = anchors[:, None, None, :].expand(a, h, w, 2)
+        prior = torch.stack((((col + .5) / w).expand(a, h, w), ((row + .5) / h).expand(a, h, w),
+                             anchor_wh[..., 0] / w, anchor_wh[..., 1] / h), dim=-1)   # (A, H, W, 4)
+        targets = _box_targets(prior, col, row, anchor_wh, w, h).permute(0, 3, 1, 2)  # (A, 4, H, W)
+        writer.put((boxed.nonzero()[:, 0], slice(None), slice(0, 4)), targets, PRIOR_SCALE)
+    return out[boxed, :, OBJ].sum()
+
+
+def _box_truths(out: Tensor, pred: Tensor, truth: Tensor, rows: Tensor, anchors: Tensor, opts: RegionOptions,
+                class_map: Tensor | None, writer: _Writer) -> tuple[_ClassTruths, Tensor, Tensor]:
+    """Box and objectness deltas of every truth with a box; returns its class truths, IoUs (K,), objectness (K,).
+
+    pred: (B, A, H, W, 4) predicted boxes; rows: (B, T) truth rows to use, in list order.
+    """
+    _, a, _, h, w = out.shape
+    b_idx, t_idx = rows.nonzero(as_tuple=True)
+    box = truth[b_idx, t_idx, :4]                                           # (K, 4)
+    # DARKNET(region_layer.c:forward_region_layer): the cell is the truncated relative centre
+    i = (box[:, 0] * w).long()
+    j = (box[:, 1] * h).long()
+    if opts.bias_match:
+        shape_wh = (anchors / anchors.new_tensor([w, h])).expand(len(box), a, 2)
+    else:
+        shape_wh = pred[b_idx, :, j, i, 2:]                                 # (K, A, 2)
+    # DARKNET(region_layer.c:forward_region_layer): the anchor is chosen by shape only (centres at 0)
+    centred = torch.cat((torch.zeros_like(shape_wh), shape_wh), dim=-1)
+    truth_centred = torch.cat((torch.zeros_like(box[:, None, 2:]), box[:, None, 2:]), dim=-1)
+    best_n = _iou_cxcywh(centred, truth_centred).argmax(dim=1)             # first best, as Darknet's strict >
+    iou = _iou_cxcywh(pred[b_idx, best_n, j, i], box)                      # (K,)
+
+    # DARKNET(region_layer.c:forward_region_layer): a later truth in the same cell and anchor overwrites;
+    # index_put with repeated indices is undefined, so the last truth per cell is picked explicitly
+    cell = ((b_idx * a + best_n) * h + j) * w + i
+    last = torch.full((out.shape[0] * a * h * w,), -1, dtype=torch.long, device=out.device)
+    last.scatter_reduce_(0, cell, t_idx, "amax")
+    win = last[cell] == t_idx
+    wb, wn, wj, wi = b_idx[win], best_n[win], j[win], i[win]
+    targets = _box_targets(box[win], wi.to(out.dtype), wj.to(out.dtype), anchors[wn], w, h)
+    writer.put((wb, wn, slice(0, 4), wj, wi), targets,
+               (opts.coord_scale * (2 - box[win, 2] * box[win, 3]))[:, None])
+    writer.put((wb, wn, OBJ, wj, wi), iou[win] if opts.rescore else 1.0, opts.object_scale)
+
+    node = truth[b_idx, t_idx, 4].long()
+    if class_map is not None:
+        node = class_map.to(out.device)[node]
+    order = b_idx * truth.shape[1] + t_idx
+    return _ClassTruths(b_idx, best_n, j, i, node, order), iou, out[b_idx, best_n, OBJ, j, i]
+
+
+def _classification_truths(out: Tensor, truth: Tensor, label_row: Tensor, paths: Tensor,
+                           writer: _Writer) -> _ClassTruths:
+    """Place each image's classification-only label at its most confident cell; returns those class truths.
+
+    label_row: (B, T) bool, the first classification-only row of each image that has one.
+    DARKNET(region_layer.c:forward_region_layer): the anchor and cell maximising objectness x path
+    probability get the class deltas and objectness delta 0; the image's no-object deltas stay.
+    """
+    _, a, _, h, w = out.shape
+    b_idx, t_idx = label_row.nonzero(as_tuple=True)
+    node = truth[b_idx, t_idx, 4].long()
+    image_paths = paths.to(out.device)[node][:, None, :, None]               # (K, 1, D, 1)
+    probs = out[b_idx, :, CLS:].flatten(3)                                  # (K, A, C, H*W)
+    score = out[b_idx, :, OBJ].flatten(2) * _path_product(probs, image_paths, dim=2)[:, :, 0]   # (K, A, H*W)
+    best = score.flatten(1).argmax(dim=1)                                   # first best in Darknet's n, y, x order
+    n, cell = best // (h * w), best % (h * w)
+    j, i = cell // w, cell % w
+    # DARKNET(region_layer.c:forward_region_layer): the .3 objectness target computed there is overwritten by 0
+    writer.put((b_idx, n, OBJ, j, i), 0.0, 0.0)
+    return _ClassTruths(b_idx, n, j, i, node, b_idx * truth.shape[1] + t_idx)
+
+
+def _class_deltas(out: Tensor, truths: _ClassTruths, tree: WordTree, paths: Tensor, class_scale: float,
+                  writer: _Writer) -> Tensor:
+    """Class deltas of every truth's path; returns each truth's path probability (K,) for the stats.
+
+    DARKNET(region_layer.c:delta_region_class): for each node on the path, every member of its
+    group gets ``class_scale*(0 - p)`` and the node ``class_scale*(1 - p)``. Groups written by
+    several truths of one cell and anchor keep the last truth's targets.
+    """
+    dev = out.device
+    path = paths.to(dev)[truths.node]                                        # (K, D)
+    k, d = (path >= 0).nonzero(as_tuple=True)
+    node = path[k, d]
+    group = torch.as_tensor(tree.group, device=dev)[node]
+    b, n, j, i = truths.b[k], truths.n[k], truths.j[k], truths.i[k]
+    _, _, _, h, w = out.shape
+    key = ((((b * out.shape[1] + n) * h + j) * w + i) * tree.groups + group)
+    # index_put with repeated indices is undefined, so the last truth per (cell, group) is picked explicitly
+    slot, inverse = key.unique(return_inverse=True)
+    last = torch.full_like(slot, -1).scatter_reduce_(0, inverse, truths.order[k], "amax")
+    win = last[inverse] == truths.order[k]
+    node, group, b, n, j, i = node[win], group[win], b[win], n[win], j[win], i[win]
+
+    size = torch.as_tensor(tree.group_size, device=dev)[group]
+    owner = torch.repeat_interleave(torch.arange(len(node), device=dev), size)
+    start = torch.cumsum(size, 0) - size
+    member = torch.as_tensor(tree.group_offset, device=dev)[group][owner] + \
+        torch.arange(int(size.sum()), device=dev) - start[owner]
+    writer.put((b[owner], n[owner], CLS + member, j[owner], i[owner]),
+               (member == node[owner]).to(out.dtype), class_scale)
+
+    probs = out[truths.b, truths.n, CLS:, truths.j, truths.i]                # (K, C)
+    return _path_product(probs, path, dim=1)[:, 0]
+
+
+def _check_supported(output: Tensor, truth: Tensor, opts: RegionOptions, tree: WordTree | None) -> None:
+    if opts.coords != 4:
+        raise NotImplementedError(f"region loss with coords={opts.coords} (masks) is not implemented")
+    if tree is None and not opts.softmax:
+        raise NotImplementedError("region loss with logistic classes (softmax=0, no tree) is not implemented")
+    expected = (opts.num, 5 + opts.classes)
+    if output.dim() != 5 or tuple(output.shape[1:3]) != expected:
+        raise ValueError(f"output shape {tuple(output.shape)} is not (B, {expected[0]}, {expected[1]}, H, W)")
+    if truth.dim() != 3 or truth.shape[0] != output.shape[0] or truth.shape[2] != 5:
+        raise ValueError(f"truth shape {tuple(truth.shape)} is not ({output.shape[0]}, T, 5)")
+
+
+def region_loss(output: Tensor, truth: Tensor, opts: RegionOptions, seen: int,
+                tree: WordTree | None = None, class_map: Tensor | np.ndarray | None = None) -> RegionLoss:
+    """Darknet's region-layer training deltas, cost and statistics.
+
+    output: (B, A, 5+C, H, W) activated region output (`RegionLayer.forward`); truth: (B, T, 5);
+    seen: images seen *including* this batch (Darknet increments `seen` before the forward);
+    tree: the `tree=` WordTree (YOLO9000), else a softmax over the classes; class_map: (K,) the
+    `map=` file, applied to the class of truths with a box.
+    """
+    _check_supported(output, truth, opts, tree)
+    with torch.no_grad():
+        out = output.detach()
+        truth = truth[:, :MAX_TRUTHS].to(device=out.device, dtype=out.dtype)
+        anchors = out.new_tensor(opts.anchors).view(-1, 2)[:opts.num]
+        class_tree = tree if tree is not None else _flat_tree(opts.classes)
+        paths = _ancestor_table(class_tree)
+        rows = _valid_rows(truth)
+        label_rows = rows & (truth[..., 0] > CLASSIFICATION_ONLY) & (truth[..., 1] > CLASSIFICATION_ONLY)
+        if tree is None:
+            # DARKNET(region_layer.c:forward_region_layer): labels without a box are only recognised with a tree
+            label_rows = torch.zeros_like(label_rows)
+        first_label = label_rows & (torch.cumsum(label_rows, dim=1) == 1)
+        boxed = ~label_rows.any(dim=1)
+
+        writer = _Writer(out)
+        pred = _predicted_boxes(out, anchors)
+        any_obj = _noobject_and_prior(out, pred, truth, rows, boxed, anchors, opts, seen, writer)
+        box_classes, iou, obj = _box_truths(out, pred, truth, rows & boxed[:, None], anchors, opts,
+                                           None if class_map is None else torch.as_tensor(class_map), writer)
+        label_classes = _classification_truths(out, truth, first_label, paths, writer)
+        class_prob = _class_deltas(out, _ClassTruths.cat([box_classes, label_classes]), class_tree, paths,
+                                   opts.class_scale, writer)
+        delta = writer.scale * (writer.target - out)
+
+    b, a, _, h, w = out.shape
+    count = len(iou)
+    return RegionLoss(
+        target=writer.target, scale=writer.scale, delta=delta,
+        cost=float((delta.double() ** 2).sum()),
+        avg_iou=_mean(iou.sum(), count), avg_class=_mean(class_prob.sum(), len(class_prob)),
+        avg_obj=_mean(obj.sum(), count),
+        # DARKNET(region_layer.c:forward_region_layer): divided by every cell of the batch, label-only images included
+        avg_no_obj=_mean(any_obj, b * a * h * w),
+        avg_recall=_mean((iou > RECALL_IOU).sum(), count), count=count)
+
+
+def _mean(total: Tensor, count: int) -> float:
+    """Darknet's float division of a sum by a count (0/0 gives nan)."""
+    return float(total) / count if count else float("nan")
