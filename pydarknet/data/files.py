@@ -1,0 +1,165 @@
+"""Darknet's small text files: `.data` option files, `.names`, image lists, and label paths.
+
+Relative paths found in these files are, as in Darknet, relative to the process working directory
+(not to the file that names them); `resolve_data_path` applies that rule.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cfg import CfgError, Option
+
+PathLike = str | os.PathLike
+
+# Every key some Darknet command reads from a .data file (examples/*.c, option_find on read_data_cfg).
+DATA_KEYS = frozenset({"classes", "train", "valid", "test", "names", "backup", "eval", "labels",
+                       "map", "results", "top", "tree", "leaves", "tag"})
+
+# DARKNET(data.c:fill_truth_detection): first-occurrence replacements, applied in this order
+LABEL_PATH_REPLACEMENTS = (("images", "labels"), ("JPEGImages", "labels"), ("raw", "labels"),
+                           (".jpg", ".txt"), (".png", ".txt"), (".JPG", ".txt"), (".JPEG", ".txt"))
+
+_REQUIRED = object()
+
+
+class DataFileWarning(UserWarning):
+    """A `.data` line Darknet would silently ignore (unknown or duplicate key)."""
+
+
+def resolve_data_path(value: str, cwd: PathLike | None = None) -> Path:
+    """Where Darknet opens a path read from a data file: as is if absolute, else under `cwd`.
+
+    DARKNET(option_list.c:read_data_cfg): values are handed to fopen unchanged, so a relative path
+    is relative to the working directory, whichever folder the `.data` file is in.
+    """
+    path = Path(value)
+    return path if path.is_absolute() else Path(cwd if cwd is not None else os.getcwd()) / path
+
+
+@dataclass
+class DataConfig:
+    """The options of one `.data` file, keyed by Darknet's option names (`classes`, `train`, ...)."""
+
+    path: Path
+    options: dict[str, Option] = field(default_factory=dict)
+
+    def error(self, message: str, key: str | None = None) -> CfgError:
+        where = f"{self.path}:{self.options[key].lineno}" if key in self.options else str(self.path)
+        return CfgError(f"{where}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.options
+
+    def get_str(self, key: str, default=_REQUIRED) -> str:
+        """The raw value of `key`; raises CfgError naming the file when it is missing and required."""
+        if key in self.options:
+            return self.options[key].value
+        if default is _REQUIRED:
+            raise self.error(f"missing required key '{key}'")
+        return default
+
+    def get_int(self, key: str, default=_REQUIRED) -> int:
+        text = self.get_str(key, default)
+        if text is default:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise self.error(f"'{key}={text}' is not an integer", key) from None
+
+    def get_path(self, key: str, default=_REQUIRED, cwd: PathLike | None = None) -> Path:
+        """The value of `key` as a path resolved like Darknet does (see `resolve_data_path`)."""
+        text = self.get_str(key, default)
+        return default if text is default else resolve_data_path(text, cwd)
+
+    @property
+    def classes(self) -> int:
+        classes = self.get_int("classes")
+        if classes <= 0:
+            raise self.error(f"classes must be positive, got {classes}", "classes")
+        return classes
+
+
+def parse_data_text(text: str, path: PathLike = "<string>") -> DataConfig:
+    """Parse `.data` text (`key=value` lines) into a DataConfig; malformed lines raise CfgError."""
+    config = DataConfig(Path(path))
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = "".join(line.split())  # DARKNET(utils.c:strip): every blank goes, even inside values
+        if not line or line[0] in "#;":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key or not value:
+            # DIVERGES: Darknet prints "could parse" (or nothing) and drops the line; a typo must not
+            # silently fall back to a default like data/train.list
+            raise CfgError(f"{path}:{lineno}: expected key=value, got '{line}'")
+        if key in config.options:
+            # DARKNET(option_list.c:option_find): the first occurrence wins
+            warnings.warn(f"{path}:{lineno}: duplicate key '{key}', keeping line "
+                          f"{config.options[key].lineno}", DataFileWarning, stacklevel=2)
+            continue
+        if key not in DATA_KEYS:
+            warnings.warn(f"{path}:{lineno}: unknown key '{key}' is ignored", DataFileWarning, stacklevel=2)
+        config.options[key] = Option(value, lineno)
+    return config
+
+
+def read_data_file(path: PathLike, required: tuple[str, ...] = ()) -> DataConfig:
+    """Read a Darknet `.data` file; every key in `required` must be present (CfgError otherwise)."""
+    config = parse_data_text(_read_text(path, "data file"), path)
+    missing = [key for key in required if not config.has(key)]
+    if missing:
+        raise CfgError(f"{path}: missing required key(s) {', '.join(missing)}")
+    return config
+
+
+def read_list(path: PathLike) -> list[str]:
+    """Image paths of a list file (`train=`, `valid=`), one per line, blank lines skipped.
+
+    Raises CfgError naming the file when it lists nothing.
+    """
+    # DIVERGES: Darknet keeps blank lines (and then fails to open ""), and '\r' of CRLF files
+    lines = [line.strip() for line in _read_text(path, "list file").splitlines()]
+    paths = [line for line in lines if line]
+    if not paths:
+        raise CfgError(f"{path}: list file contains no paths")
+    return paths
+
+
+def read_names(path: PathLike) -> list[str]:
+    """Class names, one per line; line i names class i (spaces inside a name are kept)."""
+    names = [line.rstrip("\r") for line in _read_text(path, "names file").splitlines()]
+    while names and not names[-1].strip():
+        names.pop()
+    for lineno, name in enumerate(names, start=1):
+        if not name.strip():
+            # DIVERGES: Darknet keeps an empty name; a stray blank line would shift every later class
+            raise CfgError(f"{path}:{lineno}: empty class name")
+    if not names:
+        raise CfgError(f"{path}: names file contains no names")
+    return names
+
+
+def label_path(image_path: str) -> str:
+    """The label file Darknet reads for an image.
+
+    DARKNET(data.c:fill_truth_detection): each rule replaces only the FIRST occurrence, anywhere in
+    the path ("/draw/x.jpg" becomes "/dlabels/x.txt"), and .jpeg/.bmp are not rewritten.
+    Raises ValueError when no rule applies: Darknet would read the image itself as its labels.
+    """
+    result = image_path
+    for find, replace in LABEL_PATH_REPLACEMENTS:
+        result = result.replace(find, replace, 1)
+    if result == image_path:
+        raise ValueError(f"{image_path}: no label path rule applies (needs images/, JPEGImages/ or raw/ "
+                         f"or a .jpg/.png/.JPG/.JPEG extension)")
+    return result
+
+
+def _read_text(path: PathLike, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read {what} {path}: {exc.strerror}") from None

@@ -1,0 +1,70 @@
+"""Darknet detection label files: one `class x y w h` line per object.
+
+x, y are the box centre and w, h its size, all relative to the image (0..1). They are returned in
+Darknet's truth order `(x, y, w, h, class)` as float32 rows. Boxes reaching outside the image are
+kept as written: like Darknet, clipping happens in `augment.correct_boxes`, after the image has been
+placed on the network canvas.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+# DARKNET(data.c:correct_boxes): x, y, w, h of a classification-only truth (label line with x == y == 0)
+CLASSIFICATION_ONLY = 999999.0
+# DARKNET(region_layer.c:forward_region_layer): how the region layer recognises that marker
+CLASSIFICATION_ONLY_MIN = 100000.0
+
+
+class LabelError(ValueError):
+    """A malformed label file; the message names the file and line."""
+
+
+def parse_labels(text: str, classes: int, path: str | os.PathLike = "<string>") -> np.ndarray:
+    """Parse label text into truths (N, 5) float32 `(x, y, w, h, class)`, boxes cxcywh relative.
+
+    A line with x == 0 and y == 0 becomes a classification-only row `(999999, 999999, 999999, 999999,
+    class)`. Raises LabelError naming `path` and the line for a line that is not five numbers, a class
+    id outside 0..classes-1, a non-finite value or a negative size.
+    """
+    rows = [_parse_line(line, lineno, classes, path)
+            for lineno, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    truths = np.array(rows, dtype=np.float32).reshape(-1, 5)
+    classification_only = (truths[:, 0] == 0) & (truths[:, 1] == 0)
+    truths[classification_only, :4] = CLASSIFICATION_ONLY  # DARKNET(data.c:correct_boxes): x==0&&y==0
+    return truths
+
+
+def read_labels(path: str | os.PathLike, classes: int) -> np.ndarray:
+    """Read a label file into truths (N, 5) float32 `(x, y, w, h, class)`; see `parse_labels`."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read label file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise LabelError(f"{path}: label file is not text") from None
+    return parse_labels(text, classes, path)
+
+
+def _parse_line(line: str, lineno: int, classes: int, path) -> tuple[float, float, float, float, int]:
+    fields = line.split()
+    where = f"{path}:{lineno}"
+    # DIVERGES: Darknet's fscanf loop stops silently at the first malformed token and keeps what it read
+    if len(fields) != 5:
+        raise LabelError(f"{where}: expected 'class x y w h', got {line.strip()!r}")
+    try:
+        class_id = int(fields[0])
+        x, y, w, h = (float(v) for v in fields[1:])
+    except ValueError:
+        raise LabelError(f"{where}: expected an integer class and four numbers, got {line.strip()!r}") from None
+    if not 0 <= class_id < classes:
+        raise LabelError(f"{where}: class id {class_id} is outside 0..{classes - 1}")
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise LabelError(f"{where}: non-finite box value in {line.strip()!r}")
+    if w < 0 or h < 0:
+        # DIVERGES: Darknet turns a negative size into a zero-width box and drops it without a word
+        raise LabelError(f"{where}: negative box size in {line.strip()!r}")
+    return x, y, w, h, class_id
