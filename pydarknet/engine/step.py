@@ -1,0 +1,159 @@
+"""One Darknet training step of a YOLOv2 / YOLO9000 net on given tensors.
+
+DARKNET(network.c:train_network_datum): ``seen += mini_batch``; training-mode forward (batch
+statistics in every BN layer, rolling statistics updated); the region loss writes its delta;
+backward; and every `subdivisions` mini-batches an update (network.c:update_network).
+
+Semantics are those of Darknet's GPU/cuDNN build: batch norm as PyTorch's training-mode
+`BatchNorm2d` (biased batch variance to normalise, unbiased one into the rolling variance with
+momentum 0.01), and the region backward of `region_input_gradient` (logistic gradient on x, y and
+objectness, the class deltas straight into the softmax input).
+
+Example::
+
+    net = Darknet.from_cfg("yolov2-voc.cfg"); load_weights(net, "yolov2-voc.weights")
+    optimizer = DarknetSGD(net)
+    result = train_step(net, images, truths, optimizer)   # images (B, 3, H, W), truths (B, 30, 5)
+    print(result.loss.stats_line(), result.learning_rate)
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..losses.region import RegionLoss, region_input_gradient, region_loss
+from ..network import Darknet, NetOptions
+from .lr import get_current_batch, get_current_rate
+from .sgd import DarknetSGD, darknet_parameters
+
+
+@dataclass
+class StepResult:
+    """What one training step computed.
+
+    output: (B, A, 5+C, H, W) region output in training mode (detached).
+    loss: the region loss: `delta` (Darknet's negative gradient, same shape), `cost`, the stats
+        and `stats_line()`.
+    updates: per layer index, Darknet's update arrays (`weights`, `biases`, `scales`) right after
+        this backward and before any update: the negative gradient summed over the images, plus the
+        momentum and the earlier mini-batches of this update carried in them (copies).
+    batch_mean, batch_variance: per BN layer index, (C,) statistics used to normalise (the variance
+        is the biased one, divided by B*H*W).
+    seen: images seen, including this mini-batch (`net.seen` after the step).
+    learning_rate: the network rate of the update applied, or None when no update was applied.
+    """
+    output: Tensor
+    loss: RegionLoss
+    updates: dict[int, dict[str, Tensor]]
+    batch_mean: dict[int, Tensor]
+    batch_variance: dict[int, Tensor]
+    seen: int
+    learning_rate: float | None
+
+
+def current_rate(options: NetOptions, seen: int, rng: np.random.Generator | None = None) -> float:
+    """DARKNET(network.c:get_current_rate) at ``batch_num = seen / (mini_batch * subdivisions)``."""
+    batch_num = get_current_batch(seen, options.mini_batch, options.subdivisions)
+    return get_current_rate(options.policy, options.learning_rate, batch_num, burn_in=options.burn_in,
+                            power=options.power, gamma=options.gamma, step=options.step, scale=options.scale,
+                            steps=options.steps, scales=options.scales, max_batches=options.max_batches, rng=rng)
+
+
+def update_due(options: NetOptions, seen: int) -> bool:
+    """DARKNET(network.c:train_network_datum): update when ``(seen/mini_batch) % subdivisions == 0``."""
+    return (seen // options.mini_batch) % options.subdivisions == 0
+
+
+def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *,
+               seen: int | None = None, apply: bool = True,
+               rng: np.random.Generator | None = None) -> StepResult:
+    """Darknet's `train_network_datum` on one mini-batch.
+
+    images: (B, 3, H, W) network input, B = the cfg's batch/subdivisions; truths: (B, T, 5) rows
+    ``x, y, w, h, class`` relative to the input (Darknet's `net->truth`; a row with x == 0 ends an
+    image's list). `seen` replaces `net.seen` before the step. The gradients always go into the
+    optimizer's update arrays; the update is applied when due and `apply` is true. `rng` feeds the
+    `random` learning-rate policy. The net is in training mode during the step and returns to its
+    previous mode after it.
+    """
+    options = net.options
+    if images.shape[0] != options.mini_batch:
+        raise ValueError(f"{images.shape[0]} images given; the cfg trains on mini-batches of "
+                         f"batch/subdivisions = {options.mini_batch}")
+    region = net.region
+    if region is None:
+        raise ValueError("train_step needs a net ending in a [region] layer")
+    region_index = list(net.layers).index(region)
+    raw_index = net.sources[region_index][0]
+    if seen is not None:
+        net.seen = seen
+    # DARKNET(network.c:train_network_datum): seen counts this mini-batch before the forward,
+    # so the region warm-up and the learning rate already see it
+    net.seen += options.mini_batch
+
+    with _training(net), _batch_statistics(net) as (batch_mean, batch_variance):
+        outputs = net.run(images, keep={raw_index}, upto=region_index + 1)
+    raw, output = outputs[raw_index], outputs[region_index]        # (B, A*(5+C), H, W), (B, A, 5+C, H, W)
+    loss = region_loss(output, truths, region.options, net.seen, region.tree, region.class_map)
+    trained = _trained_parameters(net, region_index)
+    if trained:
+        raw.backward(region_input_gradient(output, loss.delta).view_as(raw), inputs=trained)
+    optimizer.accumulate()
+    updates = {index: {name: u.clone() for name, u in named.items()} for index, named in optimizer.updates().items()}
+
+    rate = None
+    if apply and update_due(options, net.seen):
+        rate = current_rate(options, net.seen, rng)
+        optimizer.set_rate(rate)
+        optimizer.step()
+    return StepResult(output.detach(), loss, updates, batch_mean, batch_variance, net.seen, rate)
+
+
+def _trained_parameters(net: Darknet, region_index: int) -> list[nn.Parameter]:
+    """Parameters that receive gradients: those of the layers above the last `stopbackward=1` layer.
+
+    DARKNET(network.c:backward_network): the backward runs from the top and stops *before* the
+    first layer with stopbackward, so that layer and all below get nothing (their update arrays
+    still decay and carry momentum at the update).
+    """
+    stopped = [i for i in range(region_index + 1) if net.flags[i].stopbackward]
+    first = stopped[-1] + 1 if stopped else 0
+    return [p for layer in net.layers[first:region_index] for p in darknet_parameters(layer).values()]
+
+
+@contextmanager
+def _training(net: nn.Module) -> Iterator[None]:
+    """Training mode (batch statistics in BN) for the duration, then the previous mode."""
+    was_training = net.training
+    net.train()
+    try:
+        yield
+    finally:
+        net.train(was_training)
+
+
+@contextmanager
+def _batch_statistics(net: Darknet) -> Iterator[tuple[dict[int, Tensor], dict[int, Tensor]]]:
+    """Record every BN layer's batch mean and biased variance (C,) by layer index while open."""
+    means: dict[int, Tensor] = {}
+    variances: dict[int, Tensor] = {}
+
+    def recorder(index: int):
+        def hook(_module: nn.Module, inputs: tuple[Tensor], _output: Tensor) -> None:
+            x = inputs[0].detach()
+            dims = [d for d in range(x.dim()) if d != 1]      # all but the channels
+            variances[index], means[index] = torch.var_mean(x, dim=dims, correction=0)
+        return hook
+
+    handles = [layer.bn.register_forward_hook(recorder(index)) for index, layer in enumerate(net.layers)
+               if getattr(layer, "bn", None) is not None]
+    try:
+        yield means, variances
+    finally:
+        for handle in handles:
+            handle.remove()
