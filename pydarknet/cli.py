@@ -5,6 +5,7 @@ A thin layer: every command parses its arguments and calls the Python API.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -136,6 +137,60 @@ def classifier_predict(data, cfg, weights, image, top, device) -> None:
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.", err=True)
         for line in format_predictions(predictions, names):
             click.echo(line)
+
+
+@detector.command("train")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.argument("cfg", type=click.Path(exists=True, dir_okay=False))
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option("-gpus", "gpus", default=None, help="GPU indices, e.g. 0,1,2,3: one torchrun process each.")
+@click.option("-clear", "clear", is_flag=True, help="Start seen (and so the schedule) from 0.")
+@click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) on CUDA.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Data loading processes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of image sampling and augmentation.")
+@click.option("--max-batches", type=int, default=None, help="Override the cfg's max_batches.")
+@device_option
+def detector_train(data, cfg, weights, gpus, clear, amp, workers, seed, max_batches, device) -> None:
+    """Train a detector as `darknet detector train`; backups go to the .data backup folder."""
+    from .engine.train import train_detector
+
+    gpu_ids = [g for g in (gpus or "").split(",") if g.strip()]
+    if len(gpu_ids) > 1 and "WORLD_SIZE" not in os.environ:
+        _relaunch_under_torchrun(gpu_ids)
+    if len(gpu_ids) == 1 and device is None:
+        device = f"cuda:{gpu_ids[0]}"
+    result = train_detector(data, cfg, weights, clear=clear, device=device, amp=amp, workers=workers, seed=seed,
+                            max_batches=max_batches, log=click.echo)
+    if result.skipped_samples:
+        click.echo(f"{result.skipped_samples} bad samples were skipped (see the warnings above)", err=True)
+
+
+def _relaunch_under_torchrun(gpu_ids: list[str]) -> None:
+    """Run this same command as one DistributedDataParallel process per GPU (torchrun), then exit."""
+    import subprocess
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpu_ids))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={len(gpu_ids)}",
+               "-m", "pydarknet.cli", *sys.argv[1:]]
+    sys.exit(subprocess.call(command, env=env))
+
+
+@main.group()
+def data() -> None:
+    """Datasets in Darknet's layout."""
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--train", "train", type=int, default=1000, show_default=True, help="Training images.")
+@click.option("--valid", "valid", type=int, default=200, show_default=True, help="Validation images.")
+@click.option("--size", type=int, default=320, show_default=True, help="Largest image side (smallest: half).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_synth(out, train, valid, size, seed) -> None:
+    """Write a synthetic detection dataset (images, labels, lists, .names, .data) under OUT."""
+    from .data.synth import make_synth
+
+    click.echo(make_synth(out, train, valid, size, seed))
 
 
 @main.command("partial")

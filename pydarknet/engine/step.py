@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,9 +69,30 @@ def update_due(options: NetOptions, seen: int) -> bool:
     return (seen // options.mini_batch) % options.subdivisions == 0
 
 
+class TrainingForward(nn.Module):
+    """The part of a training step that DistributedDataParallel wraps: the net up to its region layer.
+
+    forward(images (B, 3, H, W)) -> (raw (B, A*(5+C), H', W') last conv output, region output
+    (B, A, 5+C, H', W')).
+    """
+
+    def __init__(self, net: Darknet):
+        super().__init__()
+        region = net.region
+        if region is None:
+            raise ValueError("training needs a net ending in a [region] layer")
+        self.net = net
+        self.region_index = list(net.layers).index(region)
+        self.raw_index = net.sources[self.region_index][0]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        outputs = self.net.run(images, keep={self.raw_index}, upto=self.region_index + 1)
+        return outputs[self.raw_index], outputs[self.region_index]
+
+
 def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *,
-               seen: int | None = None, apply: bool = True,
-               rng: np.random.Generator | None = None) -> StepResult:
+               seen: int | None = None, apply: bool = True, rng: np.random.Generator | None = None,
+               record: bool = True, model: nn.Module | None = None, amp: bool = False) -> StepResult:
     """Darknet's `train_network_datum` on one mini-batch.
 
     images: (B, 3, H, W) network input, B = the cfg's batch/subdivisions; truths: (B, T, 5) rows
@@ -79,32 +100,35 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     image's list). `seen` replaces `net.seen` before the step. The gradients always go into the
     optimizer's update arrays; the update is applied when due and `apply` is true. `rng` feeds the
     `random` learning-rate policy. The net is in training mode during the step and returns to its
-    previous mode after it.
+    previous mode after it. `record=False` skips the copies of the update arrays and the BN batch
+    statistics (the training loop does not need them). `model` is the `TrainingForward` of `net`,
+    possibly wrapped in DistributedDataParallel; `amp` runs the forward under bfloat16 autocast on CUDA.
     """
     options = net.options
     if images.shape[0] != options.mini_batch:
         raise ValueError(f"{images.shape[0]} images given; the cfg trains on mini-batches of "
                          f"batch/subdivisions = {options.mini_batch}")
+    forward = model if model is not None else TrainingForward(net)
     region = net.region
-    if region is None:
-        raise ValueError("train_step needs a net ending in a [region] layer")
-    region_index = list(net.layers).index(region)
-    raw_index = net.sources[region_index][0]
     if seen is not None:
         net.seen = seen
     # DARKNET(network.c:train_network_datum): seen counts this mini-batch before the forward,
     # so the region warm-up and the learning rate already see it
     net.seen += options.mini_batch
 
-    with _training(net), _batch_statistics(net) as (batch_mean, batch_variance):
-        outputs = net.run(images, keep={raw_index}, upto=region_index + 1)
-    raw, output = outputs[raw_index], outputs[region_index]        # (B, A*(5+C), H, W), (B, A, 5+C, H, W)
+    statistics = _batch_statistics(net) if record else nullcontext(({}, {}))
+    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp and images.is_cuda)
+    with _training(net), statistics as (batch_mean, batch_variance), autocast:
+        raw, output = forward(images)
+    output = output.float()
     loss = region_loss(output, truths, region.options, net.seen, region.tree, region.class_map)
-    trained = _trained_parameters(net, region_index)
+    trained = _trained_parameters(net, list(net.layers).index(region))
     if trained:
-        raw.backward(region_input_gradient(output, loss.delta).view_as(raw), inputs=trained)
+        gradient = region_input_gradient(output, loss.delta).view_as(raw).to(raw.dtype)
+        raw.backward(gradient, inputs=trained)
     optimizer.accumulate()
-    updates = {index: {name: u.clone() for name, u in named.items()} for index, named in optimizer.updates().items()}
+    updates = ({index: {name: u.clone() for name, u in named.items()} for index, named in optimizer.updates().items()}
+               if record else {})
 
     rate = None
     if apply and update_due(options, net.seen):

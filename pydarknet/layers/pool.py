@@ -23,9 +23,13 @@ class MaxPoolLayer(DarknetLayer):
     def forward(self, x: Tensor) -> Tensor:
         before = self.padding // 2
         after = self.padding - before
-        if self.padding:
+        if before or not self._padding_unused(x.shape[-1], after) or not self._padding_unused(x.shape[-2], after):
             x = nn.functional.pad(x, (before, after, before, after), value=float("-inf"))
         return nn.functional.max_pool2d(x, self.size, self.stride)
+
+    def _padding_unused(self, length: int, after: int) -> bool:
+        """True when no window reaches the right/bottom padding (e.g. size 2, stride 2, even length)."""
+        return (length + after - self.size) // self.stride == (length - self.size) // self.stride
 
     def extra_repr(self) -> str:
         return f"size={self.size}, stride={self.stride}, padding={self.padding}"
