@@ -207,5 +207,8 @@ def partial(cfg, weights, output, count) -> None:
     click.echo(f"Saving weights to {output}", err=True)
 
 
+# Commands defined beside their engines register themselves on the groups above.
+from . import cli_eval  # noqa: E402,F401
+
 if __name__ == "__main__":
     main()

@@ -28,12 +28,14 @@ from ..data.dataset import DetectionDataset, train_loader
 from ..data.files import read_data_file
 from ..network import Darknet, select_device
 from ..weights import load_weights, save_weights
+from .chart import save_chart
 from .sgd import DarknetSGD
 from .step import StepResult, TrainingForward, train_step
 
 BACKUP_EVERY = 100          # DARKNET(detector.c:train_detector): <cfg>.backup
 NUMBERED_EVERY = 10000      # DARKNET(detector.c:train_detector): <cfg>_<N>.weights ...
 NUMBERED_EARLY = 1000       # ... and every 100 below this
+CHART_EVERY = 10            # iterations between redraws of <backup>/chart.png
 
 
 class TrainingError(RuntimeError):
@@ -100,12 +102,12 @@ def train_detector(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
                    weights: str | os.PathLike | None = None, *, clear: bool = False,
                    device: str | torch.device | None = None, amp: bool = False, workers: int = 2,
                    seed: int = 0, max_batches: int | None = None, show_progress: bool = True,
-                   log: Callable[[str], None] = print,
+                   verbose: bool = True, log: Callable[[str], None] = print,
                    on_iteration: Callable[[Darknet, IterationLog], None] | None = None) -> TrainResult:
     """Train a YOLOv2/YOLO9000 detector as `darknet detector train data cfg [weights] [-clear]`.
 
-    `max_batches` overrides the cfg's. `on_iteration(net, log)` runs after every update (e.g. to
-    compute mAP). Returns the path of `<cfg>_final.weights` and the per-iteration log.
+    `max_batches` overrides the cfg's. `verbose` prints the region stats line of every mini-batch,
+    as Darknet does. `on_iteration(net, log)` runs after every update (e.g. to compute mAP). Returns the path of `<cfg>_final.weights` and the per-iteration log.
     """
     rank, world = _distributed()
     data = read_data_file(data_path, required=("train",))
@@ -145,11 +147,14 @@ def train_detector(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
     result = TrainResult(final_weights=backup_dir / f"{base}_final.weights")
     progress = tqdm(total=max(options.max_batches - start, 0), disable=not show_progress or rank != 0,
                     unit="batch", dynamic_ncols=True)
+    write = progress.write if show_progress else log
     cost = 0.0
     tick = time.perf_counter()
     for images, truths in loader:
         step = _step(model, net, images, truths, optimizer, device, amp)
         cost += step.loss.cost
+        if rank == 0 and verbose:
+            write(step.loss.stats_line())  # DARKNET(region_layer.c:forward_region_layer): per mini-batch
         if step.learning_rate is None:
             continue
         entry = _log_entry(net, cost / images_per_iteration * world, result.history, step.learning_rate,
@@ -159,19 +164,28 @@ def train_detector(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
                                 f"the latest backup in {backup_dir} (nothing was saved after the NaN)")
         result.history.append(entry)
         if rank == 0:
-            progress.write(entry.line()) if show_progress else log(entry.line())
+            write(entry.line())
             progress.update(1)
             for name in backup_names(entry.batch, base):
                 save_weights(net, backup_dir / name)
             if on_iteration is not None:
                 on_iteration(net, entry)
+            if entry.batch % CHART_EVERY == 0:
+                _save_chart(backup_dir, result.history, options.max_batches)
         cost = 0.0
         tick = time.perf_counter()
     progress.close()
     result.skipped_samples = loader.skipped_count
     if rank == 0:
         save_weights(net, result.final_weights)
+        _save_chart(backup_dir, result.history, options.max_batches)
     return result
+
+
+def _save_chart(backup_dir: Path, history: list[IterationLog], max_batches: int) -> None:
+    if history:
+        save_chart(backup_dir / "chart.png", [e.batch for e in history], [e.loss for e in history],
+                   [e.avg_loss for e in history], max_batches=max_batches)
 
 
 def _device_for_rank(device, rank: int, world: int) -> torch.device:
