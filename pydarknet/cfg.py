@@ -45,7 +45,8 @@ class Section:
 
     def where(self, key: str | None = None) -> str:
         line = self.options[key].lineno if key in self.options else self.lineno
-        return f"{self.path}:{line} [{self.kind}]"
+        place = f"{self.path}:{line}" if line else self.path
+        return f"{place} [{self.kind}]" if self.kind else place
 
     def error(self, message: str, key: str | None = None) -> CfgError:
         return CfgError(f"{self.where(key)}: {message}")

@@ -292,7 +292,7 @@ class ValidSetup:
         if kind not in DEFAULT_OUTFILES:
             # DIVERGES: Darknet treats any other value as voc
             raise data.error(f"eval={kind} is not one of {', '.join(DEFAULT_OUTFILES)}", "eval")
-        return cls(paths=valid_paths(data), names=read_names(_data_file_path(data, "names", "data/names.list")),
+        return cls(paths=valid_paths(data), names=read_names(data.get_path("names", "data/names.list")),
                    results=resolve_data_path(data.get_str("results", "results")), eval=kind,
                    class_map=read_map(resolve_path(data.get_str("map"), data.path)) if data.has("map") else None)
 
@@ -600,11 +600,7 @@ def _check_images_exist(paths: Sequence[str]) -> None:
         raise FileNotFoundError(f"{len(missing)} listed image(s) not found, first: {missing[0]}")
 
 
-def _data_file_path(data: DataConfig, key: str, default: str) -> Path:
-    """A file named by a `.data` key: under the working directory, else beside the data file."""
-    return resolve_path(data.get_str(key, default), data.path)
-
 
 def valid_paths(data: DataConfig, default: str = "data/train.list") -> list[str]:
     """The images of the data file's `valid=` list (DARKNET(detector.c:validate_detector) default)."""
-    return read_list(_data_file_path(data, "valid", default))
+    return read_list(data.get_path("valid", default))

@@ -81,7 +81,7 @@ def test_read_data_file_missing_required_key_names_the_file(tmp_path):
     path = write(tmp_path / "x.data", "classes=3\n")
     with pytest.raises(CfgError, match=r"x\.data: missing required key\(s\) train, names"):
         read_data_file(path, required=("classes", "train", "names"))
-    with pytest.raises(CfgError, match=r"x\.data: missing required key 'valid'"):
+    with pytest.raises(CfgError, match=r"x\.data: missing required option 'valid'"):
         read_data_file(path).get_str("valid")
 
 
@@ -93,7 +93,7 @@ def test_read_data_file_malformed_line_names_file_and_line(tmp_path, line):
 
 
 def test_read_data_file_bad_classes_names_the_line(tmp_path):
-    with pytest.raises(CfgError, match=r"x\.data:2: 'classes=twenty' is not an integer"):
+    with pytest.raises(CfgError, match=r"x\.data:2: option 'classes=twenty' is not an integer"):
         read_data_file(write(tmp_path / "x.data", "train=t\nclasses=twenty\n")).classes
     with pytest.raises(CfgError, match=r"x\.data:1: classes must be positive"):
         read_data_file(write(tmp_path / "x.data", "classes=0\n")).classes
@@ -117,13 +117,16 @@ def test_darknet_data_files_parse():
     assert read_data_file(REPO / "cfg" / "coco.data").get_str("valid") == "coco_testdev"  # not the # line
 
 
-def test_data_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+def test_data_paths_resolve_against_the_working_directory_first(tmp_path, monkeypatch):
     path = write(tmp_path / "cfg" / "x.data", "classes=1\nnames=data/x.names\ntrain=/abs/train.txt\n")
+    write(tmp_path / "data" / "x.names", "a\n")
     config = read_data_file(path)
     monkeypatch.chdir(tmp_path)
-    assert config.get_path("names") == tmp_path / "data" / "x.names"      # not cfg/data/x.names
-    assert config.get_path("train") == Path("/abs/train.txt")
-    assert config.get_path("names", cwd="/elsewhere") == Path("/elsewhere/data/x.names")
+    assert config.get_path("names") == Path("data/x.names")                  # as Darknet's fopen sees it
+    monkeypatch.chdir(tmp_path / "cfg")
+    assert config.get_path("names") == tmp_path / "data" / "x.names"        # else beside the cfg/ folder
+    with pytest.raises(FileNotFoundError, match="/abs/train.txt"):
+        config.get_path("train")
     assert resolve_data_path("a/b", cwd="/c") == Path("/c/a/b")
 
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cfg import CfgError, Option
+from ..cfg import _REQUIRED, CfgError, Option, Section, resolve_path
 
 PathLike = str | os.PathLike
 
@@ -22,15 +21,12 @@ DATA_KEYS = frozenset({"classes", "train", "valid", "test", "names", "backup", "
 LABEL_PATH_REPLACEMENTS = (("images", "labels"), ("JPEGImages", "labels"), ("raw", "labels"),
                            (".jpg", ".txt"), (".png", ".txt"), (".JPG", ".txt"), (".JPEG", ".txt"))
 
-_REQUIRED = object()
-
-
 class DataFileWarning(UserWarning):
     """A `.data` line Darknet would silently ignore (unknown or duplicate key)."""
 
-
 def resolve_data_path(value: str, cwd: PathLike | None = None) -> Path:
-    """Where Darknet opens a path read from a data file: as is if absolute, else under `cwd`.
+    """Where Darknet opens an output path read from a data file (`results=`, `backup=`): as is if
+    absolute, else under `cwd`.
 
     DARKNET(option_list.c:read_data_cfg): values are handed to fopen unchanged, so a relative path
     is relative to the working directory, whichever folder the `.data` file is in.
@@ -38,42 +34,16 @@ def resolve_data_path(value: str, cwd: PathLike | None = None) -> Path:
     path = Path(value)
     return path if path.is_absolute() else Path(cwd if cwd is not None else os.getcwd()) / path
 
+class DataConfig(Section):
+    """The options of one `.data` file, keyed by Darknet's option names (`classes`, `train`, ...).
 
-@dataclass
-class DataConfig:
-    """The options of one `.data` file, keyed by Darknet's option names (`classes`, `train`, ...)."""
+    A `Section` without a kind: the same typed getters and file:line errors as cfg options.
+    """
 
-    path: Path
-    options: dict[str, Option] = field(default_factory=dict)
-
-    def error(self, message: str, key: str | None = None) -> CfgError:
-        where = f"{self.path}:{self.options[key].lineno}" if key in self.options else str(self.path)
-        return CfgError(f"{where}: {message}")
-
-    def has(self, key: str) -> bool:
-        return key in self.options
-
-    def get_str(self, key: str, default=_REQUIRED) -> str:
-        """The raw value of `key`; raises CfgError naming the file when it is missing and required."""
-        if key in self.options:
-            return self.options[key].value
-        if default is _REQUIRED:
-            raise self.error(f"missing required key '{key}'")
-        return default
-
-    def get_int(self, key: str, default=_REQUIRED) -> int:
-        text = self.get_str(key, default)
-        if text is default:
-            return default
-        try:
-            return int(text)
-        except ValueError:
-            raise self.error(f"'{key}={text}' is not an integer", key) from None
-
-    def get_path(self, key: str, default=_REQUIRED, cwd: PathLike | None = None) -> Path:
-        """The value of `key` as a path resolved like Darknet does (see `resolve_data_path`)."""
-        text = self.get_str(key, default)
-        return default if text is default else resolve_data_path(text, cwd)
+    def get_path(self, key: str, default=_REQUIRED) -> Path:
+        """An input file named by `key`: relative to the working directory as Darknet opens it,
+        else beside the data file or its parent folder (see `cfg.resolve_path`)."""
+        return resolve_path(self.get_str(key, default), self.path)
 
     @property
     def classes(self) -> int:
@@ -82,10 +52,9 @@ class DataConfig:
             raise self.error(f"classes must be positive, got {classes}", "classes")
         return classes
 
-
 def parse_data_text(text: str, path: PathLike = "<string>") -> DataConfig:
     """Parse `.data` text (`key=value` lines) into a DataConfig; malformed lines raise CfgError."""
-    config = DataConfig(Path(path))
+    config = DataConfig(kind="", lineno=0, path=str(path))
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = "".join(line.split())  # DARKNET(utils.c:strip): every blank goes, even inside values
         if not line or line[0] in "#;":
@@ -105,7 +74,6 @@ def parse_data_text(text: str, path: PathLike = "<string>") -> DataConfig:
         config.options[key] = Option(value, lineno)
     return config
 
-
 def read_data_file(path: PathLike, required: tuple[str, ...] = ()) -> DataConfig:
     """Read a Darknet `.data` file; every key in `required` must be present (CfgError otherwise)."""
     config = parse_data_text(_read_text(path, "data file"), path)
@@ -113,7 +81,6 @@ def read_data_file(path: PathLike, required: tuple[str, ...] = ()) -> DataConfig
     if missing:
         raise CfgError(f"{path}: missing required key(s) {', '.join(missing)}")
     return config
-
 
 def read_list(path: PathLike) -> list[str]:
     """Image paths of a list file (`train=`, `valid=`), one per line, blank lines skipped.
@@ -127,7 +94,6 @@ def read_list(path: PathLike) -> list[str]:
         raise CfgError(f"{path}: list file contains no paths")
     return paths
 
-
 def read_names(path: PathLike) -> list[str]:
     """Class names, one per line; line i names class i (spaces inside a name are kept)."""
     names = [line.rstrip("\r") for line in _read_text(path, "names file").splitlines()]
@@ -140,7 +106,6 @@ def read_names(path: PathLike) -> list[str]:
     if not names:
         raise CfgError(f"{path}: names file contains no names")
     return names
-
 
 def label_path(image_path: str) -> str:
     """The label file Darknet reads for an image.
@@ -156,7 +121,6 @@ def label_path(image_path: str) -> str:
         raise ValueError(f"{image_path}: no label path rule applies (needs images/, JPEGImages/ or raw/ "
                          f"or a .jpg/.png/.JPG/.JPEG extension)")
     return result
-
 
 def _read_text(path: PathLike, what: str) -> str:
     try:
