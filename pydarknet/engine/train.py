@@ -125,7 +125,7 @@ def train_detector(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
         net.options.max_batches = max_batches
     net.options.learning_rate *= world  # DARKNET(detector.c:train_detector): rate times the GPU count
     device = _device_for_rank(device, rank, world)
-    net.to(device)
+    net.to(device, memory_format=torch.channels_last)  # NHWC convolutions: faster on oneDNN and cuDNN
     model = TrainingForward(net)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -198,8 +198,9 @@ def _device_for_rank(device, rank: int, world: int) -> torch.device:
 
 def _step(model, net: Darknet, images, truths, optimizer: DarknetSGD, device, amp: bool) -> StepResult:
     images, truths = _fill_minibatch(images, truths, net.options.mini_batch)
-    return train_step(net, images.to(device, non_blocking=True), truths.to(device, non_blocking=True),
-                      optimizer, record=False, model=model, amp=amp)
+    images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return train_step(net, images, truths.to(device, non_blocking=True), optimizer, record=False, model=model,
+                      amp=amp)
 
 
 def _fill_minibatch(images, truths, size: int):

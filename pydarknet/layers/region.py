@@ -60,7 +60,7 @@ class RegionLayer(DarknetLayer):
     def forward(self, x: Tensor) -> Tensor:
         o = self.options
         b, _, h, w = x.shape
-        x = x.view(b, o.num, o.coords + 1 + o.classes, h, w)
+        x = x.reshape(b, o.num, o.coords + 1 + o.classes, h, w)  # reshape: the input may be channels_last
         xy = torch.sigmoid(x[:, :, :2])
         wh = x[:, :, 2:4]
         # DARKNET(region_layer.c:forward_region_layer_gpu): coords beyond 4 and objectness get the logistic
@@ -130,7 +130,7 @@ class YoloLayer(DarknetLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
-        x = x.view(b, len(self.mask), 5 + self.classes, h, w)
+        x = x.reshape(b, len(self.mask), 5 + self.classes, h, w)
         return torch.cat((torch.sigmoid(x[:, :, :2]), x[:, :, 2:4], torch.sigmoid(x[:, :, 4:])), dim=2)
 
 
