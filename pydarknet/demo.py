@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--valid", type=int, default=200, help="validation images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-batches", type=int, default=None, help="override the cfg's max_batches")
-    parser.add_argument("--workers", type=int, default=1, help="data loading processes")
+    parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -60,3 +60,23 @@ def assert_layer_close(actual: np.ndarray, expected: np.ndarray, what: str, rel:
     excess = np.abs(actual - expected) - (rel * scale + rel * np.abs(expected))
     assert excess.max() <= 0, (f"{what}: max |a-b| = {np.abs(actual - expected).max():.3g} "
                                f"(max|b| = {scale:.3g}) exceeds the §9 tolerance")
+
+
+LEAKY_SLOPE = 0.1
+
+
+def force_leaky_slopes(net: Darknet, ties) -> list:
+    """README §6: use Darknet's leaky slope at the rounding-level ties listed in `leaky_ties.npz`."""
+    handles = []
+    for index in np.unique(ties["layer"]):
+        pick = ties["layer"] == index
+        where = tuple(torch.from_numpy(ties["index"][pick].astype(np.int64)).T)   # (image, channel, y, x)
+        slope = torch.from_numpy(ties["slope"][pick])
+
+        def hook(_module, inputs, _output, where=where, slope=slope):
+            v = inputs[0]
+            mask = torch.where(v > 0, 1.0, LEAKY_SLOPE).to(v.dtype)
+            mask[where] = slope
+            return v * mask
+        handles.append(net.layers[int(index)].activation.register_forward_hook(hook))
+    return handles

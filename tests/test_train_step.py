@@ -15,9 +15,9 @@ from pydarknet.engine.sgd import DarknetSGD
 from pydarknet.engine.step import train_step
 from pydarknet.network import Darknet
 from pydarknet.weights import load_weights
+from reference import force_leaky_slopes
 
 CASES = ["mini-yolov2-voc_seen0", "mini-yolov2-voc_seen20000", "mini-yolo9000_seen0", "mini-yolo9000_seen20000"]
-LEAKY_SLOPE = 0.1
 
 
 def load_train_net(reference: Path, meta: dict, cfg_text: str | None = None) -> Darknet:
@@ -33,23 +33,6 @@ def case_inputs(directory: Path, meta: dict) -> tuple[torch.Tensor, torch.Tensor
     """(images (2, 3, H, W), truths (2, 30, 5)); seen20000 cases reuse seen0's input.npy."""
     input_path = directory / meta.get("files_identical_to", {}).get("input.npy", "input.npy")
     return torch.from_numpy(np.load(input_path)), torch.from_numpy(np.load(directory / "truth.npy"))
-
-
-def force_leaky_slopes(net: Darknet, ties) -> list:
-    """README §6: use Darknet's leaky slope at the rounding-level ties listed in `leaky_ties.npz`."""
-    handles = []
-    for index in np.unique(ties["layer"]):
-        pick = ties["layer"] == index
-        where = tuple(torch.from_numpy(ties["index"][pick].astype(np.int64)).T)   # (image, channel, y, x)
-        slope = torch.from_numpy(ties["slope"][pick])
-
-        def hook(_module, inputs, _output, where=where, slope=slope):
-            v = inputs[0]
-            mask = torch.where(v > 0, 1.0, LEAKY_SLOPE).to(v.dtype)
-            mask[where] = slope
-            return v * mask
-        handles.append(net.layers[int(index)].activation.register_forward_hook(hook))
-    return handles
 
 
 def record_deltas(net: Darknet, indices: list[int]) -> dict[int, torch.Tensor]:
