@@ -208,7 +208,7 @@ def partial(cfg, weights, output, count) -> None:
 
 
 # Commands defined beside their engines register themselves on the groups above.
-from . import cli_eval  # noqa: E402,F401
+from . import cli_classifier, cli_eval  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from torch import Tensor, nn
 from . import layers as _layers  # noqa: F401  (registers the section builders)
 from .cfg import Section, read_cfg
 from .layers.region import RegionLayer, YoloLayer
+from .layers.softmax import SoftmaxLayer
 from .registry import BuildContext, Shape, builder_for
 
 
@@ -121,10 +124,11 @@ class Darknet(nn.Module):
             section.warn_unused()
 
     @classmethod
-    def from_cfg(cls, path: str | os.PathLike) -> "Darknet":
-        """Build a network from a Darknet cfg file (weights initialised as a fresh Darknet net)."""
+    def from_cfg(cls, path: str | os.PathLike, seed: int | None = None) -> "Darknet":
+        """Build a network from a Darknet cfg file (weights initialised as a fresh Darknet net,
+        from `seed` when given, else from torch's global generator)."""
         net = cls(read_cfg(path), cfg_path=path)
-        net.reset_parameters()
+        net.reset_parameters(seed)
         return net
 
     def _build(self, sections: list[Section]):
@@ -181,6 +185,11 @@ class Darknet(nn.Module):
         return next((layer for layer in reversed(self.layers) if isinstance(layer, RegionLayer)), None)
 
     @property
+    def hierarchy(self):
+        """DARKNET(parser.c:parse_network_cfg): net->hierarchy, the WordTree of a [softmax] layer, or None."""
+        return next((layer.tree for layer in self.layers if isinstance(layer, SoftmaxLayer) and layer.tree), None)
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -219,6 +228,17 @@ class Darknet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"input={self.channels}x{self.height}x{self.width}, seen={self.seen}"
+
+
+@contextmanager
+def network_mode(net: nn.Module, training: bool) -> Iterator[None]:
+    """Training (batch statistics in BN) or eval mode for the duration, then the previous mode."""
+    was_training = net.training
+    net.train(training)
+    try:
+        yield
+    finally:
+        net.train(was_training)
 
 
 def load_network(cfg: str | os.PathLike, weights: str | os.PathLike | None = None,

@@ -9,7 +9,6 @@ import torch
 
 from .detect import Detection, do_nms_sort, get_region_detections
 from .image import image_to_chw, letterbox_image, load_image
-from .layers.softmax import SoftmaxLayer
 from .network import Darknet
 
 NMS = 0.45  # DARKNET(detector.c:test_detector): fixed NMS threshold
@@ -53,8 +52,7 @@ class Prediction:
 def classify(net: Darknet, image: np.ndarray | str | os.PathLike, top: int = 5) -> list[Prediction]:
     """The top-k classes of a classifier for one image, as DARKNET(classifier.c:predict_classifier)."""
     probabilities = net(network_input(net, _as_image(image))).flatten(1)[0].float().cpu()
-    # DARKNET(parser.c:parse_network_cfg): net->hierarchy is the tree of a [softmax] layer
-    tree = next((layer.tree for layer in net.layers if isinstance(layer, SoftmaxLayer) and layer.tree), None)
+    tree = net.hierarchy
     if tree is not None:
         # DARKNET(classifier.c:predict_classifier): hierarchy_predictions with only_leaves=1
         probabilities = tree.hierarchy_predictions(probabilities[None], dim=1)[0]

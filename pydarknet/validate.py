@@ -37,7 +37,7 @@ from .detect import _suppressed  # the greedy pass of do_nms_sort, shared with d
 from .evaluate import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_detections
 from .image import draw_detections, image_to_chw, letterbox_image, load_image, resize_image
 from .layers.region import RegionLayer
-from .network import Darknet
+from .network import Darknet, network_mode
 from .tree import WordTree, read_map
 
 VALID_THRESH = 0.005   # DARKNET(detector.c:validate_detector): keep nearly every box for the AP curve
@@ -389,9 +389,9 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
     records, ground_truths, sizes = [], [], []
     for image in detect_images(net, kept, VALID_THRESH, VALID_NMS, workers=workers, batch=batch, progress=progress):
         rows, difficult = truths[image.path]
-        ground_truths.append(GroundTruth(rows[:, 4], _pixel_xyxy(rows[:, :4], image.width, image.height), difficult))
+        ground_truths.append(GroundTruth(rows[:, 4], pixel_xyxy(rows[:, :4], image.width, image.height), difficult))
         sizes.append((image.width, image.height))
-        records.append(_detection_records(image))
+        records.append(detection_records(image))
     detections = Detections.from_records(np.concatenate(records) if records else np.zeros((0, 7)))
     return MapInputs(detections, ground_truths, np.array(sizes, dtype=float).reshape(-1, 2), kept,
                      [path for path in paths if path not in truths])
@@ -408,21 +408,17 @@ def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], i
     """
     paths = valid_paths(read_data_file(data_or_list)) if isinstance(data_or_list, (str, os.PathLike)) \
         else list(data_or_list)
-    was_training = net.training
-    net.eval()
-    try:
+    with network_mode(net, False):
         inputs = collect_map_inputs(net, paths, workers, batch)
-    finally:
-        net.train(was_training)
     return evaluate_detections(inputs.detections, inputs.ground_truths, _region_of(net).options.classes,
                                iou_thresh, points, conf_thresh)
 
 
-def _detection_records(image: ImageDetections) -> np.ndarray:
+def detection_records(image: ImageDetections) -> np.ndarray:
     """(M, 7) rows image index, class, score, xyxy pixels (clipped to the image) of every nonzero prob."""
     boxes, classes, scores = _scored(image.detections)
     bboxes = np.array([image.detections[i].bbox for i in boxes]).reshape(-1, 4)
-    corners = np.clip(_pixel_xyxy(bboxes, image.width, image.height), 0, [image.width, image.height] * 2)
+    corners = np.clip(pixel_xyxy(bboxes, image.width, image.height), 0, [image.width, image.height] * 2)
     return np.column_stack([np.full(len(boxes), image.index), classes, scores, corners])
 
 
@@ -437,7 +433,7 @@ def _read_truth(labels: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[boxed], flags[boxed]
 
 
-def _pixel_xyxy(boxes_cxcywh: np.ndarray, width: int, height: int) -> np.ndarray:
+def pixel_xyxy(boxes_cxcywh: np.ndarray, width: int, height: int) -> np.ndarray:
     """(N, 4) relative cxcywh -> (N, 4) float64 xyxy in pixels."""
     boxes = boxes_cxcywh.reshape(-1, 4).astype(np.float64) * [width, height, width, height]
     return np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], axis=1)

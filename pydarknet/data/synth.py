@@ -53,6 +53,7 @@ class ShapeScheme:
                "cross": (235, 205, 30), "ring": (200, 50, 210)}
     names = tuple(colours)
     colour_jitter = 20
+    max_objects = MAX_OBJECTS   # objects drawn per image: 1 to this many
 
     def kind(self, rng: np.random.Generator) -> ObjectKind:
         class_id = int(rng.integers(len(self.names)))
@@ -86,7 +87,7 @@ def make_synth(out: str | os.PathLike, train: int, valid: int, size: int = 320, 
     out = Path(out).resolve()
     for folder in ("images", "labels", "backup"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    lists = {split: _write_split(out, split, split_id, count, size, seed, scheme)
+    lists = {split: write_split(out, split, split_id, count, size, seed, scheme)
              for split_id, (split, count) in enumerate((("train", train), ("valid", valid)))}
     (out / "synth.names").write_text("".join(f"{name}\n" for name in scheme.names))
     data_file = out / "synth.data"
@@ -100,7 +101,7 @@ def synth_image(rng: np.random.Generator, size: int, scheme: ShapeScheme) -> tup
     width, height = (int(v) for v in rng.integers(size // 2, size + 1, 2))
     image = background(rng, width, height)
     objects: list[DrawnObject] = []
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(1, scheme.max_objects + 1))):
         box = _free_box(rng, width, height, [o.box_xyxy for o in objects])
         if box is not None:
             obj = DrawnObject(scheme.kind(rng), box)
@@ -153,7 +154,7 @@ def draw_object(image: np.ndarray, obj: DrawnObject) -> None:
         raise ValueError(f"unknown shape '{obj.kind.shape}'")
 
 
-def _write_split(out: Path, split: str, split_id: int, count: int, size: int, seed: int,
+def write_split(out: Path, split: str, split_id: int, count: int, size: int, seed: int,
                  scheme: ShapeScheme) -> Path:
     paths = []
     for i in range(count):

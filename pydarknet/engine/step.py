@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses.region import RegionLoss, region_input_gradient, region_loss
-from ..network import Darknet, NetOptions
+from ..network import Darknet, NetOptions, network_mode
 from .lr import get_current_batch, get_current_rate
 from .sgd import DarknetSGD, darknet_parameters
 
@@ -118,11 +118,11 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
 
     statistics = _batch_statistics(net) if record else nullcontext(({}, {}))
     autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp and images.is_cuda)
-    with _training(net), statistics as (batch_mean, batch_variance), autocast:
+    with network_mode(net, True), statistics as (batch_mean, batch_variance), autocast:
         raw, output = forward(images)
     output = output.float()
     loss = region_loss(output, truths, region.options, net.seen, region.tree, region.class_map)
-    trained = _trained_parameters(net, list(net.layers).index(region))
+    trained = trained_parameters(net, list(net.layers).index(region))
     if trained:
         gradient = region_input_gradient(output, loss.delta).view_as(raw).to(raw.dtype)
         raw.backward(gradient, inputs=trained)
@@ -138,7 +138,7 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     return StepResult(output.detach(), loss, updates, batch_mean, batch_variance, net.seen, rate)
 
 
-def _trained_parameters(net: Darknet, region_index: int) -> list[nn.Parameter]:
+def trained_parameters(net: Darknet, region_index: int) -> list[nn.Parameter]:
     """Parameters that receive gradients: those of the layers above the last `stopbackward=1` layer.
 
     DARKNET(network.c:backward_network): the backward runs from the top and stops *before* the
@@ -148,17 +148,6 @@ def _trained_parameters(net: Darknet, region_index: int) -> list[nn.Parameter]:
     stopped = [i for i in range(region_index + 1) if net.flags[i].stopbackward]
     first = stopped[-1] + 1 if stopped else 0
     return [p for layer in net.layers[first:region_index] for p in darknet_parameters(layer).values()]
-
-
-@contextmanager
-def _training(net: nn.Module) -> Iterator[None]:
-    """Training mode (batch statistics in BN) for the duration, then the previous mode."""
-    was_training = net.training
-    net.train()
-    try:
-        yield
-    finally:
-        net.train(was_training)
 
 
 @contextmanager

@@ -114,7 +114,7 @@ def train_detector(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
     # DARKNET(detector.c:train_detector): the backup folder is relative to the working directory
     backup_dir = Path(data.get_str("backup", "backup"))
     backup_dir.mkdir(parents=True, exist_ok=True)
-    net = Darknet.from_cfg(cfg_path)
+    net = Darknet.from_cfg(cfg_path, seed=seed)
     if net.region is None:
         raise ValueError(f"{cfg_path}: detector training needs a [region] layer")
     if weights is not None:
@@ -197,13 +197,13 @@ def _device_for_rank(device, rank: int, world: int) -> torch.device:
 
 
 def _step(model, net: Darknet, images, truths, optimizer: DarknetSGD, device, amp: bool) -> StepResult:
-    images, truths = _fill_minibatch(images, truths, net.options.mini_batch)
+    images, truths = fill_minibatch(images, truths, net.options.mini_batch)
     images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     return train_step(net, images, truths.to(device, non_blocking=True), optimizer, record=False, model=model,
                       amp=amp)
 
 
-def _fill_minibatch(images, truths, size: int):
+def fill_minibatch(images, truths, size: int):
     """DIVERGES: a mini-batch short of skipped (bad) samples is topped up by repeating good ones,
     so every update still averages over Darknet's batch size."""
     if images.shape[0] == size:
