@@ -47,7 +47,7 @@ def keep_freed_memory() -> bool:
 
 MALLOC_TUNED = keep_freed_memory()
 
-import torch  # after OMP_WAIT_POLICY, see above
+import torch  # noqa: E402  (after OMP_WAIT_POLICY, see above)
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_ENV = "PYDARKNET_REFERENCE"

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn

@@ -96,8 +96,8 @@ def test_image_paths_from_stdin(reference, pngs, tmp_path):
     assert result.output.count("Enter Image Path:") == 3
     expected = (read_json(reference / "forward" / net / "dog" / "dets_t0.25.json")["printed"]
                 + read_json(reference / "forward" / net / "horses" / "dets_t0.25.json")["printed"])
-    assert [l.replace("Enter Image Path: ", "") for l in _printed_lines(result.output) if l.strip()
-            and l != "Enter Image Path: "] == expected
+    lines = [line.replace("Enter Image Path: ", "") for line in _printed_lines(result.output)]
+    assert [line for line in lines if line.strip()] == expected
 
 
 def test_missing_image_is_a_clear_error(reference, tmp_path):

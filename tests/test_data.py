@@ -367,7 +367,8 @@ def test_augmented_box_covers_the_painted_object():
         inside = net_input[:, int(np.ceil(top + margin)):int(bottom - margin), int(np.ceil(left + margin)):int(right - margin)]
         assert inside.size > 0
         np.testing.assert_allclose(inside, np.broadcast_to(colour[:, None, None] / 255, inside.shape), atol=1e-5)
-        for row, col in [(top - margin, x * 160), (bottom + margin, x * 160), (y * 160, left - margin), (y * 160, right + margin)]:
+        outside = [(top - margin, x * 160), (bottom + margin, x * 160), (y * 160, left - margin), (y * 160, right + margin)]
+        for row, col in outside:
             if 0 <= row < 160 and 0 <= col < 160:
                 assert not np.allclose(net_input[:, int(row), int(col)], colour / 255, atol=0.05)
 

@@ -56,7 +56,7 @@ def test_box_centres_have_the_class_colour(synth):
         image = load_image(image_path).astype(float)
         truths = read_labels(label_path(image_path), classes=5)
         height, width = image.shape[:2]
-        for i, (x, y, w, h, cls) in enumerate(truths):
+        for i, (x, y, _w, _h, cls) in enumerate(truths):
             others = np.delete(truths, i, axis=0)
             covered = np.any((np.abs(others[:, 0] - x) < others[:, 2] / 2) & (np.abs(others[:, 1] - y) < others[:, 3] / 2))
             if scheme.names[int(cls)] == "ring" or covered:

@@ -92,7 +92,8 @@ def test_read_map_coco9k(reference: Path, tree9k: WordTree):
     coco_map = read_map(data / "coco9k.map")
     assert coco_map.dtype == np.int64 and coco_map.tolist() == np.loadtxt(data / "coco9k.map", dtype=int).tolist()
     coco = (data / "coco.names").read_text().splitlines()
-    assert [tree9k.names[coco_map[k]] for k in (0, 16, 79)] == [coco[0], coco[16], "toothbrush"] == ["person", "dog", "toothbrush"]
+    mapped = [tree9k.names[coco_map[k]] for k in (0, 16, 79)]
+    assert mapped == [coco[0], coco[16], "toothbrush"] == ["person", "dog", "toothbrush"]
     assert len(read_map(data / "inet9k.map")) == 200
 
 

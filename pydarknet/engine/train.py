@@ -107,7 +107,8 @@ def train_detector(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
     """Train a YOLOv2/YOLO9000 detector as `darknet detector train data cfg [weights] [-clear]`.
 
     `max_batches` overrides the cfg's. `verbose` prints the region stats line of every mini-batch,
-    as Darknet does. `on_iteration(net, log)` runs after every update (e.g. to compute mAP). Returns the path of `<cfg>_final.weights` and the per-iteration log.
+    as Darknet does. `on_iteration(net, log)` runs after every update (e.g. to compute mAP).
+    Returns the path of `<cfg>_final.weights` and the per-iteration log.
     """
     rank, world = _distributed()
     data = read_data_file(data_path, required=("train",))

@@ -1,7 +1,6 @@
 """`[maxpool]` and `[avgpool]` layers."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..cfg import Section
