@@ -67,7 +67,7 @@ def run_demo(out: Path, train: int, valid: int, seed: int, max_batches: int | No
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out") / "demo", help="working folder (default out/demo)")
-    parser.add_argument("--train", type=int, default=2000, help="training images")
+    parser.add_argument("--train", type=int, default=3000, help="training images")
     parser.add_argument("--valid", type=int, default=200, help="validation images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-batches", type=int, default=None, help="override the cfg's max_batches")
