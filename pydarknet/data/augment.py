@@ -35,11 +35,14 @@ class AugmentOptions:
     max: int = 30
 
     def __post_init__(self):
-        # DARKNET(data.c:load_thread): a zero saturation or exposure means "no change", not black/gray
-        if self.saturation == 0:
-            object.__setattr__(self, "saturation", 1.0)
-        if self.exposure == 0:
-            object.__setattr__(self, "exposure", 1.0)
+        zero_means_unchanged(self, "saturation", "exposure")
+
+
+def zero_means_unchanged(options, *names: str) -> None:
+    """DARKNET(data.c:load_thread): a zero saturation, exposure or aspect means "no change" (1), not black/gray."""
+    for name in names:
+        if getattr(options, name) == 0:
+            object.__setattr__(options, name, 1.0)  # the option dataclasses are frozen
 
 
 @dataclass(frozen=True)

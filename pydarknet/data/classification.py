@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..image import image_to_chw, load_image, resize_image
 from ..tree import WordTree
-from .augment import rand_scale, rand_uniform, random_distort_image
+from .augment import rand_scale, rand_uniform, random_distort_image, zero_means_unchanged
 from .dataset import (BAD_SAMPLE_ERRORS, DarknetBatchSampler, DetectionLoader, SampleKey, SkippedSample,
                       collate_detections)
 
@@ -53,10 +53,7 @@ class CropOptions:
     exposure: float = 1.0
 
     def __post_init__(self):
-        # DARKNET(data.c:load_thread): zero saturation/exposure/aspect mean "no change"
-        for name in ("saturation", "exposure", "aspect"):
-            if getattr(self, name) == 0:
-                object.__setattr__(self, name, 1.0)
+        zero_means_unchanged(self, "saturation", "exposure", "aspect")
 
 
 def path_truth(path: str, labels: Sequence[str]) -> np.ndarray:
