@@ -146,6 +146,22 @@ def do_nms_sort(dets: Sequence[Detection], classes: int, nms: float = 0.45) -> l
     return [Detection(boxes[i], float(objectness[i]), probs[i]) for i in order]
 
 
+def do_nms_obj(dets: Sequence[Detection], nms: float) -> list[Detection]:
+    """DARKNET(box.c:do_nms_obj): NMS on objectness alone; a suppressed box loses objectness and probs.
+
+    Returns copies, best objectness first, then the boxes with objectness 0.
+    DIVERGES: boxes with equal objectness keep list order (Darknet: the order of its swap loop).
+    """
+    objectness = np.array([det.objectness for det in dets], dtype=np.float32)
+    ranked = np.argsort(-objectness, kind="stable")
+    ranked = ranked[objectness[ranked] != 0]
+    boxes = np.stack([dets[i].bbox for i in ranked]).astype(np.float32) if len(ranked) else np.zeros((0, 4))
+    suppressed = set(ranked[_suppressed(boxes, np.float32(nms))].tolist())
+    order = np.concatenate([ranked, np.flatnonzero(objectness == 0)]).astype(int)
+    return [Detection(dets[i].bbox, 0.0, np.zeros_like(dets[i].probs)) if i in suppressed
+            else Detection(dets[i].bbox, dets[i].objectness, dets[i].probs.copy()) for i in order]
+
+
 def _stack_detections(dets: Sequence[Detection], classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, 4) float32 boxes, (N,) float32 objectness and an (N, classes) float32 copy of the probs."""
     if not dets:

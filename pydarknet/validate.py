@@ -32,8 +32,7 @@ from .boxes import pairwise_iou
 from .cfg import resolve_path
 from .data.files import DataConfig, label_path, read_data_file, read_list, read_names, resolve_data_path
 from .data.labels import CLASSIFICATION_ONLY_MIN, read_labels
-from .detect import COORDS, Detection, do_nms_sort, get_region_detections
-from .detect import _suppressed  # the greedy pass of do_nms_sort, shared with do_nms_obj below
+from .detect import COORDS, Detection, do_nms_obj, do_nms_sort, get_region_detections
 from .evaluate import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_detections
 from .image import draw_detections, image_to_chw, letterbox_image, load_image, resize_image
 from .layers.region import RegionLayer
@@ -176,22 +175,6 @@ def mapped_class_probs(output: torch.Tensor, tree: WordTree, class_map: np.ndarr
     prob = output[:, COORDS:COORDS + 1] * p_abs[:, torch.from_numpy(class_map)]   # [A, K, H, W]
     prob = torch.where(prob > np.float32(thresh), prob, torch.zeros(()))
     return prob.permute(0, 2, 3, 1).reshape(-1, len(class_map)).numpy()
-
-
-def do_nms_obj(dets: Sequence[Detection], nms: float) -> list[Detection]:
-    """DARKNET(box.c:do_nms_obj): NMS on objectness alone; a suppressed box loses objectness and probs.
-
-    Returns copies, best objectness first, then the boxes with objectness 0.
-    DIVERGES: boxes with equal objectness keep list order (Darknet: the order of its swap loop).
-    """
-    objectness = np.array([det.objectness for det in dets], dtype=np.float32)
-    ranked = np.argsort(-objectness, kind="stable")
-    ranked = ranked[objectness[ranked] != 0]
-    boxes = np.stack([dets[i].bbox for i in ranked]).astype(np.float32) if len(ranked) else np.zeros((0, 4))
-    suppressed = set(ranked[_suppressed(boxes, np.float32(nms))].tolist())
-    order = np.concatenate([ranked, np.flatnonzero(objectness == 0)]).astype(int)
-    return [Detection(dets[i].bbox, 0.0, np.zeros_like(dets[i].probs)) if i in suppressed
-            else Detection(dets[i].bbox, dets[i].objectness, dets[i].probs.copy()) for i in order]
 
 
 # ---------------------------------------------------------------------------- `detector valid`
