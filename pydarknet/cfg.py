@@ -12,11 +12,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import CfgError, MissingFileError
+
 _REQUIRED = object()
-
-
-class CfgError(ValueError):
-    """A malformed cfg or data file; the message names the file and line."""
 
 
 class UnusedFieldWarning(UserWarning):
@@ -132,7 +130,7 @@ def read_cfg(path: str | os.PathLike) -> list[Section]:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise FileNotFoundError(f"cannot read cfg file {path}: {exc.strerror}") from None
+        raise MissingFileError(f"cannot read cfg file {path}: {exc.strerror}") from None
     sections = parse_cfg_text(text, str(path))
     if not sections:
         raise CfgError(f"{path}: config file has no sections")
@@ -157,4 +155,4 @@ def resolve_path(name: str, relative_to: str | os.PathLike | None = None) -> Pat
         if candidate.exists():
             return candidate
     tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"cannot find '{name}' (referenced by {relative_to}); tried {tried}")
+    raise MissingFileError(f"cannot find '{name}' (referenced by {relative_to}); tried {tried}")

@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import DataError
 
-class TreeError(ValueError):
+
+class TreeError(DataError):
     """A malformed tree, names or map file; the message names the file and line."""
 
 

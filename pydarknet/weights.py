@@ -16,13 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import WeightsError
 from .layers.conv import ConnectedLayer
 
 FLOAT = np.dtype("<f4")
-
-
-class WeightsError(ValueError):
-    """A weights file that does not fit its cfg, or is not a weights file at all."""
 
 
 class PartialWeightsWarning(UserWarning):

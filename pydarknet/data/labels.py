@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
+
 # DARKNET(data.c:correct_boxes): x, y, w, h of a classification-only truth (label line with x == y == 0)
 CLASSIFICATION_ONLY = 999999.0
 # DARKNET(region_layer.c:forward_region_layer): how the region layer recognises that marker
 CLASSIFICATION_ONLY_MIN = 100000.0
 
 
-class LabelError(ValueError):
+class LabelError(DataError):
     """A malformed label file; the message names the file and line."""
 
 

@@ -26,6 +26,7 @@ from ..cfg import resolve_path
 from ..data.augment import AugmentOptions
 from ..data.dataset import DetectionDataset, train_loader
 from ..data.files import read_data_file
+from ..errors import TrainingError
 from ..network import Darknet, select_device
 from ..weights import load_weights, save_weights
 from .chart import save_chart
@@ -36,10 +37,6 @@ BACKUP_EVERY = 100          # DARKNET(detector.c:train_detector): <cfg>.backup
 NUMBERED_EVERY = 10000      # DARKNET(detector.c:train_detector): <cfg>_<N>.weights ...
 NUMBERED_EARLY = 1000       # ... and every 100 below this
 CHART_EVERY = 10            # iterations between redraws of <backup>/chart.png
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a NaN loss); the message says where the last good weights are."""
 
 
 @dataclass
