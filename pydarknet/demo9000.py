@@ -24,7 +24,7 @@ import numpy as np
 from .data.files import label_path, read_list, read_names
 from .data.labels import read_labels
 from .data.synth9k import Hierarchy, make_synth9k
-from .detect import format_detections
+from .decode import format_detections
 from .engine.train import train_detector
 from .evaluate import Detections, EvalResult, GroundTruth, evaluate_detections, format_map_report
 from .image import draw_detections, load_image, save_image

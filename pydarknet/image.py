@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Sequence
 import cv2
 import numpy as np
 
+from .errors import DataError, MissingFileError
+
 if TYPE_CHECKING:
-    from pydarknet.detect import Detection
+    from pydarknet.decode import Detection
 
 LETTERBOX_FILL = np.float32(0.5)   # DARKNET(image.c:letterbox_image): canvas grey level
 BOX_WIDTH_FRACTION = 0.006         # DARKNET(image.c:draw_detections): line width = im.h * .006
@@ -32,10 +34,10 @@ def load_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Cannot load image {str(path)!r}: no such file")
+        raise MissingFileError(f"Cannot load image {str(path)!r}: no such file")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"Cannot load image {str(path)!r}: not a readable image")
+        raise DataError(f"Cannot load image {str(path)!r}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -45,9 +47,9 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
     try:
         written = cv2.imwrite(str(path), bgr)
     except cv2.error as error:   # OpenCV raises for an unknown extension
-        raise ValueError(f"Cannot save image {str(path)!r}: {error.err}") from None
+        raise DataError(f"Cannot save image {str(path)!r}: {error.err}") from None
     if not written:
-        raise ValueError(f"Cannot save image {str(path)!r}: unwritable path")
+        raise DataError(f"Cannot save image {str(path)!r}: unwritable path")
 
 
 def image_to_chw(image: np.ndarray) -> np.ndarray:

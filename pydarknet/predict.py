@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .detect import Detection, do_nms_sort, get_region_detections
+from .decode import Detection, do_nms_sort, get_region_detections
 from .image import image_to_chw, letterbox_image, load_image
 from .network import Darknet
 

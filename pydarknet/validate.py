@@ -32,7 +32,8 @@ from .boxes import pairwise_iou
 from .cfg import resolve_path
 from .data.files import DataConfig, label_path, read_data_file, read_list, read_names, resolve_data_path
 from .data.labels import CLASSIFICATION_ONLY_MIN, read_labels
-from .detect import COORDS, Detection, do_nms_obj, do_nms_sort, get_region_detections
+from .decode import COORDS, Detection, do_nms_obj, do_nms_sort, get_region_detections
+from .errors import DataError, MissingFileError
 from .evaluate import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_detections
 from .image import draw_detections, image_to_chw, letterbox_image, load_image, resize_image
 from .layers.region import RegionLayer
@@ -170,7 +171,7 @@ def mapped_class_probs(output: torch.Tensor, tree: WordTree, class_map: np.ndarr
     """
     class_probs = output[:, COORDS + 1:].float()
     if class_map.max(initial=-1) >= class_probs.shape[1]:
-        raise ValueError(f"class map names tree node {class_map.max()}, the region has {class_probs.shape[1]} classes")
+        raise DataError(f"class map names tree node {class_map.max()}, the region has {class_probs.shape[1]} classes")
     p_abs = tree.hierarchy_predictions(class_probs, dim=1)                     # [A, C, H, W]
     prob = output[:, COORDS:COORDS + 1] * p_abs[:, torch.from_numpy(class_map)]   # [A, K, H, W]
     prob = torch.where(prob > np.float32(thresh), prob, torch.zeros(()))
@@ -323,13 +324,13 @@ def _output_classes(net: Darknet, setup: ValidSetup) -> int:
     classes = len(setup.class_map) if mapped else region.options.classes
     if setup.eval == "imagenet":
         if classes < IMAGENET_CLASSES:
-            raise ValueError(f"eval=imagenet writes {IMAGENET_CLASSES} classes; the net gives {classes} "
+            raise DataError(f"eval=imagenet writes {IMAGENET_CLASSES} classes; the net gives {classes} "
                              f"(yolo9000 needs map=data/inet9k.map in the .data file)")
         return IMAGENET_CLASSES
     if setup.eval == "coco" and classes > len(COCO_IDS):
-        raise ValueError(f"eval=coco maps class indices to the {len(COCO_IDS)} COCO ids; the net has {classes} classes")
+        raise DataError(f"eval=coco maps class indices to the {len(COCO_IDS)} COCO ids; the net has {classes} classes")
     if setup.eval == "voc" and len(setup.names) < classes:
-        raise ValueError(f"{classes} classes but only {len(setup.names)} names: one file per class needs a name")
+        raise DataError(f"{classes} classes but only {len(setup.names)} names: one file per class needs a name")
     return classes
 
 
@@ -500,7 +501,7 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
     """
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
-        raise ValueError(f"cannot open video {video}")
+        raise DataError(f"cannot open video {video}")
     fps = capture.get(cv2.CAP_PROP_FPS) or DEMO_FALLBACK_FPS
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     history: torch.Tensor | None = None          # [avg_frames, A, 5+C, H, W]
@@ -528,7 +529,7 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
         if writer is not None:
             writer.release()
     if frames == 0:
-        raise ValueError(f"{video}: no frame could be read")
+        raise DataError(f"{video}: no frame could be read")
     return DemoStats(frames, time.perf_counter() - start)
 
 
@@ -559,7 +560,7 @@ def _video_writer(path: str | os.PathLike, fps: float, width: int, height: int) 
     codec = "MJPG" if Path(path).suffix.lower() == ".avi" else "mp4v"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height))
     if not writer.isOpened():
-        raise ValueError(f"cannot write video {path} with codec {codec}")
+        raise DataError(f"cannot write video {path} with codec {codec}")
     return writer
 
 
@@ -576,7 +577,7 @@ def _check_images_exist(paths: Sequence[str]) -> None:
     """Fail before any work, naming the first listed image that is not there."""
     missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} listed image(s) not found, first: {missing[0]}")
+        raise MissingFileError(f"{len(missing)} listed image(s) not found, first: {missing[0]}")
 
 
 

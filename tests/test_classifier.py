@@ -10,7 +10,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import pydarknet.cli_classifier  # noqa: F401  (registers the commands)
 from pydarknet.cli import main
 from pydarknet.data.classification import (SECRET_NUM, CropOptions, LabelCountWarning, augment_classification,
                                            center_crop_image, class_of_path, fill_hierarchy, path_truth,

@@ -6,7 +6,7 @@ Backups go to the .data `backup` folder with Darknet's names and schedule, writt
 `<cfg>.backup` every 100 iterations, `<cfg>_<N>.weights` every 100 below 1000 and every 10000, and
 `<cfg>_final.weights` at the end. Resuming from a backup continues at its `seen`.
 
-Several GPUs: launched under torchrun (see `cli.py`), every process trains its own mini-batches and
+Several GPUs: launched under torchrun (see `cli/detector.py`), every process trains its own mini-batches and
 DistributedDataParallel averages the gradients; as Darknet, the learning rate is scaled by the GPU count.
 """
 from __future__ import annotations
