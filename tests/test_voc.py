@@ -133,7 +133,7 @@ def test_object_without_difficult_is_not_difficult(tmp_path):
     assert (devkit / "VOC2007" / "labels" / "000001.txt").read_text() == "11 0.25 0.25 0.5 0.5\n"
 
 
-def test_devkit_under_a_raw_folder_is_refused(tmp_path):
+def test_devkit_under_a_folder_darknet_rewrites_is_refused(tmp_path):
     # Darknet would rewrite .../raw/... to .../labels/... before JPEGImages: the labels would not be found
     devkit = make_devkit(tmp_path / "raw")
     with pytest.raises(DataError, match="label path rule"):
