@@ -159,7 +159,7 @@ def test_malformed_json_names_the_file_and_entry(converted, tmp_path, change, me
         convert_coco(broken, images_dir, tmp_path / "out")
 
 
-def test_not_json_and_wrong_images_folder(converted, tmp_path):
+def test_not_json_and_a_wrong_folder(converted, tmp_path):
     _, instances, images_dir, _ = converted
     broken = tmp_path / "instances_bad.json"
     broken.write_text('{"images": [\n  {"id": 1,}\n]}')
