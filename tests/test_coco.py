@@ -90,12 +90,14 @@ def test_box_conversion_by_hand(tmp_path):
     instances.write_text(json.dumps({
         "images": [{"id": 7, "file_name": "COCO_val2014_000000000007.jpg", "width": 100, "height": 200}],
         "annotations": [{"image_id": 7, "category_id": 90, "iscrowd": 0, "bbox": [10, 20, 30, 40]},
-                        {"image_id": 7, "category_id": 13, "bbox": [0, 0, 100, 200]}],
+                        {"image_id": 7, "category_id": 13, "bbox": [0, 0, 100, 200]},
+                        {"image_id": 7, "category_id": 13, "bbox": [5, 5, 0, 10]}],
         "categories": [{"id": 13}, {"id": 90}]}))
     result = convert_coco(instances, images, tmp_path / "out")
     assert (tmp_path / "labels" / "COCO_val2014_000000000007.txt").read_text() == \
         "79 0.250000 0.200000 0.300000 0.200000\n11 0.500000 0.500000 1.000000 1.000000\n"
     assert result.lists == (tmp_path / "out" / "tiny.txt",)
+    assert result.notes == ("1 zero-size annotation(s) skipped",)
 
 
 def test_list_names_and_data_file(converted):

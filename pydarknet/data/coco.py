@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..errors import DataError, MissingFileError
@@ -42,7 +42,7 @@ def convert_coco(instances_json: PathLike, images_dir: PathLike, out: PathLike) 
     check_no_blanks(images_path)
     out_path = prepare_output(out)
     images = _images(document, json_path)
-    boxes, crowd = _boxes_by_image(document, json_path, {image["id"]: image for image in images})
+    boxes, skipped = _boxes_by_image(document, json_path, {image["id"]: image for image in images})
     paths = [str(images_path / image["file_name"]) for image in images]
     for image, path in zip(images, paths):
         labels = _labels_path(path, json_path)
@@ -51,8 +51,7 @@ def convert_coco(instances_json: PathLike, images_dir: PathLike, out: PathLike) 
     name = json_path.stem.removeprefix(INSTANCES_PREFIX)
     image_list = write_list(out_path / f"{name}.txt", paths)
     notes = _image_notes(paths, images_path, json_path)
-    if crowd:
-        notes.append(f"{crowd} crowd annotation(s) skipped")
+    notes.extend(f"{count} {reason} annotation(s) skipped" for reason, count in sorted(skipped.items()))
     options = {"classes": len(COCO_IDS), "train": image_list, "valid": image_list,
                "names": copy_bundled_names("coco.names", out_path), "backup": out_path / "backup",
                "results": out_path / "results", "eval": "coco"}
@@ -123,10 +122,10 @@ def _images(document, json_path: Path) -> list[dict]:
     return images
 
 
-def _boxes_by_image(document, json_path: Path, images: dict[int, dict]) -> tuple[dict[int, list[str]], int]:
-    """Label lines per image id, and how many crowd annotations were skipped."""
+def _boxes_by_image(document, json_path: Path, images: dict[int, dict]) -> tuple[dict[int, list[str]], Counter]:
+    """Label lines per image id, and how many annotations were skipped for each reason."""
     lines: dict[int, list[str]] = defaultdict(list)
-    crowd = 0
+    skipped: Counter = Counter()
     for index, annotation in enumerate(_section(document, "annotations", json_path)):
         where = f"{json_path}: annotations[{index}]"
         image = images.get(_field(annotation, "image_id", int, where))
@@ -136,13 +135,16 @@ def _boxes_by_image(document, json_path: Path, images: dict[int, dict]) -> tuple
         if category not in CLASS_OF_CATEGORY:
             raise DataError(f"{where}: category_id {category} is not among Darknet's 80 COCO classes")
         if annotation.get("iscrowd", 0):
-            crowd += 1
+            skipped["crowd"] += 1
             continue
         bbox = _field(annotation, "bbox", list, where)
         if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
             raise DataError(f"{where}: 'bbox' must be four numbers x, y, w, h, got {bbox!r}")
+        if bbox[2] <= 0 or bbox[3] <= 0:
+            skipped["zero-size"] += 1   # DARKNET(data.c:fill_truth_detection): such a box is dropped anyway
+            continue
         lines[image["id"]].append(coco_label_line(CLASS_OF_CATEGORY[category], bbox, image["width"], image["height"]))
-    return lines, crowd
+    return lines, skipped
 
 
 def _labels_path(image: str, json_path: Path) -> Path:
