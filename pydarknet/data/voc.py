@@ -102,19 +102,20 @@ def read_annotation(path: Path, classes: list[str]) -> VocAnnotation:
         raise DataError(f"{path}: malformed XML: {exc}") from None
     except OSError as exc:
         raise MissingFileError(f"cannot read annotation {path}: {exc.strerror}") from None
-    width, height = (_int_field(root, f"size/{side}", path) for side in ("width", "height"))
+    width, height = (_value(root, f"size/{side}", path, "", int) for side in ("width", "height"))
     if width <= 0 or height <= 0:
         raise DataError(f"{path}: image size must be positive, got {width}x{height}")
     objects, unknown = [], 0
     # DARKNET(scripts/voc_label.py:convert_annotation): every <object> of the tree; the <bndbox> of a
     # <part> inside it is not the object's (find looks at direct children only)
     for number, element in enumerate(root.iter("object"), start=1):
-        name = _text(element, "name", path, number)
+        where = f"object {number} "
+        name = _value(element, "name", path, where)
         if name not in classes:
             unknown += 1
             continue
-        box = tuple(_float_field(element, f"bndbox/{side}", path, number) for side in ("xmin", "xmax", "ymin", "ymax"))
-        objects.append(VocObject(classes.index(name), _is_difficult(element, path, number), box))
+        box = tuple(_value(element, f"bndbox/{side}", path, where, float) for side in ("xmin", "xmax", "ymin", "ymax"))
+        objects.append(VocObject(classes.index(name), _is_difficult(element, path, where), box))
     return VocAnnotation(width, height, tuple(objects), unknown)
 
 
@@ -198,39 +199,20 @@ def _concatenate(path: Path, parts: list[Path]) -> Path:
     return path
 
 
-def _find(element: ElementTree.Element, field: str, path: Path, number: int | None) -> ElementTree.Element:
+def _value(element: ElementTree.Element, field: str, path: Path, where: str, convert=str):
+    """The text of `element`'s <field>, converted; DataError naming the file, `where` and the field."""
     found = element.find(field)
     if found is None or found.text is None:
-        where = f"object {number} " if number is not None else ""
         raise DataError(f"{path}: {where}has no <{field}> value")
-    return found
-
-
-def _text(element: ElementTree.Element, field: str, path: Path, number: int) -> str:
-    return _find(element, field, path, number).text
-
-
-def _int_field(root: ElementTree.Element, field: str, path: Path) -> int:
-    text = _find(root, field, path, None).text
     try:
-        return int(text)
+        return convert(found.text)
     except ValueError:
-        raise DataError(f"{path}: <{field}> is not an integer: {text!r}") from None
+        kind = "an integer" if convert is int else "a number"
+        raise DataError(f"{path}: {where}<{field}> is not {kind}: {found.text!r}") from None
 
 
-def _float_field(element: ElementTree.Element, field: str, path: Path, number: int) -> float:
-    text = _text(element, field, path, number)
-    try:
-        return float(text)
-    except ValueError:
-        raise DataError(f"{path}: object {number} <{field}> is not a number: {text!r}") from None
-
-
-def _is_difficult(element: ElementTree.Element, path: Path, number: int) -> bool:
-    found = element.find("difficult")
-    if found is None or found.text is None:
+def _is_difficult(element: ElementTree.Element, path: Path, where: str) -> bool:
+    if element.find("difficult") is None:
         return False   # DIVERGES: voc_label.py fails on an object without <difficult>; VOC's default is 0
-    try:
-        return int(found.text) == 1   # DARKNET(scripts/voc_label.py:convert_annotation): int(difficult) == 1
-    except ValueError:
-        raise DataError(f"{path}: object {number} <difficult> is not an integer: {found.text!r}") from None
+    # DARKNET(scripts/voc_label.py:convert_annotation): int(difficult) == 1
+    return _value(element, "difficult", path, where, int) == 1
