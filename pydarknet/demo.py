@@ -22,7 +22,7 @@ from .evaluate import format_map_report
 from .image import draw_detections, load_image, save_image
 from .network import load_network
 from .predict import detect
-from .validate import compute_map
+from .evaluate import compute_map
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CFG = REPO / "cfg" / "synth-tiny.cfg"

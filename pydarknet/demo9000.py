@@ -31,7 +31,7 @@ from .evaluate import Detections, EvalResult, GroundTruth, evaluate_detections, 
 from .image import draw_detections, load_image, save_image
 from .network import Darknet, load_network
 from .predict import detect
-from .validate import VALID_NMS, VALID_THRESH, detect_images, detection_records
+from .evaluate import VALID_NMS, VALID_THRESH, detect_images, detection_records
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CFG = REPO / "cfg" / "synth9k-tiny.cfg"

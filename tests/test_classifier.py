@@ -17,7 +17,8 @@ from pydarknet.data.classification import (SECRET_NUM, CropOptions, LabelCountWa
 from pydarknet.engine import classifier as engine
 from pydarknet.engine.classifier import ClassifierForward, classifier_step, crop_options, train_classifier
 from pydarknet.losses.softmax import classifier_loss
-from pydarknet.validate import top_k, validate_classifier
+from pydarknet.evaluate import validate_classifier
+from pydarknet.predict import top_k
 from pydarknet.engine.sgd import DarknetSGD
 from pydarknet.image import save_image
 from pydarknet.layers.structure import CostLayer

@@ -15,7 +15,9 @@ from pydarknet.data.labels import read_labels
 from pydarknet.data.synth import make_synth
 from pydarknet.errors import DataError, MissingFileError
 from pydarknet.network import load_network
-from pydarknet.validate import COCO_IDS, ValidSetup, coco_image_id, validate_detector
+from pydarknet.data.coco import COCO_IDS, coco_image_id
+from pydarknet.decode import Detection
+from pydarknet.evaluate import ImageDetections, ValidSetup, coco_lines, validate_detector
 
 # the synthetic set's 5 classes as COCO categories with gaps: class index = position in Darknet's coco_ids
 SYNTH_CATEGORIES = {0: (1, 0), 1: (13, 11), 2: (27, 24), 3: (46, 40), 4: (90, 79)}   # synth: (COCO id, class)
@@ -141,6 +143,13 @@ def test_2017_names_under_an_underscored_folder_get_an_image_id_map(tmp_path):
     assert read_image_ids(result.image_ids) == dict(zip(paths, IMAGE_IDS))
     assert read_data_file(result.data_file).get_path("image_ids") == result.image_ids
     assert any("image_ids=" in note for note in result.notes)
+    # `detector valid` writes the mapped ids, not the number after the folder's '_'
+    setup = ValidSetup.from_data(result.data_file)
+    assert setup.image_ids == dict(zip(paths, IMAGE_IDS))
+    image = ImageDetections(index=0, path=paths[0], width=100, height=80,
+                            detections=[Detection(np.array([0.5, 0.5, 0.2, 0.2], np.float32),
+                                                  0.9, np.eye(80, dtype=np.float32)[3])])
+    assert [json.loads(line)["image_id"] for line in coco_lines(image, setup.image_ids)] == [IMAGE_IDS[0]]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -121,6 +121,7 @@ def test_joint_training_step_gives_both_kinds_of_deltas(synth9k):
         assert ((delta[b, :, 5:] != 0).flatten(2).any(1).sum()) == 1  # the class deltas sit at one anchor/cell
 
 
+@pytest.mark.slow
 def test_demo9000_pipeline_at_toy_size(tmp_path, capsys, monkeypatch):
     """`make demo9000` end to end on a few images (the mAP target itself needs the full run)."""
     monkeypatch.chdir(tmp_path)

@@ -27,8 +27,9 @@ from pydarknet.evaluate import coco_ap, evaluate_detections
 from pydarknet.image import image_to_chw, letterbox_size, resize_image
 from pydarknet.network import Darknet, load_network
 from pydarknet.tree import read_map
-from pydarknet.validate import (
-    COCO_IDS, ImageDetections, MissingLabelWarning, ValidSetup, annotate_video, coco_lines, collect_map_inputs,
+from pydarknet.data.coco import COCO_IDS
+from pydarknet.evaluate import (
+    ImageDetections, MissingLabelWarning, ValidSetup, annotate_video, coco_lines, collect_map_inputs,
     compute_map, imagenet_lines, valid_paths, validate_detector, voc_lines,
 )
 

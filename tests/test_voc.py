@@ -13,7 +13,7 @@ from pydarknet.data.files import read_data_file, read_list, read_names
 from pydarknet.data.voc import VocObject, convert_voc, voc_label_line
 from pydarknet.errors import DataError, MissingFileError
 from pydarknet.network import load_network
-from pydarknet.validate import collect_map_inputs, compute_map
+from pydarknet.evaluate import collect_map_inputs, compute_map
 
 RECORDED = Path(__file__).parent / "fixtures" / "voc" / "voc_label_output.json"
 # DARKNET(scripts/voc_label.py): its class list, in order

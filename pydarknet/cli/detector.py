@@ -97,3 +97,22 @@ def relaunch_under_torchrun(gpu_ids: list[str]) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={len(gpu_ids)}",
                "-m", "pydarknet.cli", *sys.argv[1:]]
     sys.exit(subprocess.call(command, env=env))
+
+
+@detector.command("calc_anchors")
+@click.argument("data", type=existing_file)
+@click.option("-num_of_clusters", "clusters", type=int, default=5, show_default=True, help="Anchors to find.")
+@click.option("-width", "width", type=int, default=416, show_default=True, help="Network input width.")
+@click.option("-height", "height", type=int, default=416, show_default=True, help="Network input height.")
+@click.option("-show", "show", is_flag=False, flag_value="anchors.png", default=None,
+              help="Also draw the boxes and the anchors into this PNG (default anchors.png).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k-means++ starts.")
+def detector_calc_anchors(data, clusters, width, height, show, seed) -> None:
+    """Dimension clusters (YOLOv2 §2): k-means with 1-IoU distance over the train list's boxes."""
+    from ..data.anchors import calc_anchors, plot_anchors
+
+    result = calc_anchors(data, clusters, width, height, seed=seed)
+    for line in result.report():
+        click.echo(line)
+    if show:
+        click.echo(f"Saved {plot_anchors(result, show)}")

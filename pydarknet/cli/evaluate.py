@@ -31,7 +31,7 @@ def _loader_args(workers: int | None, batch: int | None) -> dict[str, int]:
 @device_option
 def detector_valid(data, cfg, weights, outfile, workers, batch, device) -> None:
     """Write Darknet's result files for the data file's `valid` list, as `darknet detector valid`."""
-    from ..validate import ValidSetup, validate_detector
+    from ..evaluate import ValidSetup, validate_detector
 
     setup = ValidSetup.from_data(data)
     net = open_network(cfg, weights, device)
@@ -54,7 +54,7 @@ def detector_recall(data, cfg, weights, workers, batch, device) -> None:
     DIVERGES: Darknet ignores the data file and always reads data/coco_val_5k.list; here that is
     only the default when the data file has no `valid=`.
     """
-    from ..validate import RECALL_LIST, valid_paths, validate_detector_recall
+    from ..evaluate import RECALL_LIST, valid_paths, validate_detector_recall
 
     paths = valid_paths(read_data_file(data), RECALL_LIST)
     net = open_network(cfg, weights, device)
@@ -81,7 +81,7 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
     file are skipped and counted. With `eval=coco` the pycocotools AP@[.5:.95], AP50, AP75 follow.
     """
     from ..evaluate import coco_ap, evaluate_detections, format_map_report
-    from ..validate import MissingLabelWarning, collect_map_inputs, valid_paths
+    from ..evaluate import MissingLabelWarning, collect_map_inputs, valid_paths
 
     data_file = read_data_file(data)
     names = names_for(data)
@@ -116,7 +116,7 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
 @device_option
 def detector_demo(data, cfg, weights, video, thresh, hier, avg, out_filename, device) -> None:
     """Detect objects in every frame of VIDEO and write an annotated copy (no window is opened)."""
-    from ..validate import annotate_video
+    from ..evaluate import annotate_video
 
     names = names_for(data)
     net = open_network(cfg, weights, device)

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..errors import DataError, MissingFileError
-from ..validate import COCO_IDS, coco_image_id
 from .convert import (ConversionResult, PathLike, check_no_blanks, copy_bundled_names, prepare_output,
                       write_data_file, write_list)
 from .files import label_path
 
+# DARKNET(detector.c:coco_ids): COCO category id of each of the 80 contiguous class indices
+COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+            31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
+            56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
+            85, 86, 87, 88, 89, 90)
 CLASS_OF_CATEGORY = {category: index for index, category in enumerate(COCO_IDS)}
 IMAGE_IDS_SUFFIX = ".image_ids.json"
 INSTANCES_PREFIX = "instances_"
@@ -169,3 +174,13 @@ def _write_image_ids(path: Path, paths: list[str], images: list[dict]) -> Path |
         return None
     path.write_text(json.dumps({image_path: image["id"] for image_path, image in zip(paths, images)}, indent=0))
     return path
+
+
+def coco_image_id(path: str) -> int:
+    """DARKNET(detector.c:get_coco_image_id): atoi of what follows the last '_' anywhere in the path,
+    or, without any '_', the last '/' ("COCO_val2014_000000000042.jpg" -> 42; no digits -> 0)."""
+    start = path.rfind("_")
+    if start < 0:
+        start = path.rfind("/")   # DIVERGES: Darknet dereferences NULL when neither is there
+    number = re.match(r"\s*[+-]?\d+", path[start + 1:])
+    return int(number.group()) if number else 0
