@@ -283,6 +283,34 @@ class WordTree:
         best_i = _index_reduce(candidate.new_empty(best_p.shape), dim, group, candidate, "amin")
         return best_p, best_i
 
+    @classmethod
+    def flat(cls, classes: int) -> WordTree:
+        """A softmax over all classes as a WordTree of roots: one group, paths of length 1."""
+        return cls([str(c) for c in range(classes)], [-1] * classes)
+
+    def ancestor_table(self) -> Tensor:
+        """(n, D) int64: each node followed by its ancestors (its `path`), padded with -1;
+        D = 1 + the deepest depth. The vectorised form of `path` for the region loss."""
+        table = np.full((self.n, int(self.depth.max()) + 1), -1, dtype=np.int64)
+        node = np.arange(self.n)
+        for d in range(table.shape[1]):
+            table[:, d] = node
+            node = np.where(node >= 0, self.parent[np.maximum(node, 0)], -1)
+        return torch.from_numpy(table)
+
+    @staticmethod
+    def path_product(probs: Tensor, paths: Tensor, dim: int) -> Tensor:
+        """Product of ``probs`` along each path (tree.c:get_hierarchy_probability, node first).
+
+        probs: (..., C, ...) with classes at ``dim``; paths: node indices (rows of `ancestor_table`),
+        -1 padded, with D at ``dim`` and size 1 or that of ``probs`` elsewhere. Returns ``probs``
+        with ``dim`` reduced to 1.
+        """
+        on_path = paths >= 0
+        picked = probs.gather(dim, paths.clamp(min=0).expand(*probs.shape[:dim], paths.shape[dim],
+                                                            *probs.shape[dim + 1:]))
+        return torch.where(on_path, picked, torch.ones_like(picked)).prod(dim, keepdim=True)
+
 
 def read_map(path: str | Path) -> np.ndarray:
     """A class map file (coco9k.map, inet9k.map): (K,) int64, one tree node per line."""

@@ -117,28 +117,6 @@ def _box_targets(box: Tensor, col: Tensor, row: Tensor, anchor_wh: Tensor, w: in
                         torch.log(box[..., 3] * h / anchor_wh[..., 1])), dim=-1)
 
 
-def _ancestor_table(tree: WordTree) -> Tensor:
-    """(n, D) each node followed by its ancestors, padded with -1; D = 1 + the deepest depth."""
-    table = np.full((tree.n, int(tree.depth.max()) + 1), -1, dtype=np.int64)
-    node = np.arange(tree.n)
-    for d in range(table.shape[1]):
-        table[:, d] = node
-        node = np.where(node >= 0, tree.parent[np.maximum(node, 0)], -1)
-    return torch.from_numpy(table)
-
-
-def _path_product(probs: Tensor, paths: Tensor, dim: int) -> Tensor:
-    """Product of ``probs`` along each path (tree.c:get_hierarchy_probability, node first).
-
-    probs: (..., C, ...) with classes at ``dim``; paths: node indices, -1 padded, with D at
-    ``dim`` and size 1 or that of ``probs`` elsewhere. Returns ``probs`` with ``dim`` reduced to 1.
-    """
-    on_path = paths >= 0
-    picked = probs.gather(dim, paths.clamp(min=0).expand(*probs.shape[:dim], paths.shape[dim],
-                                                        *probs.shape[dim + 1:]))
-    return torch.where(on_path, picked, torch.ones_like(picked)).prod(dim, keepdim=True)
-
-
 @dataclass
 class _ClassTruths:
     """Class truths placed at an output cell: K rows of image, anchor, row, col, tree node and list order."""
@@ -164,11 +142,6 @@ class _Writer:
     def put(self, index: tuple, target: Tensor | float, scale: Tensor | float) -> None:
         self.target[index] = target
         self.scale[index] = scale
-
-
-def _flat_tree(classes: int) -> WordTree:
-    """A softmax over all classes is a WordTree of roots: one group, paths of length 1."""
-    return WordTree([str(c) for c in range(classes)], [-1] * classes)
 
 
 def _valid_rows(truth: Tensor) -> Tensor:
@@ -255,7 +228,7 @@ def _classification_truths(out: Tensor, truth: Tensor, label_row: Tensor, paths:
     node = truth[b_idx, t_idx, 4].long()
     image_paths = paths.to(out.device)[node][:, None, :, None]               # (K, 1, D, 1)
     probs = out[b_idx, :, CLS:].flatten(3)                                  # (K, A, C, H*W)
-    score = out[b_idx, :, OBJ].flatten(2) * _path_product(probs, image_paths, dim=2)[:, :, 0]   # (K, A, H*W)
+    score = out[b_idx, :, OBJ].flatten(2) * WordTree.path_product(probs, image_paths, dim=2)[:, :, 0]   # (K, A, H*W)
     best = score.flatten(1).argmax(dim=1)                                   # first best in Darknet's n, y, x order
     n, cell = best // (h * w), best % (h * w)
     j, i = cell // w, cell % w
@@ -295,7 +268,7 @@ def _class_deltas(out: Tensor, truths: _ClassTruths, tree: WordTree, paths: Tens
                (member == node[owner]).to(out.dtype), class_scale)
 
     probs = out[truths.b, truths.n, CLS:, truths.j, truths.i]                # (K, C)
-    return _path_product(probs, path, dim=1)[:, 0]
+    return WordTree.path_product(probs, path, dim=1)[:, 0]
 
 
 def _check_supported(output: Tensor, truth: Tensor, opts: RegionOptions, tree: WordTree | None) -> None:
@@ -324,8 +297,8 @@ def region_loss(output: Tensor, truth: Tensor, opts: RegionOptions, seen: int,
         out = output.detach()
         truth = truth[:, :MAX_TRUTHS].to(device=out.device, dtype=out.dtype)
         anchors = out.new_tensor(opts.anchors).view(-1, 2)[:opts.num]
-        class_tree = tree if tree is not None else _flat_tree(opts.classes)
-        paths = _ancestor_table(class_tree)
+        class_tree = tree if tree is not None else WordTree.flat(opts.classes)
+        paths = class_tree.ancestor_table()
         rows = _valid_rows(truth)
         label_rows = rows & (truth[..., 0] > CLASSIFICATION_ONLY) & (truth[..., 1] > CLASSIFICATION_ONLY)
         if tree is None:
