@@ -69,7 +69,7 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, paths: Sequence[str], classes: int, size: tuple[int, int] = (416, 416),
-                 options: AugmentOptions = AugmentOptions(), augment: bool = True):
+                 options: AugmentOptions = AugmentOptions(), augment: bool = True, classification_only: bool = True):
         if not paths:
             raise ValueError("DetectionDataset needs at least one image path")
         self.paths = list(paths)
@@ -77,6 +77,7 @@ class DetectionDataset(Dataset):
         self.size = size
         self.options = options
         self.augment = augment
+        self.classification_only = classification_only   # x = y = 0 label lines allowed (nets with a tree)
 
     @classmethod
     def from_list(cls, list_file: str | os.PathLike, classes: int, **kwargs) -> DetectionDataset:
@@ -98,7 +99,7 @@ class DetectionDataset(Dataset):
     def load(self, key: SampleKey) -> tuple[np.ndarray, np.ndarray]:
         """Load one sample as numpy arrays; raises OSError/ValueError for a bad sample."""
         path = self.paths[key.index]
-        truths = read_labels(label_path(path), self.classes)
+        truths = read_labels(label_path(path), self.classes, self.classification_only)
         image = load_image(path)
         if self.augment:
             return augment_detection(image, truths, key.w, key.h, self.options, np.random.default_rng(key.rng_key))

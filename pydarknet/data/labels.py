@@ -25,22 +25,24 @@ class LabelError(DataError):
     """A malformed label file; the message names the file and line."""
 
 
-def parse_labels(text: str, classes: int, path: str | os.PathLike = "<string>") -> np.ndarray:
+def parse_labels(text: str, classes: int, path: str | os.PathLike = "<string>",
+                 classification_only: bool = True) -> np.ndarray:
     """Parse label text into truths (N, 5) float32 `(x, y, w, h, class)`, boxes cxcywh relative.
 
     A line with x == 0 and y == 0 becomes a classification-only row `(999999, 999999, 999999, 999999,
-    class)`. Raises LabelError naming `path` and the line for a line that is not five numbers, a class
-    id outside 0..classes-1, a non-finite value or a negative size.
+    class)`; where such rows cannot be trained (`classification_only=False`: a net without a WordTree)
+    the line is an error. Raises LabelError naming `path` and the line for a line that is not five
+    numbers, a class id outside 0..classes-1, a non-finite value or a negative size.
     """
     rows = [_parse_line(line, lineno, classes, path)
             for lineno, line in enumerate(text.splitlines(), start=1) if line.strip()]
     truths = np.array(rows, dtype=np.float32).reshape(-1, 5)
-    classification_only = (truths[:, 0] == 0) & (truths[:, 1] == 0)
+    classification_only = _classification_only_rows(truths, text, path, allowed=classification_only)
     truths[classification_only, :4] = CLASSIFICATION_ONLY  # DARKNET(data.c:correct_boxes): x==0&&y==0
     return truths
 
 
-def read_labels(path: str | os.PathLike, classes: int) -> np.ndarray:
+def read_labels(path: str | os.PathLike, classes: int, classification_only: bool = True) -> np.ndarray:
     """Read a label file into truths (N, 5) float32 `(x, y, w, h, class)`; see `parse_labels`."""
     try:
         text = Path(path).read_text()
@@ -48,7 +50,17 @@ def read_labels(path: str | os.PathLike, classes: int) -> np.ndarray:
         raise MissingFileError(f"cannot read label file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise LabelError(f"{path}: label file is not text") from None
-    return parse_labels(text, classes, path)
+    return parse_labels(text, classes, path, classification_only)
+
+
+def _classification_only_rows(truths: np.ndarray, text: str, path, allowed: bool) -> np.ndarray:
+    """(N,) bool: the rows with x == 0 and y == 0 (DARKNET(data.c:correct_boxes)'s marker)."""
+    marked = (truths[:, 0] == 0) & (truths[:, 1] == 0)
+    if marked.any() and not allowed:
+        lines = [lineno for lineno, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        raise LabelError(f"{path}:{lines[int(np.flatnonzero(marked)[0])]}: x = y = 0 marks a classification-only "
+                         f"label, which only a net with a WordTree ([region] tree=) can train")
+    return marked
 
 
 def _parse_line(line: str, lineno: int, classes: int, path) -> tuple[float, float, float, float, int]:

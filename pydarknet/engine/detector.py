@@ -68,7 +68,8 @@ class RegionHead(Head):
                   workers: int):
         net, options = self.net, self.net.options
         dataset = DetectionDataset.from_list(data.get_path("train"), self.region.options.classes,
-                                             size=(net.width, net.height), options=augment_options(net))
+                                             size=(net.width, net.height), options=augment_options(net),
+                                             classification_only=self.region.tree is not None)
         return train_loader(dataset, options.batch, options.subdivisions, options.max_batches,
                             start_batch=start_batch, random=bool(self.region.options.random), seed=seed,
                             workers=workers)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..data.files import read_data_file
 from ..errors import CfgError, TrainingError
-from ..network import Darknet, select_device
+from ..network import Darknet, network_mode, select_device
 from ..weights import load_weights, save_weights
 from .chart import save_chart
 from .heads import Head
@@ -122,11 +122,13 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
                            f"Decay: {options.decay:g}", *head.header_lines()]:
             log(line)
     result = TrainResult(final_weights=backup_dir / head.final_name(base))
+    keeper = WeightsKeeper(net, weights)
     progress = tqdm(total=max(options.max_batches - start, 0), unit="batch", dynamic_ncols=True,
                     disable=not (show_progress and rank == 0 and sys.stderr.isatty()))
     write = log if progress.disable else progress.write
     cost = 0.0
     tick = time.perf_counter()
+    images = None
     for images, truths in loader:
         images, truths = fill_minibatch(images, truths, options.mini_batch)
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -142,13 +144,13 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
                            time.perf_counter() - tick, world)
         if not math.isfinite(entry.loss):
             raise TrainingError(f"loss is {entry.loss} at iteration {entry.batch}; the last good weights are "
-                                f"the latest backup in {backup_dir} (nothing was saved after the NaN)")
+                                f"{keeper.last_good_text()} (nothing was saved after it)")
         result.history.append(entry)
         if rank == 0:
             write(entry.line())
             progress.update(1)
             for name in head.backup_names(entry.batch, base):
-                save_weights(net, backup_dir / name)
+                keeper.save(backup_dir / name, entry.batch, images)
             if on_iteration is not None:
                 on_iteration(net, entry)
             if entry.batch % CHART_EVERY == 0:
@@ -158,9 +160,50 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
     progress.close()
     result.skipped_samples = loader.skipped_count
     if rank == 0:
-        save_weights(net, result.final_weights)
+        keeper.save(result.final_weights, net.seen // images_per_iteration, images)
         _save_chart(backup_dir, result.history, options.max_batches)
     return result
+
+
+class WeightsKeeper:
+    """Writes the run's weights files, never one that is not finite, and knows the last good one.
+
+    A user cannot afford to lose a week of training: a diverged update must not overwrite the good
+    backup, and a failed write (disk full, permission denied) must say which file still holds the
+    last good weights. Weights count as good when every tensor is finite and so is the net's output
+    on an image of the last mini-batch (huge but finite weights can already give a NaN forward).
+    """
+
+    def __init__(self, net: Darknet, start: str | os.PathLike | None):
+        self.net = net
+        self.last_good: Path | None = Path(start) if start is not None else None
+
+    def last_good_text(self) -> str:
+        return (f"in {self.last_good}" if self.last_good is not None
+                else "nowhere: this run has written no weights file yet and started from none")
+
+    def save(self, path: Path, batch: int, probe: torch.Tensor | None) -> None:
+        problem = self._problem(probe)
+        if problem:
+            raise TrainingError(f"the weights are not finite after iteration {batch} ({problem}); {path} was not "
+                                f"written; the last good weights are {self.last_good_text()}")
+        try:
+            save_weights(self.net, path)
+        except OSError as error:
+            raise TrainingError(f"cannot write {path}: {error.strerror or error}; the last good weights are "
+                                f"{self.last_good_text()}") from error
+        self.last_good = path
+
+    def _problem(self, probe: torch.Tensor | None) -> str | None:
+        for name, tensor in self.net.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return name
+        if probe is None:   # no mini-batch was trained: the weights are those loaded
+            return None
+        with torch.no_grad(), network_mode(self.net, False):
+            output = self.net(probe[:1])
+        outputs = output if isinstance(output, list) else [output]
+        return None if all(bool(torch.isfinite(o).all()) for o in outputs) else "its output is not finite"
 
 
 def train_detector(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
