@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from . import layers as _layers  # noqa: F401  (registers the section builders)
 from .cfg import Section, read_cfg
-from .errors import CfgError
+from .errors import CfgError, DarknetError, WeightsError
 from .layers.region import RegionLayer, YoloLayer
 from .layers.softmax import SoftmaxLayer
 from .registry import BuildContext, Shape, builder_for
@@ -238,12 +238,19 @@ def network_mode(net: nn.Module, training: bool) -> Iterator[None]:
 
 
 def load_network(cfg: str | os.PathLike, weights: str | os.PathLike | None = None,
-                 device: str | torch.device | None = None) -> Darknet:
-    """Darknet's `load_network`: build from the cfg, load the weights if given, eval mode, on `device`."""
+                 device: str | torch.device | None = None, *, trained: bool = False) -> Darknet:
+    """Darknet's `load_network`: build from the cfg, load the weights if given, eval mode, on `device`.
+
+    `trained=True` (detection, evaluation) refuses a weights file that fills no layer: the net would
+    run on its random initialisation. A partial file that fills some layers only warns, as in Darknet.
+    """
     net = Darknet.from_cfg(cfg)
     if weights is not None:
         from .weights import load_weights
-        load_weights(net, weights)
+        report = load_weights(net, weights)
+        if trained and report.layers_with_weights and not report.layers_loaded:
+            raise WeightsError(f"{weights}: holds no layer's weights ({report.header.nbytes}-byte header, "
+                               f"no body): {cfg} would run on random weights")
     return net.to(select_device(device)).eval()
 
 
@@ -253,5 +260,5 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' was asked for, but CUDA is not available here")
+        raise DarknetError(f"device '{device}' was asked for, but CUDA is not available here")
     return device

@@ -16,7 +16,7 @@ import click
 from .. import __version__
 from ..cfg import resolve_path
 from ..data.files import read_data_file, read_names
-from ..errors import DarknetError
+from ..errors import DarknetError, DataError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -99,15 +99,21 @@ def image_paths(image: str | None) -> Iterator[str]:
             yield line.strip()
 
 
-def names_for(data_path: str | Path, default: str = "data/names.list") -> list[str]:
+def names_for(data_path: str | Path, default: str = "data/names.list", classes: int | None = None) -> list[str]:
+    """The class names a .data file names (`names=`, else `labels=`); at least `classes` of them if given."""
     data_file = read_data_file(data_path)
-    name_list = data_file.get_str("names", None) or data_file.get_str("labels", default)
-    return read_names(resolve_path(name_list, data_path))
+    name_list = resolve_path(data_file.get_str("names", None) or data_file.get_str("labels", default), data_path)
+    names = read_names(name_list)
+    if classes is not None and len(names) < classes:
+        raise DataError(f"{name_list}: {len(names)} names for the {classes} classes of the net "
+                        f"(named by {data_path})")
+    return names
 
 
-def open_network(cfg: str, weights: str | None, device: str | None):
+def open_network(cfg: str, weights: str | None, device: str | None, trained: bool = True):
+    """The net of a command that runs it: with `trained`, a weights file that fills no layer is an error."""
     from ..network import load_network
-    return load_network(cfg, weights, device)
+    return load_network(cfg, weights, device, trained=trained)
 
 
 def report_skipped(skipped_samples: int) -> None:

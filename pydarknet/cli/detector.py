@@ -20,8 +20,8 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
     from ..image import draw_detections, load_image, save_image
     from ..predict import detect
 
-    names = names_for(data)
     net = open_network(cfg, weights, device)
+    names = names_for(data, classes=net.require_region("detection").options.classes)
     records = []
     for path in image_paths(image):
         picture = load_image(path)

@@ -84,8 +84,8 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
     from ..evaluate import MissingLabelWarning, collect_map_inputs, valid_paths
 
     data_file = read_data_file(data)
-    names = names_for(data)
     net = open_network(cfg, weights, device)
+    names = names_for(data, classes=net.require_region("detector map").options.classes)
     with warnings.catch_warnings(record=True) as missing:
         warnings.simplefilter("always", MissingLabelWarning)
         inputs = collect_map_inputs(net, valid_paths(data_file), progress=True, **_loader_args(workers, batch))
@@ -118,8 +118,8 @@ def detector_demo(data, cfg, weights, video, thresh, hier, avg, out_filename, de
     """Detect objects in every frame of VIDEO and write an annotated copy (no window is opened)."""
     from ..evaluate import annotate_video
 
-    names = names_for(data)
     net = open_network(cfg, weights, device)
+    names = names_for(data, classes=net.require_region("detector demo").options.classes)
     click.echo(f"video file: {video}", err=True)
     stats = annotate_video(net, video, out_filename, names, thresh, hier, avg, progress=True)
     click.echo(f"{stats.frames} frames in {stats.seconds:.2f} s: FPS:{stats.fps:.1f}; wrote {out_filename}")

@@ -15,6 +15,6 @@ def partial(cfg, weights, output, count) -> None:
     """Save the weights of the first COUNT layers (e.g. darknet19_448.conv.23) as `darknet partial`."""
     from ..weights import save_weights
 
-    net = open_network(cfg, weights, "cpu")
+    net = open_network(cfg, weights, "cpu", trained=False)
     save_weights(net, output, cutoff=count)
     click.echo(f"Saving weights to {output}", err=True)
