@@ -145,11 +145,15 @@ def save_weights(net, path: str | os.PathLike, cutoff: int | None = None, seen: 
     write_atomically(path, weights_bytes(net, cutoff, seen))
 
 
+TEMPORARY_SUFFIX = ".tmp"   # `.<name>.<random>.tmp` beside the file being written
+
+
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    """Write to a temporary file beside `path`, flush it to disk, rename it over `path`, and flush
+    the folder, so that after a crash `path` holds either the old or the new bytes, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -159,3 +163,22 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike,
+                             names: tuple[str, ...] = ("*.weights", "*.backup", "chart.png")) -> list[Path]:
+    """Remove the temporary files that a killed `write_atomically` of a file matching `names` left in
+    `folder` (a training run's backups and chart); returns them."""
+    stale = sorted({path for name in names for path in Path(folder).glob(f".{name}.*{TEMPORARY_SUFFIX}")})
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..data.files import read_data_file
 from ..errors import CfgError, TrainingError
 from ..network import Darknet, network_mode, select_device
-from ..weights import load_weights, save_weights
+from ..weights import load_weights, remove_stale_temporaries, save_weights
 from .chart import save_chart
 from .heads import Head
 from .sgd import DarknetSGD
@@ -111,6 +111,9 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
     # DARKNET(detector.c:train_detector): the backup folder is relative to the working directory
     backup_dir = Path(data.get_str("backup", head.backup_default))
     backup_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        for stale in remove_stale_temporaries(backup_dir):   # left by a run killed while writing a backup
+            log(f"Removed {stale}, an unfinished write of a killed run")
     images_per_iteration = options.mini_batch * options.subdivisions
     start = net.seen // images_per_iteration
     loader = head.open_data(data, data_path, start_batch=start, seed=seed * 1000 + rank, workers=workers)
