@@ -15,6 +15,10 @@ class CfgError(DarknetError, ValueError):
     """A malformed cfg file or an option value Darknet could not build; names file:line."""
 
 
+class UnsupportedError(CfgError, NotImplementedError):
+    """A cfg (or .data) option Darknet has that pydarknet does not implement; names where it is set."""
+
+
 class WeightsError(DarknetError, ValueError):
     """A weights file that does not fit its cfg, or is not a weights file; names the file and offset/layer."""
 

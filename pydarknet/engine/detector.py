@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..data.augment import AugmentOptions
 from ..data.dataset import DetectionDataset, train_loader
 from ..data.files import DataConfig
-from ..losses.region import RegionLoss, region_input_gradient, region_loss
+from ..losses.region import RegionLoss, check_trainable, region_input_gradient, region_loss
 from ..network import Darknet
 from .heads import Head
 from .step import TrainingForward
@@ -50,6 +50,7 @@ class RegionHead(Head):
         super().__init__(net)
         self.region = net.require_region("detector training")
         self.top = list(net.layers).index(self.region)
+        check_trainable(self.region.options, self.region.tree, f"{net.cfg_path} [region] (layer {self.top})")
 
     def forward_module(self) -> nn.Module:
         return TrainingForward(self.net, self.top)

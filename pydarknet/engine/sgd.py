@@ -59,7 +59,7 @@ class DarknetSGD(torch.optim.Optimizer):
         options = net.options
         if options.adam:
             # DIVERGES: Darknet's adam branch (which also decays biases and scales) is not reproduced.
-            raise NotImplementedError("adam=1 is not implemented; DarknetSGD reproduces Darknet's SGD only")
+            raise net.net_section.error("adam=1 is not implemented; DarknetSGD reproduces Darknet's SGD only", "adam")
         groups = []
         for index, layer in enumerate(net.layers):
             for name, param in darknet_parameters(layer).items():

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..boxes import box_iou
+from ..errors import UnsupportedError
 from ..layers.region import RegionOptions
 from ..tree import WordTree
 
@@ -271,11 +272,16 @@ def _class_deltas(out: Tensor, truths: _ClassTruths, tree: WordTree, paths: Tens
     return WordTree.path_product(probs, path, dim=1)[:, 0]
 
 
-def _check_supported(output: Tensor, truth: Tensor, opts: RegionOptions, tree: WordTree | None) -> None:
+def check_trainable(opts: RegionOptions, tree: WordTree | None, where: str = "[region]") -> None:
+    """CfgError unless this loss can train the `[region]` layer described by `opts` (named by `where`)."""
     if opts.coords != 4:
-        raise NotImplementedError(f"region loss with coords={opts.coords} (masks) is not implemented")
+        raise UnsupportedError(f"{where}: region training with coords={opts.coords} (masks) is not implemented")
     if tree is None and not opts.softmax:
-        raise NotImplementedError("region loss with logistic classes (softmax=0, no tree) is not implemented")
+        raise UnsupportedError(f"{where}: region training with logistic classes (softmax=0, no tree) is not implemented")
+
+
+def _check_supported(output: Tensor, truth: Tensor, opts: RegionOptions, tree: WordTree | None) -> None:
+    check_trainable(opts, tree)
     expected = (opts.num, 5 + opts.classes)
     if output.dim() != 5 or tuple(output.shape[1:3]) != expected:
         raise ValueError(f"output shape {tuple(output.shape)} is not (B, {expected[0]}, {expected[1]}, H, W)")

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..data.classification import SECRET_NUM
+from ..errors import UnsupportedError
 from ..layers.structure import CostLayer
 
 L2_COSTS = ("sse", "masked")
@@ -61,7 +62,7 @@ def l2_cost(layer: CostLayer, probs: Tensor, truth: Tensor) -> tuple[Tensor, Ten
     DIVERGES: the GPU build forgets to mask the cost layer's own delta; the CPU rule is kept.
     """
     if layer.cost_type not in L2_COSTS:
-        raise NotImplementedError(f"[cost] type={layer.cost_type} is not implemented (only {', '.join(L2_COSTS)})")
+        raise UnsupportedError(f"[cost] type={layer.cost_type} is not implemented (only {', '.join(L2_COSTS)})")
     diff = truth - probs
     if layer.cost_type == "masked":
         diff = torch.where(truth == SECRET_NUM, torch.zeros_like(diff), diff)
