@@ -67,11 +67,40 @@ def _idct_matrix() -> np.ndarray:
     return np.stack([x0 + o1, x1 + o3, x2 + o5, x3 + o7, x3 - o7, x2 - o5, x1 - o3, x0 - o1])
 
 
-IDCT = _idct_matrix().astype(np.float64)
-PASS1_BIAS, PASS1_SHIFT = 512, 10                      # keeps 2 extra bits after the column pass
-PASS2_BIAS, PASS2_SHIFT = 65536 + (128 << 17), 17      # rounding + level shift of 128, then >> 17
+IDCT = _idct_matrix().astype(np.float64)   # [output, frequency]
+PASS1_SHIFT, PASS1_BIAS = 10, 512           # column pass: (x + 512) >> 10 keeps 2 extra bits
+PASS2_SHIFT, PASS2_BIAS = 17, 65536 + (128 << 17)   # row pass: rounding and the +128 level shift, >> 17
+DC_GAIN = 4096                              # IDCT[:, 0]: every output takes 4096 times the DC input
+# Both passes are float64 matrix products, exact since every value is an integer (times a power of
+# two) below 2**53. The shifts are folded into the matrices; the biases into the v = 0 coefficients:
+# adding b / DC_GAIN there adds b to every output of that column.
+COLUMN_PASS = IDCT * 2.0 ** -PASS1_SHIFT                  # left factor:  [y, v]
+ROW_PASS = IDCT.T * 2.0 ** -PASS2_SHIFT                   # right factor: [u, x]
+# per column u, added to coefficient (v=0, u): pass 1's bias, and in column 0 pass 2's bias (an
+# integer after pass 1, so the floor between the passes keeps it exactly)
+BIAS_ROW = np.full(BLOCK, PASS1_BIAS / DC_GAIN)
+BIAS_ROW[0] += PASS2_BIAS / DC_GAIN * 2.0 ** PASS1_SHIFT / DC_GAIN
 YCC = {name: _fixed(x, 12) << 8 for name, x in (("cr_r", 1.402), ("cr_g", 0.71414), ("cb_g", 0.34414),
                                                    ("cb_b", 1.772))}
+
+
+def _chroma_tables() -> dict[str, np.ndarray]:
+    """Offsets to Y of stbi__YCbCr_to_RGB_row, as 256-entry int16 tables of Cr or Cb.
+
+    ``((y << 20) + t) >> 20 == y + (t >> 20)``: ``y << 20`` is a multiple of ``2**20``. In green,
+    the Cb term is a multiple of ``2**16`` (its low bits are masked), so with the Cr term ``a``,
+    ``(a + cb_term) >> 20 == ((a >> 16) + (cb_term >> 16)) >> 4``: two tables, a sum and a shift.
+    """
+    level = np.arange(256, dtype=np.int64) - 128
+    half = 1 << 19                                          # DARKNET(stb_image.h:stbi__YCbCr_to_RGB_row): rounding
+    # DARKNET(stb_image.h:stbi__YCbCr_to_RGB_row): the Cb term of green loses its low 16 bits
+    cb_green = (level * -YCC["cb_g"]) & ~0xFFFF
+    tables = {"red": (half + level * YCC["cr_r"]) >> 20, "blue": (half + level * YCC["cb_b"]) >> 20,
+              "green_cr": (half - level * YCC["cr_g"]) >> 16, "green_cb": cb_green >> 16}
+    return {name: table.astype(np.int16) for name, table in tables.items()}
+
+
+CHROMA = _chroma_tables()
 
 
 @dataclass(frozen=True)
@@ -235,62 +264,79 @@ def _parse_frame(segment: bytes, fail) -> Frame:
 def idct_plane(blocks: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``(BH, BW, 8, 8)`` quantised coefficients -> ``(8*BH, 8*BW)`` uint8 samples, stb's integer IDCT."""
     rows, cols = blocks.shape[:2]
-    # DARKNET(stb_image.h:stbi__jpeg_dequantize): coefficient * quantiser is stored in a short
-    dequantised = (blocks.astype(np.int32) * table.astype(np.int32)).astype(np.int16)
-    freq = dequantised.reshape(-1, BLOCK, BLOCK).transpose(1, 0, 2).reshape(BLOCK, -1)   # [v, (n, u)]
-    # DARKNET(stb_image.h:stbi__idct_block): columns first, rounded to 2 extra bits, then rows
-    columns = np.floor((IDCT @ freq.astype(np.float64) + PASS1_BIAS) * 2.0 ** -PASS1_SHIFT)   # [y, (n, u)]
-    samples = np.floor((columns.reshape(-1, BLOCK) @ IDCT.T + PASS2_BIAS) * 2.0 ** -PASS2_SHIFT)  # [(y, n), x]
-    samples = np.clip(samples, 0, 255).astype(np.uint8).reshape(BLOCK, rows, cols, BLOCK)     # [y, r, c, x]
-    return samples.transpose(1, 0, 2, 3).reshape(rows * BLOCK, cols * BLOCK)
+    freq = np.empty((rows * cols, BLOCK, BLOCK), np.float64)            # [n, v, u]
+    np.multiply(blocks.reshape(-1, BLOCK, BLOCK), table, out=freq)
+    if freq.size and np.abs(freq).max() > np.iinfo(np.int16).max:
+        # DARKNET(stb_image.h:stbi__jpeg_dequantize): coefficient * quantiser is stored in a short
+        freq = freq.astype(np.int64).astype(np.int16).astype(np.float64)
+    freq[:, 0, :] += BIAS_ROW
+    # DARKNET(stb_image.h:stbi__idct_block): columns first, rounded down to 2 extra bits, then rows.
+    # Batched (n, 8, 8) products: a (8n, 8) @ (8, 8) GEMM is 10x slower under a multi-threaded BLAS.
+    spatial = np.matmul(COLUMN_PASS, freq)                              # [n, y, u]
+    np.floor(spatial, out=spatial)
+    samples = np.matmul(spatial, ROW_PASS)                              # [n, y, x]
+    np.clip(samples, 0, 255, out=samples)                               # then truncation is the floor
+    plane = np.empty((rows, BLOCK, cols, BLOCK), np.uint8)
+    plane.transpose(0, 2, 1, 3)[...] = samples.reshape(rows, cols, BLOCK, BLOCK)
+    return plane.reshape(rows * BLOCK, cols * BLOCK)
 
 
 def upsample(samples: np.ndarray, hs: int, vs: int, width: int, height: int) -> np.ndarray:
     """A component's ``(h, w)`` samples -> ``(height, width)`` uint8, with stb's resampler for (hs, vs)."""
     if hs == 1 and vs == 1:
         return samples
-    if (hs, vs) in ((1, 2), (2, 2)):
-        # DARKNET(stb_image.h:stbi__resample_row_v_2): 3/4 nearer row + 1/4 farther row, edge rows repeat
-        rows = np.arange(height)
-        half = rows // 2
-        far = np.clip(np.where(rows % 2, half + 1, half - 1), 0, samples.shape[0] - 1)
-        vertical = 3 * samples[half].astype(np.int32) + samples[far]
-        if hs == 1:
-            return ((vertical + 2) >> 2).astype(np.uint8)
-        return _fancy_columns_hv(vertical)[:, :width]
+    if (hs, vs) == (1, 2):
+        # DARKNET(stb_image.h:stbi__resample_row_v_2): (3 * nearer row + farther row + 2) >> 2
+        return _round_shift(_vertical_sums(samples)[:height], 2)
+    if (hs, vs) == (2, 2):
+        # DARKNET(stb_image.h:stbi__resample_row_hv_2): the vertical sums, then the same 3:1 across, >> 4
+        return _double_columns(_vertical_sums(samples)[:height], bias=8, shift=4, edge_shift=2)[:, :width]
     if (hs, vs) == (2, 1):
-        return _fancy_columns_h(samples.astype(np.int32))[:, :width]
+        doubled = _double_columns(samples.astype(np.int16), bias=2, shift=2, edge_shift=0)
+        if samples.shape[1] > 1:
+            # DARKNET(stb_image.h:stbi__resample_row_h_2): the second-last output weighs the second-last input 3/4
+            doubled[:, -2] = _weigh(samples[:, -2].astype(np.int16), samples[:, -1], 2, 2)
+        return doubled[:, :width]
     # DARKNET(stb_image.h:stbi__resample_row_generic): any other ratio repeats samples (nearest)
     rows = np.minimum(np.arange(height) // vs, samples.shape[0] - 1)
     return samples[rows][:, np.arange(width) // hs]
 
 
-def _fancy_columns_hv(vertical: np.ndarray) -> np.ndarray:
-    """Horizontal half of stbi__resample_row_hv_2 on ``3*near + far`` rows (scale 4): ``(h, w) -> (h, 2w)``."""
-    out = np.empty((vertical.shape[0], 2 * vertical.shape[1]), np.int32)
-    out[:, 0], out[:, -1] = (vertical[:, 0] + 2) >> 2, (vertical[:, -1] + 2) >> 2
-    if vertical.shape[1] == 1:
-        out[:, 1] = out[:, 0]
-    else:
-        left, right = vertical[:, :-1], vertical[:, 1:]
-        out[:, 1:-1:2] = (3 * left + right + 8) >> 4
-        out[:, 2:-1:2] = (3 * right + left + 8) >> 4
-    return out.astype(np.uint8)
+def _round_shift(values: np.ndarray, shift: int) -> np.ndarray:
+    """``(values + half) >> shift`` as uint8."""
+    return ((values + ((1 << shift) >> 1)) >> shift).astype(np.uint8)
 
 
-def _fancy_columns_h(samples: np.ndarray) -> np.ndarray:
-    """stbi__resample_row_h_2: ``(h, w) -> (h, 2w)``, 3/4 own sample + 1/4 neighbour."""
-    out = np.empty((samples.shape[0], 2 * samples.shape[1]), np.int32)
-    if samples.shape[1] == 1:
-        out[:] = samples
-        return out.astype(np.uint8)
-    left, right = samples[:, :-1], samples[:, 1:]
-    out[:, 1:-1:2] = (3 * left + right + 2) >> 2
-    out[:, 2:-1:2] = (3 * right + left + 2) >> 2
-    out[:, 0], out[:, -1] = samples[:, 0], samples[:, -1]
-    # DARKNET(stb_image.h:stbi__resample_row_h_2): the second-last output weights the second-last input 3/4
-    out[:, -2] = (3 * samples[:, -2] + samples[:, -1] + 2) >> 2
-    return out.astype(np.uint8)
+def _weigh(near: np.ndarray, far: np.ndarray, bias: int, shift: int) -> np.ndarray:
+    """``(3 * near + far + bias) >> shift`` in int16 (all terms stay below 2**12), as uint8."""
+    total = near * np.int16(3)
+    total += far
+    total += bias
+    total >>= shift
+    return total.astype(np.uint8)
+
+
+def _vertical_sums(samples: np.ndarray) -> np.ndarray:
+    """``(h, w)`` -> ``(2h, w)`` int16 ``3 * nearer + farther`` row; the first and last rows pair with themselves."""
+    near = samples.astype(np.int16) * np.int16(3)
+    sums = np.empty((2 * samples.shape[0], samples.shape[1]), np.int16)
+    sums[0::2], sums[1::2] = near, near
+    sums[2::2] += samples[:-1]     # output row 2k: rows k and k - 1
+    sums[1:-1:2] += samples[1:]    # output row 2k + 1: rows k and k + 1
+    sums[0] += samples[0]
+    sums[-1] += samples[-1]
+    return sums
+
+
+def _double_columns(rows: np.ndarray, bias: int, shift: int, edge_shift: int) -> np.ndarray:
+    """``(h, w)`` int16 -> ``(h, 2w)`` uint8: each output is 3/4 its own input + 1/4 the neighbour on its side;
+    the first and last outputs are their input ``(+ rounding) >> edge_shift``."""
+    out = np.empty((rows.shape[0], 2 * rows.shape[1]), np.uint8)
+    if rows.shape[1] > 1:
+        out[:, 1:-1:2] = _weigh(rows[:, :-1], rows[:, 1:], bias, shift)   # 2i + 1: inputs i and i + 1
+        out[:, 2:-1:2] = _weigh(rows[:, 1:], rows[:, :-1], bias, shift)   # 2i: inputs i and i - 1
+    out[:, 0], out[:, -1] = _round_shift(rows[:, 0], edge_shift), _round_shift(rows[:, -1], edge_shift)
+    return out
 
 
 def to_rgb(planes: list[np.ndarray], frame: Frame) -> np.ndarray:
@@ -311,15 +357,11 @@ def to_rgb(planes: list[np.ndarray], frame: Frame) -> np.ndarray:
 
 
 def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
-    """stbi__YCbCr_to_RGB_row: 20-bit fixed point with 12-bit constants, truncating shifts."""
-    luma = (y.astype(np.int32) << 20) + (1 << 19)
-    cr = cr.astype(np.int32) - 128
-    cb = cb.astype(np.int32) - 128
-    r = luma + cr * YCC["cr_r"]
-    # DARKNET(stb_image.h:stbi__YCbCr_to_RGB_row): the Cb term of green loses its low 16 bits
-    g = luma - cr * YCC["cr_g"] + ((cb * -YCC["cb_g"]) & np.int32(-65536))
-    b = luma + cb * YCC["cb_b"]
-    return np.clip(np.stack([r, g, b], axis=2) >> 20, 0, 255).astype(np.uint8)
+    """stbi__YCbCr_to_RGB_row: Y plus table offsets, clamped to 0..255 (OpenCV's saturating add)."""
+    luma = y.astype(np.int16)
+    green = cv2.add(cv2.LUT(cr, CHROMA["green_cr"]), cv2.LUT(cb, CHROMA["green_cb"])) >> 4
+    offsets = (cv2.LUT(cr, CHROMA["red"]), green, cv2.LUT(cb, CHROMA["blue"]))
+    return cv2.merge([cv2.add(luma, offset, dtype=cv2.CV_8U) for offset in offsets])
 
 
 def _blinn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
