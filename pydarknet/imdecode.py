@@ -14,6 +14,7 @@ blocks, exact because every value is an integer below 2**53).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from .errors import DataError
 
 BLOCK = 8
+FAST_LIBJPEG = "turbo210"
 # Markers: SOF0 baseline, SOF1 extended sequential, SOF2 progressive are all stb decodes.
 STB_FRAMES = {0xC0: False, 0xC1: False, 0xC2: True}   # marker -> progressive
 OTHER_FRAMES = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -174,15 +176,13 @@ def _decode_with_pillow(path: Path) -> np.ndarray:
 
 def decode_jpeg(path: Path, data: bytes) -> np.ndarray:
     """A JPEG file's stb pixels; `data` is the file's content."""
-    import jpeglib   # only the JPEG path needs it
-
     frame = read_frame(path, data)
     try:
-        dct = jpeglib.read_dct(str(path))
+        dct = _jpeglib().read_dct(str(path))
         coefficients = [dct.Y, dct.Cb, dct.Cr, dct.K][:len(frame.components)]
         tables = [dct.get_component_qt(i) for i in range(len(frame.components))]
     except Exception as error:   # jpeglib raises bare exceptions for libjpeg errors
-        raise DataError(f"Cannot load image {str(path)!r}: corrupt JPEG ({error})") from None
+        raise DataError(f"Cannot load image {str(path)!r}: corrupt JPEG (libjpeg: {error})") from None
     h_max = max(c.h for c in frame.components)
     v_max = max(c.v for c in frame.components)
     planes = []
@@ -190,6 +190,16 @@ def decode_jpeg(path: Path, data: bytes) -> np.ndarray:
         samples = idct_plane(blocks, table)[:component.height, :component.width]
         planes.append(upsample(samples, h_max // component.h, v_max // component.v, frame.width, frame.height))
     return to_rgb(planes, frame)
+
+
+@functools.cache
+def _jpeglib():
+    """jpeglib, on its libjpeg-turbo build (same coefficients as libjpeg 6b, its default, ~25% faster)."""
+    import jpeglib   # only the JPEG path needs it
+
+    if FAST_LIBJPEG in jpeglib.version.versions():
+        jpeglib.version.set(FAST_LIBJPEG)
+    return jpeglib
 
 
 def read_frame(path: Path, data: bytes) -> Frame:
