@@ -93,7 +93,8 @@ def main() -> None:
     for image, stage in dict.fromkeys((image, stage) for image, stage, _ in median):
         stb, opencv = median[image, stage, "stb"], median[image, stage, "opencv"]
         rows.append([image, stage, f"{stb * 1e3:.1f}", f"{opencv * 1e3:.1f}", f"{stb / opencv:.2f}"])
-        summary[f"{image} / {stage}"] = {"stb_ms": stb * 1e3, "opencv_ms": opencv * 1e3, "ratio": stb / opencv}
+        summary.update({f"{image} {stage}: stb ms": stb * 1e3, f"{image} {stage}: opencv ms": opencv * 1e3,
+                        f"{image} {stage}: stb/opencv": stb / opencv})
     print_table(rows, ["image", "stage", "stb ms", "opencv ms", "ratio"])
     write_json(args.out, {"summary": summary, "runs": args.runs, "warmup": args.warmup})
 
