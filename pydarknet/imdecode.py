@@ -14,6 +14,8 @@ blocks, exact because every value is an integer below 2**53).
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 import functools
 import re
 from dataclasses import dataclass
@@ -26,13 +28,15 @@ from .errors import DataError
 
 BLOCK = 8
 FAST_LIBJPEG = "turbo210"
-# Markers: SOF0 baseline, SOF1 extended sequential, SOF2 progressive are all stb decodes.
-STB_FRAMES = {0xC0: False, 0xC1: False, 0xC2: True}   # marker -> progressive
+# Markers: SOF0 baseline, SOF1 extended sequential and SOF2 progressive are all stb decodes.
+STB_FRAMES = {0xC0, 0xC1, 0xC2}
 OTHER_FRAMES = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-SOI, EOI, SOS, DNL = 0xD8, 0xD9, 0xDA, 0xDC
+SOI, EOI, SOS = 0xD8, 0xD9, 0xDA
 APP0_JFIF, APP14_ADOBE = 0xE0, 0xEE
 # End of entropy-coded data: 0xFF followed by a byte other than a stuffed 0 or a restart marker.
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# DARKNET(stb_image.h:stbi__get_marker): fill bytes 0xFF may precede the SOI code
+_JPEG_START = re.compile(rb"\xff+\xd8")
 
 
 def _fixed(x: float, bits: int) -> int:
@@ -125,8 +129,7 @@ class Frame:
 
 
 def is_jpeg(data: bytes) -> bool:
-    # DARKNET(stb_image.h:stbi__get_marker): fill bytes 0xFF may precede the SOI code
-    return data[:1] == b"\xff" and data.lstrip(b"\xff")[:1] == bytes([SOI])
+    return _JPEG_START.match(data) is not None
 
 
 def decode_image(path: str | Path) -> np.ndarray:
@@ -207,7 +210,7 @@ def read_frame(path: Path, data: bytes) -> Frame:
     def fail(why: str) -> DataError:
         return DataError(f"Cannot load image {str(path)!r}: {why}")
 
-    pos = data.index(SOI.to_bytes(1, "big")) + 1
+    pos = _JPEG_START.match(data).end()
     frame, jfif, adobe_transform, scans = None, False, -1, 0
     while True:
         if pos >= len(data) or data[pos] != 0xFF:
@@ -244,10 +247,10 @@ def read_frame(path: Path, data: bytes) -> Frame:
             pos = end.start()
     if frame is None or scans == 0:
         raise fail("corrupt JPEG: no frame or no scan")
-    return Frame(frame.width, frame.height, frame.components, frame.rgb_ids, jfif, adobe_transform)
+    return dataclasses.replace(frame, jfif=jfif, adobe_transform=adobe_transform)
 
 
-def _parse_frame(segment: bytes, fail) -> Frame:
+def _parse_frame(segment: bytes, fail: Callable[[str], DataError]) -> Frame:
     if len(segment) < 6:
         raise fail("corrupt JPEG: short frame header")
     precision, height, width, count = segment[0], int.from_bytes(segment[1:3], "big"), \
