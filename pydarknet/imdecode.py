@@ -15,9 +15,9 @@ blocks, exact because every value is an integer below 2**53).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
