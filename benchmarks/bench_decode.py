@@ -27,7 +27,7 @@ import torch
 from common import REPO, interleave, print_table, reference_cfg, reference_weights, set_threads, write_json
 
 from pydarknet.data.augment import AugmentOptions, augment_detection
-from pydarknet.image import image_to_chw, letterbox_image, load_image
+from pydarknet.image import load_image, network_input
 from pydarknet.network import load_network
 
 DECODERS = ("stb", "opencv")
@@ -53,7 +53,7 @@ def timed(fn: Callable[[], object]) -> Callable[[], float]:
 
 
 def valid_input(path: Path, decoder: str) -> np.ndarray:
-    return letterbox_image(image_to_chw(load_image(path, decoder)), NET_SIZE, NET_SIZE)
+    return network_input(load_image(path, decoder), NET_SIZE, NET_SIZE)
 
 
 def train_sample(path: Path, decoder: str) -> tuple[np.ndarray, np.ndarray]:
