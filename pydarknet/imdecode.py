@@ -277,21 +277,20 @@ def _parse_frame(segment: bytes, fail: Callable[[str], DataError]) -> Frame:
 def idct_plane(blocks: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``(BH, BW, 8, 8)`` quantised coefficients -> ``(8*BH, 8*BW)`` uint8 samples, stb's integer IDCT."""
     rows, cols = blocks.shape[:2]
-    freq = np.empty((rows * cols, BLOCK, BLOCK), np.float64)            # [n, v, u]
-    np.multiply(blocks.reshape(-1, BLOCK, BLOCK), table, out=freq)
-    if freq.size and np.abs(freq).max() > np.iinfo(np.int16).max:
+    freq = np.empty((rows, cols, BLOCK, BLOCK), np.float64)             # [r, c, v, u]
+    np.multiply(blocks, table, out=freq)
+    if blocks.size and max(-int(blocks.min()), int(blocks.max())) * int(table.max()) > np.iinfo(np.int16).max:
         # DARKNET(stb_image.h:stbi__jpeg_dequantize): coefficient * quantiser is stored in a short
         freq = freq.astype(np.int64).astype(np.int16).astype(np.float64)
-    freq[:, 0, :] += BIAS_ROW
+    freq[:, :, 0, :] += BIAS_ROW
     # DARKNET(stb_image.h:stbi__idct_block): columns first, rounded down to 2 extra bits, then rows.
-    # Batched (n, 8, 8) products: a (8n, 8) @ (8, 8) GEMM is 10x slower under a multi-threaded BLAS.
-    spatial = np.matmul(COLUMN_PASS, freq)                              # [n, y, u]
+    # Batched (.., 8, 8) products: a (8n, 8) @ (8, 8) GEMM is 10x slower under a multi-threaded BLAS.
+    spatial = np.matmul(COLUMN_PASS, freq)                              # [r, c, y, u]
     np.floor(spatial, out=spatial)
-    samples = np.matmul(spatial, ROW_PASS)                              # [n, y, x]
+    samples = np.empty((rows, BLOCK, cols, BLOCK), np.float64)          # [r, y, c, x]: the plane's order
+    np.matmul(spatial, ROW_PASS, out=samples.transpose(0, 2, 1, 3))
     np.clip(samples, 0, 255, out=samples)                               # then truncation is the floor
-    plane = np.empty((rows, BLOCK, cols, BLOCK), np.uint8)
-    plane.transpose(0, 2, 1, 3)[...] = samples.reshape(rows, cols, BLOCK, BLOCK)
-    return plane.reshape(rows * BLOCK, cols * BLOCK)
+    return samples.astype(np.uint8).reshape(rows * BLOCK, cols * BLOCK)
 
 
 def upsample(samples: np.ndarray, hs: int, vs: int, width: int, height: int) -> np.ndarray:
