@@ -11,6 +11,14 @@ Lossless formats (PNG, BMP, PNM, ...): OpenCV's pixels are stb's; only the chann
 
 All stages are whole-image numpy operations (the IDCT is two float64 matrix products over all
 blocks, exact because every value is an integer below 2**53).
+
+Not reproduced (none occurs in files written by ordinary encoders):
+* DIVERGES: corrupt entropy-coded data: both stb and libjpeg decode on (libjpeg warns on stderr),
+  but they recover differently, so pixels after the damage differ from Darknet's.
+* DIVERGES: sampling factors whose ratios are not integers (e.g. 3 and 2): a `DataError` here.
+* DIVERGES: stb's SSE2 IDCT saturates its 16-bit intermediates where its scalar code (followed here)
+  does not; they differ only for coefficients far outside what an 8-bit image encodes.
+* DIVERGES: formats neither OpenCV nor Pillow reads (PSD, PIC, HDR) are a `DataError`.
 """
 from __future__ import annotations
 
@@ -184,7 +192,7 @@ def decode_jpeg(path: Path, data: bytes) -> np.ndarray:
         dct = _jpeglib().read_dct(str(path))
         coefficients = [dct.Y, dct.Cb, dct.Cr, dct.K][:len(frame.components)]
         tables = [dct.get_component_qt(i) for i in range(len(frame.components))]
-    except Exception as error:   # jpeglib raises bare exceptions for libjpeg errors
+    except (OSError, RuntimeError, ValueError) as error:   # jpeglib reports libjpeg's errors as OSError
         raise DataError(f"Cannot load image {str(path)!r}: corrupt JPEG (libjpeg: {error})") from None
     h_max = max(c.h for c in frame.components)
     v_max = max(c.v for c in frame.components)
