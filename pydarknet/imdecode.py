@@ -295,8 +295,8 @@ def idct_plane(blocks: np.ndarray, table: np.ndarray) -> np.ndarray:
     # Batched (.., 8, 8) products: a (8n, 8) @ (8, 8) GEMM is 10x slower under a multi-threaded BLAS.
     spatial = np.matmul(COLUMN_PASS, freq)                              # [r, c, y, u]
     np.floor(spatial, out=spatial)
-    samples = np.empty((rows, BLOCK, cols, BLOCK), np.float64)          # [r, y, c, x]: the plane's order
-    np.matmul(spatial, ROW_PASS, out=samples.transpose(0, 2, 1, 3))
+    samples = freq.reshape(rows, BLOCK, cols, BLOCK)                    # [r, y, c, x]: the plane's order
+    np.matmul(spatial, ROW_PASS, out=samples.transpose(0, 2, 1, 3))     # (reusing freq's memory)
     np.clip(samples, 0, 255, out=samples)                               # then truncation is the floor
     return samples.astype(np.uint8).reshape(rows * BLOCK, cols * BLOCK)
 
