@@ -6,7 +6,7 @@ setup(
     description="Darknet (YOLOv2 / YOLO9000) reimplemented in PyTorch, numerically faithful to the C original",
     packages=find_packages(include=["pydarknet", "pydarknet.*"]),
     python_requires=">=3.10",
-    install_requires=["torch", "numpy", "opencv-python-headless", "click", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest"], "coco": ["pycocotools"]},
+    install_requires=["torch", "numpy", "opencv-python-headless", "jpeglib", "click", "tqdm", "matplotlib"],
+    extras_require={"test": ["pytest"], "coco": ["pycocotools"], "tga": ["pillow"]},
     entry_points={"console_scripts": ["pydarknet = pydarknet.cli:main"]},
 )

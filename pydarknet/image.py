@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import DataError, MissingFileError
+from .imdecode import decode_image
 
 if TYPE_CHECKING:
     from pydarknet.decode import Detection
@@ -27,15 +28,22 @@ CLASS_COLOR_STRIDE = 123457        # DARKNET(image.c:draw_detections): spreads c
 _COLOR_RAMP = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0]], np.float32)
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB.
+def load_image(path: str | Path, decoder: str = "stb") -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB; EXIF orientation is ignored, as Darknet ignores it.
 
-    DIVERGES: decoded by OpenCV (libjpeg), not stb_image; JPEG pixels may differ by a few levels.
+    ``decoder="stb"`` (default) gives Darknet's pixels bit for bit: stb_image's JPEG decoding, see
+    `pydarknet.imdecode`. ``decoder="opencv"`` is OpenCV's libjpeg decoding (faster, but JPEG pixels
+    may differ from Darknet's by a few levels).
+    Raises `MissingFileError` for a missing file, `DataError` naming the file for an unreadable one.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"Cannot load image {str(path)!r}: no such file")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if decoder == "stb":
+        return decode_image(path)
+    if decoder != "opencv":
+        raise ValueError(f"load_image: decoder must be 'stb' or 'opencv', got {decoder!r}")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise DataError(f"Cannot load image {str(path)!r}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -1,4 +1,8 @@
-"""The Darknet-shaped CLI against Darknet's own printed output (inputs: lossless PNGs of the pack's decodes)."""
+"""The Darknet-shaped CLI against Darknet's own printed output.
+
+Inputs: lossless PNGs of the pack's decodes, and the pack's JPEGs themselves (decoded by the
+stb_image-exact decoder; OpenCV's decode of them changes the printed lines of every case below).
+"""
 from __future__ import annotations
 
 import json
@@ -27,6 +31,11 @@ def pngs(reference, tmp_path_factory) -> dict[str, Path]:
         paths[image] = folder / f"{image}.png"
         cv2.imwrite(str(paths[image]), decoded[:, :, ::-1])
     return paths
+
+
+@pytest.fixture(scope="module")
+def jpegs(reference) -> dict[str, Path]:
+    return {image: reference / "darknet" / "data" / f"{image}.jpg" for image in ("dog", "horses", "person", "eagle")}
 
 
 def _invoke(args: list[str], cwd: Path):
@@ -66,6 +75,38 @@ def test_full_size_cli_output_is_darknets(reference, pngs, tmp_path, net, data):
                       "-thresh", ".25", "-out", tmp_path / "pred"], tmp_path)
     expected = (reference / "forward" / net / "dog" / "cli_stdout.txt").read_text().splitlines()[1:]
     assert _printed_lines(result.output) == expected
+
+
+@pytest.mark.parametrize("thresh", ["0.10", "0.25"])
+@pytest.mark.parametrize("image", ["dog", "horses", "person"])
+def test_detector_test_on_the_jpegs_prints_darknet_lines(reference, jpegs, tmp_path, image, thresh):
+    net = "mini-yolov2-voc"
+    result = _invoke(["detector", "test", REPO / "cfg" / "voc.data", reference / "mini" / f"{net}.cfg",
+                      reference / "mini" / f"{net}.weights", jpegs[image], "-thresh", thresh,
+                      "-out", tmp_path / "pred"], tmp_path)
+    assert result.exit_code == 0
+    assert _printed_lines(result.output) == read_json(reference / "forward" / net / image / f"dets_t{thresh}.json")["printed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net, data", [("yolov2-voc", "voc.data"), ("yolov2-tiny-voc", "voc.data"),
+                                       ("yolo9000", "combine9k.data")])
+def test_full_size_cli_output_on_the_jpegs_is_darknets(reference, jpegs, tmp_path, net, data):
+    weights = decompressed_weights(reference, net, tmp_path)
+    for image in ("dog", "horses", "person"):
+        result = _invoke(["detector", "test", REPO / "cfg" / data, REPO / "cfg" / f"{net}.cfg", weights, jpegs[image],
+                          "-thresh", ".25", "-out", tmp_path / "pred"], tmp_path)
+        expected = (reference / "forward" / net / image / "cli_stdout.txt").read_text().splitlines()[1:]
+        assert _printed_lines(result.output) == expected, image
+
+
+def test_classifier_predict_on_the_jpegs_prints_darknet_top5(reference, jpegs, tmp_path):
+    net = "mini-darknet19"
+    for image in ("dog", "eagle"):
+        result = _invoke(["classifier", "predict", REPO / "cfg" / "imagenet1k.data", reference / "mini" / f"{net}.cfg",
+                          reference / "mini" / f"{net}.weights", jpegs[image]], tmp_path)
+        expected = (reference / "forward" / net / image / "printed.txt").read_text().splitlines()
+        assert _printed_lines(result.output) == expected, image
 
 
 @pytest.mark.parametrize("net", ["mini-darknet19", "darknet19"])

@@ -71,9 +71,9 @@ def test_letterbox_pads_with_grey_centred():
     np.testing.assert_array_equal(boxed[:, [0, 3]], 0.5)
 
 
-def test_load_image_matches_stb_decode_closely(reference):
+def test_opencv_decoder_matches_stb_decode_closely(reference):
     decoded = np.load(reference / "inputs" / "dog_decoded_uint8_hwc.npy")
-    loaded = load_image(reference / "darknet" / "data" / "dog.jpg")
+    loaded = load_image(reference / "darknet" / "data" / "dog.jpg", decoder="opencv")
     assert loaded.shape == decoded.shape and loaded.dtype == np.uint8
     diff = np.abs(loaded.astype(int) - decoded)
     # README §4: libjpeg vs stb_image differ by up to 3 levels on ~7% of values; a BGR/RGB mix-up is far off
