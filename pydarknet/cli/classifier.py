@@ -6,8 +6,8 @@ import time
 import click
 
 from ..data.files import read_data_file
-from .common import (classifier, data_cfg_weights, device_option, image_paths, names_for, open_network,
-                     report_skipped)
+from .common import (classifier, data_cfg_weights, decoder_option, device_option, image_paths, names_for,
+                     open_network, report_skipped)
 
 
 @classifier.command("predict")
@@ -15,8 +15,10 @@ from .common import (classifier, data_cfg_weights, device_option, image_paths, n
 @click.argument("image", required=False)
 @click.option("-t", "top", type=int, default=0, help="How many classes to print (default: the data file's top, else 1).")
 @device_option
-def classifier_predict(data, cfg, weights, image, top, device) -> None:
+@decoder_option
+def classifier_predict(data, cfg, weights, image, top, device, decoder) -> None:
     """Print the top classes of IMAGE as `darknet classifier predict`."""
+    from ..image import load_image
     from ..predict import classify, format_predictions
 
     # DARKNET(classifier.c:predict_classifier): -t, else the data file's top=, else 1
@@ -25,7 +27,7 @@ def classifier_predict(data, cfg, weights, image, top, device) -> None:
     net = open_network(cfg, weights, device)
     for path in image_paths(image):
         start = time.perf_counter()
-        predictions = classify(net, path, top)
+        predictions = classify(net, load_image(path, decoder or "stb"), top)
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.", err=True)
         for line in format_predictions(predictions, names):
             click.echo(line)
@@ -38,12 +40,13 @@ def classifier_predict(data, cfg, weights, image, top, device) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of image sampling and augmentation.")
 @click.option("--max-batches", type=int, default=None, help="Override the cfg's max_batches.")
 @device_option
-def classifier_train(data, cfg, weights, clear, workers, seed, max_batches, device) -> None:
+@decoder_option
+def classifier_train(data, cfg, weights, clear, workers, seed, max_batches, device, decoder) -> None:
     """Train a classifier as `darknet classifier train`; backups go to the .data backup folder."""
     from ..engine.classifier import train_classifier
 
     result = train_classifier(data, cfg, weights, clear=clear, device=device, workers=workers, seed=seed,
-                              max_batches=max_batches, log=click.echo)
+                              max_batches=max_batches, log=click.echo, **({"decoder": decoder} if decoder else {}))
     report_skipped(result.skipped_samples)
 
 

@@ -17,12 +17,16 @@ from .. import __version__
 from ..cfg import resolve_path
 from ..data.files import read_data_file, read_names
 from ..errors import DarknetError, DataError
+from ..image import DECODERS
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
 existing_file = click.Path(exists=True, dir_okay=False)
 device_option = click.option("--device", default=None,
                              help="cpu, cuda, cuda:N; default: CUDA when available, else CPU.")
+decoder_option = click.option("--decoder", type=click.Choice(DECODERS), default=None,
+                              help="Image decoder: stb (Darknet's pixels, the default except for training) "
+                                   "or opencv (faster).")
 
 
 def debugging() -> bool:

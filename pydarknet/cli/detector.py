@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 
 from ..cfg import resolve_path
-from .common import (PACKAGE_ROOT, data_cfg_weights, detector, device_option, existing_file, image_paths, main,
-                     names_for, open_network, report_skipped)
+from .common import (PACKAGE_ROOT, data_cfg_weights, decoder_option, detector, device_option, existing_file,
+                     image_paths, main, names_for, open_network, report_skipped)
 
 
 def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float, hier: float,
-                   out: str | None, json_path: str | None, device: str | None) -> None:
+                   out: str | None, json_path: str | None, device: str | None, decoder: str | None) -> None:
     from ..decode import detections_to_json, format_detections
     from ..image import draw_detections, load_image, save_image
     from ..predict import detect
@@ -24,7 +24,7 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
     names = names_for(data, classes=net.require_region("detection").options.classes)
     records = []
     for path in image_paths(image):
-        picture = load_image(path)
+        picture = load_image(path, decoder or "stb")
         start = time.perf_counter()
         dets = detect(net, picture, thresh, hier)
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.")
@@ -46,9 +46,10 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
 @click.option("-out", "out", default=None, help="Output image name, without .jpg (default predictions).")
 @click.option("--json", "json_path", default=None, help="Also write the detections as JSON here.")
 @device_option
-def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device) -> None:
+@decoder_option
+def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder) -> None:
     """Detect objects in IMAGE (or in paths read from stdin) as `darknet detector test`."""
-    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device)
+    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder)
 
 
 @main.command("detect")
@@ -59,11 +60,12 @@ def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, devic
 @click.option("-out", "out", default=None)
 @click.option("--json", "json_path", default=None)
 @device_option
-def detect_command(cfg, weights, image, thresh, out, json_path, device) -> None:
+@decoder_option
+def detect_command(cfg, weights, image, thresh, out, json_path, device, decoder) -> None:
     """`darknet detect`: `detector test` with cfg/coco.data."""
     # DARKNET(darknet.c:main): detect always reads cfg/coco.data
     data = resolve_path("cfg/coco.data", PACKAGE_ROOT / "cfg" / "coco.data")
-    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device)
+    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device, decoder)
 
 
 @detector.command("train")
@@ -75,7 +77,8 @@ def detect_command(cfg, weights, image, thresh, out, json_path, device) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of image sampling and augmentation.")
 @click.option("--max-batches", type=int, default=None, help="Override the cfg's max_batches.")
 @device_option
-def detector_train(data, cfg, weights, gpus, clear, amp, workers, seed, max_batches, device) -> None:
+@decoder_option
+def detector_train(data, cfg, weights, gpus, clear, amp, workers, seed, max_batches, device, decoder) -> None:
     """Train a detector as `darknet detector train`; backups go to the .data backup folder."""
     from ..engine.train import train_detector
 
@@ -85,7 +88,7 @@ def detector_train(data, cfg, weights, gpus, clear, amp, workers, seed, max_batc
     if len(gpu_ids) == 1 and device is None:
         device = f"cuda:{gpu_ids[0]}"
     result = train_detector(data, cfg, weights, clear=clear, device=device, amp=amp, workers=workers, seed=seed,
-                            max_batches=max_batches, log=click.echo)
+                            max_batches=max_batches, log=click.echo, **({"decoder": decoder} if decoder else {}))
     report_skipped(result.skipped_samples)
 
 

@@ -170,12 +170,13 @@ class ClassificationDataset(Dataset):
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[str], size: tuple[int, int], options: CropOptions,
-                 tree: WordTree | None = None):
+                 tree: WordTree | None = None, decoder: str = "stb"):
         if not paths:
             raise ValueError("ClassificationDataset needs at least one image path")
         if tree is not None and tree.n != len(labels):
             raise ValueError(f"{len(labels)} labels for a tree of {tree.n} nodes")
         self.paths, self.labels, self.size, self.options, self.tree = list(paths), list(labels), size, options, tree
+        self.decoder = decoder   # see image.load_image
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -185,7 +186,7 @@ class ClassificationDataset(Dataset):
             key = SampleKey(int(key), *self.size, rng_key=(int(key),))
         path = self.paths[key.index]
         try:
-            image = load_image(path)
+            image = load_image(path, self.decoder)
         except BAD_SAMPLE_ERRORS as exc:
             return SkippedSample(path, str(exc))
         chw = augment_classification(image, self.options, key.w, key.h, np.random.default_rng(key.rng_key))

@@ -69,7 +69,8 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, paths: Sequence[str], classes: int, size: tuple[int, int] = (416, 416),
-                 options: AugmentOptions = AugmentOptions(), augment: bool = True, classification_only: bool = True):
+                 options: AugmentOptions = AugmentOptions(), augment: bool = True, classification_only: bool = True,
+                 decoder: str = "stb"):
         if not paths:
             raise ValueError("DetectionDataset needs at least one image path")
         self.paths = list(paths)
@@ -78,6 +79,7 @@ class DetectionDataset(Dataset):
         self.options = options
         self.augment = augment
         self.classification_only = classification_only   # x = y = 0 label lines allowed (nets with a tree)
+        self.decoder = decoder                             # see image.load_image
 
     @classmethod
     def from_list(cls, list_file: str | os.PathLike, classes: int, **kwargs) -> DetectionDataset:
@@ -100,7 +102,7 @@ class DetectionDataset(Dataset):
         """Load one sample as numpy arrays; raises OSError/ValueError for a bad sample."""
         path = self.paths[key.index]
         truths = read_labels(label_path(path), self.classes, self.classification_only)
-        image = load_image(path)
+        image = load_image(path, self.decoder)
         if self.augment:
             return augment_detection(image, truths, key.w, key.h, self.options, np.random.default_rng(key.rng_key))
         return letterbox_sample(image, truths, key.w, key.h, self.options.max)

@@ -66,11 +66,11 @@ class RegionHead(Head):
         return loss.stats_line()   # DARKNET(region_layer.c:forward_region_layer): printed per mini-batch
 
     def open_data(self, data: DataConfig, data_path: str | os.PathLike, *, start_batch: int, seed: int,
-                  workers: int):
+                  workers: int, decoder: str):
         net, options = self.net, self.net.options
         dataset = DetectionDataset.from_list(data.get_path("train"), self.region.options.classes,
                                              size=(net.width, net.height), options=augment_options(net),
-                                             classification_only=self.region.tree is not None)
+                                             classification_only=self.region.tree is not None, decoder=decoder)
         return train_loader(dataset, options.batch, options.subdivisions, options.max_batches,
                             start_batch=start_batch, random=bool(self.region.options.random), seed=seed,
                             workers=workers)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..data.files import read_data_file
 from ..errors import CfgError, TrainingError
+from ..image import TRAINING_DECODER
 from ..network import Darknet, network_mode, select_device
 from ..weights import load_weights, remove_stale_temporaries, save_weights
 from .chart import save_chart
@@ -75,14 +76,15 @@ def cfg_base(cfg_path: str | os.PathLike) -> str:
 def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | os.PathLike,
           weights: str | os.PathLike | None = None, *, clear: bool = False,
           device: str | torch.device | None = None, amp: bool = False, workers: int = 2, seed: int = 0,
-          max_batches: int | None = None, show_progress: bool = True, verbose: bool = True,
-          log: Callable[[str], None] = print,
+          max_batches: int | None = None, decoder: str = TRAINING_DECODER, show_progress: bool = True,
+          verbose: bool = True, log: Callable[[str], None] = print,
           on_iteration: Callable[[Darknet, IterationLog], None] | None = None) -> TrainResult:
     """Train the net of `cfg_path` for the task `head_type` as `darknet <task> train data cfg [weights]`.
 
     The net is initialised from `seed` (then overwritten by `weights` where given); images are drawn
     and augmented from `seed` too, so a run is reproducible. `max_batches` overrides the cfg's;
-    `clear` starts `seen` again; `verbose` prints the per-mini-batch line of the head (region stats);
+    `clear` starts `seen` again; `decoder` decodes the images (`image.load_image`; OpenCV by default,
+    "stb" for Darknet's exact pixels); `verbose` prints the per-mini-batch line of the head (region stats);
     `on_iteration(net, log)` runs after every update (e.g. to compute mAP). The progress bar is drawn
     only on a terminal. Returns the final weights' path, the per-iteration log and the skipped samples.
     """
@@ -116,7 +118,8 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
             log(f"Removed {stale}, an unfinished write of a killed run")
     images_per_iteration = options.mini_batch * options.subdivisions
     start = net.seen // images_per_iteration
-    loader = head.open_data(data, data_path, start_batch=start, seed=seed * 1000 + rank, workers=workers)
+    loader = head.open_data(data, data_path, start_batch=start, seed=seed * 1000 + rank, workers=workers,
+                            decoder=decoder)
     optimizer = DarknetSGD(net)
     rng = np.random.default_rng(seed)   # the `random` learning-rate policy
     base = cfg_base(cfg_path)
