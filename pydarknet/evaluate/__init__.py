@@ -8,7 +8,8 @@ importable from here; they are loaded on first use, so `metrics` alone needs no 
 from importlib import import_module
 
 _MODULES = {
-    "metrics": ("ALL_POINTS", "CocoAP", "Detections", "EvalResult", "GroundTruth", "average_precision", "coco_ap",
+    "metrics": ("ALL_POINTS", "FALSE_POSITIVE", "IGNORED", "TRUE_POSITIVE", "CocoAP", "Detections", "EvalResult",
+                "GroundTruth", "average_precision", "coco_ap",
                "evaluate_detections", "format_map_report", "match_detections", "precision_recall_curve"),
     "inference": ("DEFAULT_BATCH", "DEFAULT_WORKERS", "HIER_THRESH", "ImageDetections", "VALID_NMS", "VALID_THRESH",
                  "detect_images", "mapped_class_probs", "ordered_map", "region_detections", "scored_probs",
