@@ -74,7 +74,7 @@ def cfg_base(cfg_path: str | os.PathLike) -> str:
 
 def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | os.PathLike,
           weights: str | os.PathLike | None = None, *, clear: bool = False,
-          device: str | torch.device | None = None, amp: bool = False, workers: int = 2, seed: int = 0,
+          device: str | torch.device | None = None, amp: bool | torch.dtype = False, workers: int = 2, seed: int = 0,
           max_batches: int | None = None, show_progress: bool = True, verbose: bool = True,
           log: Callable[[str], None] = print,
           on_iteration: Callable[[Darknet, IterationLog], None] | None = None) -> TrainResult:
