@@ -2,7 +2,8 @@
 
 The pack (../shared/reference, 177 MB) does not travel to the GPU machine; at most 64 MiB do, checkout
 included. `build` writes `.gpu_pack/<part>/reference.tar.xz` (git-ignored), `unpack` (on the GPU
-machine) extracts it to `.gpu_pack/<part>/reference/`, the directory to give as $PYDARKNET_REFERENCE.
+machine) extracts it to `.gpu_pack/<part>.unpacked/`, the directory to give as $PYDARKNET_REFERENCE
+(outside the carried `.gpu_pack/<part>`, which must hold the archive alone).
 
 * ``mini``: the four mini nets (cfgs, weights, forward references; per-layer arrays only where the
   budget allows, `layers_stats.json` always) and the four training steps (no `after.weights`, no
@@ -120,6 +121,11 @@ def build(reference: Path, part: str) -> Path:
     return archive
 
 
+def unpacked(folder: Path) -> Path:
+    """Where `unpack` puts the files of `folder` (.gpu_pack/mini -> .gpu_pack/mini.unpacked)."""
+    return folder.parent / f"{folder.name}.unpacked"
+
+
 def _writable(member: tarfile.TarInfo) -> tarfile.TarInfo:
     member.mode |= 0o200   # the pack is read-only; an unpacked copy may be unpacked over again
     return member
@@ -127,7 +133,7 @@ def _writable(member: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def unpack(folder: Path) -> Path:
     """Extract `folder`/reference.tar.xz, rebuild the inputs, check sha256s; returns the reference dir."""
-    target = folder / "reference"
+    target = unpacked(folder)
     shutil.rmtree(target, ignore_errors=True)
     with tarfile.open(folder / ARCHIVE, "r:xz") as tar:
         if hasattr(tarfile, "data_filter"):
