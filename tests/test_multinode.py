@@ -56,7 +56,9 @@ def two_nodes(dataset, tmp_path_factory):  # noqa: F811  (the fixture imported a
     script = root / "rank_weights.py"
     script.write_text(RANK_WEIGHTS)
     port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    # CUDA hidden: with CUDA present the engine picks NCCL and cuda:LOCAL_RANK whatever --device says
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     nodes = []
     for node_rank in (0, 1):
         node = root / f"node{node_rank}"
