@@ -94,7 +94,7 @@ for pack in mini full; do
     if [[ -n $SMOKE && $pack == full ]]; then
         echo "== parity-full: skipped in the CPU smoke run (full-size nets on CPU take minutes; python benchmarks/parity.py runs them)"
     elif [[ -f .gpu_pack/$pack.unpacked/README.md ]]; then
-        part "parity-$pack" 100 bash -c "\"$PYTHON\" benchmarks/parity.py --device $DEVICE \
+        part "parity-$pack" 100 bash -c "set -o pipefail; \"$PYTHON\" benchmarks/parity.py --device $DEVICE \
             --reference .gpu_pack/$pack.unpacked --json \"$OUT_DIR/parity-$pack.json\" | tee \"$OUT_DIR/parity-$pack.md\""
     fi
 done
