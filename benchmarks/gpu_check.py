@@ -190,13 +190,21 @@ def _ddp_run(folder: Path, data: Path, backend: str, smoke: bool, timeout: float
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(Path(__file__).resolve()), "ddp-worker", "--out", str(folder), "--backend", backend,
                *(["--smoke"] if smoke else [])]
+    for old in folder.glob("rank*.json"):
+        old.unlink()
     start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS="1", GPU_CHECK_DATA=str(data)))
     try:
-        completed = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=timeout,
-                                   env=dict(os.environ, OMP_NUM_THREADS="1", GPU_CHECK_DATA=str(data)))
-        code, text = completed.returncode, completed.stdout + completed.stderr
-    except subprocess.TimeoutExpired as expired:
-        code, text = "timeout", (expired.stdout or b"").decode() + (expired.stderr or b"").decode()
+        text, code = process.communicate(timeout=timeout)[0], process.returncode
+    except subprocess.TimeoutExpired:   # a hung collective: torchrun passes SIGTERM on to its ranks
+        process.terminate()
+        try:
+            text = process.communicate(timeout=15)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            text = process.communicate()[0]
+        code = "timeout"
     (folder / "torchrun.log").write_text(text)
     ranks = [json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))]
     result = {"backend": backend, "exit": code, "seconds": time.perf_counter() - start, "ranks": ranks}
