@@ -34,10 +34,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(1, str(REPO / "benchmarks"))
 from pydarknet.data.synth import make_synth  # noqa: E402
+from pydarknet.engine import detector as detector_module  # noqa: E402
 from pydarknet.engine import train as train_module  # noqa: E402
 from pydarknet.engine.sgd import DarknetSGD  # noqa: E402
 from pydarknet.engine.step import train_step  # noqa: E402
-from pydarknet.engine.train import TrainingError, train_detector  # noqa: E402
+from pydarknet.engine.train import train_detector  # noqa: E402
+from pydarknet.errors import TrainingError  # noqa: E402
 from pydarknet.fuse import fuse_for_inference  # noqa: E402
 from pydarknet.network import Darknet  # noqa: E402
 from pydarknet.tree import WordTree  # noqa: E402
@@ -374,12 +376,12 @@ def train_speed_part(out: Path, smoke: bool, budget: float) -> dict:
         cfg = cfg_with(DETECTOR_CFG, folder / "net.cfg", batch=64, subdivisions=1, burn_in=0)
         iterations, workers, skip = 30, 12, 5
     loaders: list[TimedLoader] = []
-    original = train_module.train_loader
-    train_module.train_loader = lambda *a, **k: loaders.append(TimedLoader(original(*a, **k))) or loaders[-1]
+    original = detector_module.train_loader   # what RegionHead.open_data calls
+    detector_module.train_loader = lambda *a, **k: loaders.append(TimedLoader(original(*a, **k))) or loaders[-1]
     try:
         result = quiet_train(data, cfg, amp=CUDA, workers=workers, max_batches=iterations)
     finally:
-        train_module.train_loader = original
+        detector_module.train_loader = original
     waits = loaders[0].waits
     history = result.history[skip:]
     per_iteration = len(waits) // len(result.history)       # mini-batches per iteration (subdivisions)
