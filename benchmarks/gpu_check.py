@@ -319,9 +319,10 @@ def infer_part(out: Path, smoke: bool, budget: float) -> dict:
                     row.update(status="ok", ms_per_batch=1e3 * seconds, images_per_s=batch / seconds)
                 except Exception as error:  # noqa: BLE001  (record and go on: one mode failing is a finding)
                     row.update(status="FAILED", error=f"{type(error).__name__}: {str(error)[:300]}")
+                # kept up to date: a part killed by its timeout still leaves the rows it measured
                 write(out, "infer", {"status": "partial (killed by its timeout?)", "rows": rows}, echo=False)
-    (out / "infer.txt").write_text(_table(rows, ["dtype", "batch", "variant", "status", "ms_per_batch", "images_per_s",
-                                                 "compile_seconds"]))
+                (out / "infer.txt").write_text(_table(rows, ["dtype", "batch", "variant", "status", "ms_per_batch",
+                                                             "images_per_s", "compile_seconds"]))
     best = max((r for r in rows if r.get("status") == "ok"), key=lambda r: r["images_per_s"], default=None)
     failed = [f"{r['dtype']} b{r['batch']} {r['variant']}" for r in rows if r.get("status") == "FAILED"]
     return {"status": "FAILED" if failed else "ok", "rows": rows, "tf32": {
