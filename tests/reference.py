@@ -76,7 +76,7 @@ def force_leaky_slopes(net: Darknet, ties) -> list:
         def hook(_module, inputs, _output, where=where, slope=slope):
             v = inputs[0]
             mask = torch.where(v > 0, 1.0, LEAKY_SLOPE).to(v.dtype)
-            mask[where] = slope
+            mask[tuple(i.to(v.device) for i in where)] = slope.to(v.device, v.dtype)   # CUDA too
             return v * mask
         handles.append(net.layers[int(index)].activation.register_forward_hook(hook))
     return handles

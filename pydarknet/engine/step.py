@@ -94,7 +94,7 @@ class TrainingForward(nn.Module):
 
 def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *, head: Head | None = None,
                seen: int | None = None, apply: bool = True, rng: np.random.Generator | None = None,
-               record: bool = True, model: nn.Module | None = None, amp: bool = False) -> StepResult:
+               record: bool = True, model: nn.Module | None = None, amp: bool | torch.dtype = False) -> StepResult:
     """Darknet's `train_network_datum` on one mini-batch.
 
     images: (B, 3, H, W) network input, B = the cfg's batch/subdivisions; truths: what the head's
@@ -106,7 +106,7 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     during the step and returns to its previous mode after it. `record=False` skips the copies of the
     update arrays and the BN batch statistics (the training loop does not need them). `model` is the
     head's `TrainingForward`, possibly wrapped in DistributedDataParallel; `amp` runs the forward under
-    bfloat16 autocast on CUDA.
+    bfloat16 autocast on CUDA (or under the autocast dtype given, e.g. torch.float16: no loss scaling).
     """
     from .heads import head_for
 
@@ -123,7 +123,8 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     net.seen += options.mini_batch
 
     statistics = _batch_statistics(net) if record else nullcontext(({}, {}))
-    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp and images.is_cuda)
+    amp_dtype = amp if isinstance(amp, torch.dtype) else torch.bfloat16
+    autocast = torch.autocast(images.device.type, dtype=amp_dtype, enabled=bool(amp) and images.is_cuda)
     with network_mode(net, True), statistics as (batch_mean, batch_variance), autocast:
         raw, output = forward(images)
     output = output.float()

@@ -75,7 +75,7 @@ def cfg_base(cfg_path: str | os.PathLike) -> str:
 
 def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | os.PathLike,
           weights: str | os.PathLike | None = None, *, clear: bool = False,
-          device: str | torch.device | None = None, amp: bool = False, workers: int = 2, seed: int = 0,
+          device: str | torch.device | None = None, amp: bool | torch.dtype = False, workers: int = 2, seed: int = 0,
           max_batches: int | None = None, decoder: str = TRAINING_DECODER, show_progress: bool = True,
           verbose: bool = True, log: Callable[[str], None] = print,
           on_iteration: Callable[[Darknet, IterationLog], None] | None = None) -> TrainResult:
@@ -88,7 +88,7 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
     `on_iteration(net, log)` runs after every update (e.g. to compute mAP). The progress bar is drawn
     only on a terminal. Returns the final weights' path, the per-iteration log and the skipped samples.
     """
-    rank, world = _distributed()
+    rank, world = _distributed(device)
     data = read_data_file(data_path)
     net = Darknet.from_cfg(cfg_path, seed=seed)
     head = head_type(net)
@@ -231,18 +231,23 @@ def _save_chart(backup_dir: Path, history: list[IterationLog], max_batches: int)
         warnings.warn(f"cannot write {backup_dir / 'chart.png'}: {error}", RuntimeWarning, stacklevel=2)
 
 
-def _distributed() -> tuple[int, int]:
+def _on_gpus(device) -> bool:
+    """Whether a torchrun process trains on its own GPU: CUDA is there and `--device` does not say cpu."""
+    return torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+
+
+def _distributed(device) -> tuple[int, int]:
     """(rank, world size) under torchrun, (0, 1) otherwise; initialises the process group once."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if _on_gpus(device) else "gloo")
     return dist.get_rank(), world
 
 
 def _device_for_rank(device, rank: int, world: int) -> torch.device:
-    if world > 1 and torch.cuda.is_available():
+    if world > 1 and _on_gpus(device):
         local = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
