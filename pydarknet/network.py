@@ -183,13 +183,6 @@ class Darknet(nn.Module):
         """The last `[region]` layer, the detector head of YOLOv2 nets, or None."""
         return next((layer for layer in reversed(self.layers) if isinstance(layer, RegionLayer)), None)
 
-    def require_region(self, purpose: str) -> RegionLayer:
-        """The `[region]` layer, or a CfgError saying that `purpose` (e.g. "detection") needs one."""
-        region = self.region
-        if region is None:
-            raise CfgError(f"{self.cfg_path}: {purpose} needs a [region] layer (YOLOv2); this cfg has none")
-        return region
-
     @property
     def hierarchy(self):
         """DARKNET(parser.c:parse_network_cfg): net->hierarchy, the WordTree of a [softmax] layer, or None."""
@@ -235,6 +228,15 @@ def network_mode(net: nn.Module, training: bool) -> Iterator[None]:
         yield
     finally:
         net.train(was_training)
+
+
+def require_region(net, purpose: str) -> RegionLayer:
+    """The `[region]` layer of `net` (a Darknet or anything with its `region` and `cfg_path`), or a
+    CfgError saying that `purpose` (e.g. "detection") needs one."""
+    region = net.region
+    if region is None:
+        raise CfgError(f"{net.cfg_path}: {purpose} needs a [region] layer (YOLOv2); this cfg has none")
+    return region
 
 
 def load_network(cfg: str | os.PathLike, weights: str | os.PathLike | None = None,

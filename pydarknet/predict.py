@@ -9,7 +9,7 @@ import torch
 
 from .decode import Detection, do_nms_sort, get_region_detections
 from .image import load_image, network_input
-from .network import Darknet
+from .network import Darknet, require_region
 
 NMS = 0.45  # DARKNET(detector.c:test_detector): fixed NMS threshold
 
@@ -30,7 +30,7 @@ def detect(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: float = 
 
     `image` is a path or an (H, W, 3) uint8 RGB array; boxes are cxcywh relative to that image.
     """
-    region = net.require_region("detection")
+    region = require_region(net, "detection")
     image = _as_image(image)
     output = net(_batch_of_one(net, image))[0].float().cpu()
     im_h, im_w = image.shape[:2]

@@ -120,6 +120,12 @@ def open_network(cfg: str, weights: str | None, device: str | None, trained: boo
     return load_network(cfg, weights, device, trained=trained)
 
 
+def region_of(net, purpose: str):
+    """The net's `[region]` layer (a CfgError naming the cfg when it has none)."""
+    from ..network import require_region
+    return require_region(net, purpose)
+
+
 def report_skipped(skipped_samples: int) -> None:
     if skipped_samples:
         click.echo(f"{skipped_samples} bad samples were skipped (see the warnings above)", err=True)

@@ -11,7 +11,7 @@ import click
 
 from ..cfg import resolve_path
 from .common import (PACKAGE_ROOT, data_cfg_weights, decoder_option, detector, device_option, existing_file,
-                     image_paths, main, names_for, open_network, report_skipped)
+                     image_paths, main, names_for, open_network, region_of, report_skipped)
 
 
 def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float, hier: float,
@@ -21,7 +21,7 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
     from ..predict import detect
 
     net = open_network(cfg, weights, device)
-    names = names_for(data, classes=net.require_region("detection").options.classes)
+    names = names_for(data, classes=region_of(net, "detection").options.classes)
     records = []
     for path in image_paths(image):
         picture = load_image(path, decoder or "stb")

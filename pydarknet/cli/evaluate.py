@@ -8,7 +8,7 @@ import click
 
 from ..data.files import read_data_file
 from ..errors import DataError
-from .common import data_cfg_weights, detector, device_option, names_for, open_network
+from .common import data_cfg_weights, detector, device_option, names_for, open_network, region_of
 
 workers_option = click.option("--workers", type=int, default=None,
                               help="Image decoding threads (0: decode between forwards, no overlap).")
@@ -85,7 +85,7 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
 
     data_file = read_data_file(data)
     net = open_network(cfg, weights, device)
-    names = names_for(data, classes=net.require_region("detector map").options.classes)
+    names = names_for(data, classes=region_of(net, "detector map").options.classes)
     with warnings.catch_warnings(record=True) as missing:
         warnings.simplefilter("always", MissingLabelWarning)
         inputs = collect_map_inputs(net, valid_paths(data_file), progress=True, **_loader_args(workers, batch))
@@ -119,7 +119,7 @@ def detector_demo(data, cfg, weights, video, thresh, hier, avg, out_filename, de
     from ..evaluate import annotate_video
 
     net = open_network(cfg, weights, device)
-    names = names_for(data, classes=net.require_region("detector demo").options.classes)
+    names = names_for(data, classes=region_of(net, "detector demo").options.classes)
     click.echo(f"video file: {video}", err=True)
     stats = annotate_video(net, video, out_filename, names, thresh, hier, avg, progress=True)
     click.echo(f"{stats.frames} frames in {stats.seconds:.2f} s: FPS:{stats.fps:.1f}; wrote {out_filename}")

@@ -15,7 +15,7 @@ from ..data.augment import AugmentOptions
 from ..data.dataset import DetectionDataset, train_loader
 from ..data.files import DataConfig
 from ..losses.region import RegionLoss, check_trainable, region_input_gradient, region_loss
-from ..network import Darknet
+from ..network import Darknet, require_region
 from .heads import Head
 from .step import TrainingForward
 
@@ -36,7 +36,7 @@ def backup_names(batch: int, base: str) -> list[str]:
 
 def augment_options(net: Darknet) -> AugmentOptions:
     """Augmentation settings: jitter and max from the [region] layer, colour from [net]."""
-    region = net.require_region("detector training")
+    region = require_region(net, "detector training")
     return AugmentOptions(jitter=region.options.jitter, hue=net.options.hue, saturation=net.options.saturation,
                           exposure=net.options.exposure, max=region.options.max)
 
@@ -48,7 +48,7 @@ class RegionHead(Head):
 
     def __init__(self, net: Darknet):
         super().__init__(net)
-        self.region = net.require_region("detector training")
+        self.region = require_region(net, "detector training")
         self.top = list(net.layers).index(self.region)
         check_trainable(self.region.options, self.region.tree, f"{net.cfg_path} [region] (layer {self.top})")
 

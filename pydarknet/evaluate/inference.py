@@ -23,7 +23,7 @@ from ..data.files import DataConfig, read_list
 from ..decode import COORDS, Detection, do_nms_sort, get_region_detections
 from ..errors import DataError, MissingFileError
 from ..image import load_image, network_input
-from ..network import Darknet
+from ..network import Darknet, require_region
 from ..tree import WordTree
 
 VALID_THRESH = 0.005   # DARKNET(detector.c:validate_detector): keep nearly every box for the AP curve
@@ -88,7 +88,7 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     batch: images per forward pass; only float rounding depends on it.
     progress: a tqdm bar on stderr when it is a terminal.
     """
-    net.require_region("evaluation")
+    require_region(net, "evaluation")
     _check_images_exist(paths)
     inputs = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox),
                           paths, workers)
@@ -109,7 +109,7 @@ def region_detections(net: Darknet, output: torch.Tensor, im_w: int, im_h: int, 
                       hier_thresh: float = HIER_THRESH, class_map: np.ndarray | None = None,
                       classes: int | None = None) -> list[Detection]:
     """One image's (A, 5+C, H, W) region output -> detections after `do_nms_sort` (none when nms=0)."""
-    region = net.require_region("evaluation")
+    region = require_region(net, "evaluation")
     dets = get_region_detections(output, region.options.anchors, net.width, net.height, im_w, im_h,
                                  thresh, hier_thresh, tree=region.tree)
     # DARKNET(region_layer.c:get_region_detections): a map is only used with a WordTree

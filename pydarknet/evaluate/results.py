@@ -14,7 +14,7 @@ from ..data.files import read_data_file, read_names, resolve_data_path
 from ..data.coco import COCO_IDS, coco_image_id, read_image_ids
 from ..decode import Detection
 from ..errors import DataError
-from ..network import Darknet
+from ..network import Darknet, require_region
 from ..tree import read_map
 from .inference import (DEFAULT_BATCH, DEFAULT_WORKERS, VALID_NMS, VALID_THRESH, ImageDetections, detect_images,
                         scored_probs, valid_paths)
@@ -150,7 +150,7 @@ def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = Non
 
 def _output_classes(net: Darknet, setup: ValidSetup) -> int:
     """How many classes the result files cover, checked against the names and the map."""
-    region = net.require_region("evaluation")
+    region = require_region(net, "evaluation")
     mapped = setup.class_map is not None and region.tree is not None
     classes = len(setup.class_map) if mapped else region.options.classes
     if setup.eval == "imagenet":

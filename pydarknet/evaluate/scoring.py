@@ -14,7 +14,7 @@ from ..data.files import label_path, read_data_file
 from ..data.labels import CLASSIFICATION_ONLY_MIN, read_labels
 from ..decode import do_nms_obj
 from .metrics import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_detections
-from ..network import Darknet, network_mode
+from ..network import Darknet, network_mode, require_region
 from .inference import (DEFAULT_BATCH, DEFAULT_WORKERS, VALID_NMS, VALID_THRESH, ImageDetections, detect_images,
                         scored_probs, valid_paths)
 
@@ -53,7 +53,7 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
     training labels. An image without a label file is skipped with a MissingLabelWarning.
     Detection boxes are clipped to the image, like the boxes of the `valid` result files.
     """
-    classes = net.require_region("evaluation").options.classes
+    classes = require_region(net, "evaluation").options.classes
     truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in paths:
         labels = Path(label_path(path))
@@ -86,7 +86,7 @@ def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], i
         else list(data_or_list)
     with network_mode(net, False):
         inputs = collect_map_inputs(net, paths, workers, batch)
-    return evaluate_detections(inputs.detections, inputs.ground_truths, net.require_region("evaluation").options.classes,
+    return evaluate_detections(inputs.detections, inputs.ground_truths, require_region(net, "evaluation").options.classes,
                                iou_thresh, points, conf_thresh)
 
 
@@ -140,7 +140,7 @@ def validate_detector_recall(net: Darknet, paths: Sequence[str], workers: int = 
     whatever the class, is > .5.
     DIVERGES: labels are found with the training rules (`label_path`, which also knows raw/ and .png).
     """
-    classes = net.require_region("evaluation").options.classes
+    classes = require_region(net, "evaluation").options.classes
     stats = RecallStats(0, 0, 0, 0, np.float32(0))
     for image in detect_images(net, paths, RECALL_THRESH, 0, letterbox=False, workers=workers, batch=batch,
                                progress=progress):
