@@ -43,11 +43,11 @@ def test_original_cfg_builds_with_darknet_shapes(name):
 
 def test_yolov2_voc_intermediate_shapes():
     net = Darknet.from_cfg(REPO / "cfg" / "yolov2-voc.cfg")
-    assert net.shapes[16] == Shape(512, 26, 26)        # the layer route -9 reads
-    assert net.shapes[26] == Shape(64, 26, 26)
-    assert net.shapes[27] == Shape(256, 13, 13)        # reorg stride 2
-    assert net.shapes[28] == Shape(1280, 13, 13)       # route -1,-4: 256 + 1024
-    assert net.sources[28] == [27, 24]
+    assert net.info[16].shape == Shape(512, 26, 26)    # the layer route -9 reads
+    assert net.info[26].shape == Shape(64, 26, 26)
+    assert net.info[27].shape == Shape(256, 13, 13)    # reorg stride 2
+    assert net.info[28].shape == Shape(1280, 13, 13)   # route -1,-4: 256 + 1024
+    assert net.info[28].sources == [27, 24]
 
 
 def test_yolov3_forward_returns_each_yolo_head():

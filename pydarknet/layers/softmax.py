@@ -27,8 +27,8 @@ class SoftmaxLayer(DarknetLayer):
 @register("softmax", "soft")
 def build_softmax(s: Section, ctx: BuildContext) -> tuple[SoftmaxLayer, Shape]:
     inputs = ctx.input_shape.size
-    groups = s.get_int("groups", 1)
-    if groups < 1 or inputs % groups:
+    groups = s.get_int("groups", 1, minimum=1)
+    if inputs % groups:
         raise s.error(f"groups={groups} does not divide the {inputs} inputs", "groups")
     tree = None
     if s.has("tree"):
@@ -38,4 +38,4 @@ def build_softmax(s: Section, ctx: BuildContext) -> tuple[SoftmaxLayer, Shape]:
             raise s.error(f"tree {s.get_str('tree')} has {tree.n} nodes but the layer has {inputs} inputs", "tree")
     s.get_float("spatial", 0)
     s.get_int("noloss", 0)
-    return SoftmaxLayer(groups, s.get_float("temperature", 1), tree), Shape(inputs, 1, 1)
+    return SoftmaxLayer(groups, s.get_float("temperature", 1, nonzero=True), tree), Shape(inputs, 1, 1)
