@@ -4,7 +4,7 @@ PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?= -q
 
-.PHONY: install test demo demo9000 bench lint
+.PHONY: install test fuzz demo demo9000 bench lint
 
 install:
 	$(PYTHON) -m pip install -q "torch==$(TORCH_VERSION)"
@@ -13,6 +13,11 @@ install:
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: install
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+# The long fuzz run of tests/test_fuzz.py (cfg text and weights bytes), FUZZ_EXAMPLES per test.
+FUZZ_EXAMPLES ?= 10000
+fuzz: install
+	PYDARKNET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTHON) -m pytest tests/test_fuzz.py -m fuzz $(PYTEST_ARGS) -p no:cacheprovider
 
 demo: install
 	$(PYTHON) -m pydarknet.demo

@@ -14,6 +14,7 @@ several fields.
 """
 from __future__ import annotations
 
+import functools
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
@@ -63,19 +64,25 @@ def _default(f) -> object:
     return f.default_factory() if f.default is MISSING else f.default
 
 
+@functools.cache
+def _option_fields(cls) -> list[tuple[str, object, OptionSpec, object]]:
+    """(name, type, spec, dataclass field) of each field of `cls` read from the cfg, in declaration order."""
+    types = typing.get_type_hints(cls)
+    return [(f.name, types[f.name], f.metadata["option"], f) for f in fields(cls)
+            if "option" in f.metadata and f.metadata["option"].read]
+
+
 def read_options(cls, section: Section):
     """An instance of the dataclass `cls` with every `opt` field read from `section`."""
-    types = typing.get_type_hints(cls)
     read: Read = {}
-    for f in fields(cls):
-        spec = f.metadata.get("option")
-        if spec is None or not spec.read or (spec.when is not None and not spec.when(read)):
+    for name, annotation, spec, f in _option_fields(cls):
+        if spec.when is not None and not spec.when(read):
             continue
         if spec.required:
             default = _REQUIRED
         else:
             default = spec.derived(read) if spec.derived is not None else _default(f)
-        read[f.name] = _getter(section, types[f.name], spec)(f.name, default)
+        read[name] = _getter(section, annotation, spec)(name, default)
     options = cls(**read)
     if hasattr(options, "check"):
         options.check(section)

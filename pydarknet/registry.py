@@ -62,12 +62,15 @@ class MemoryEstimate:
         self.total += floats * FLOAT_BYTES
         if self.total > self.limit:
             raise section.error(f"{what} brings the estimate of parameters + activations (one image) to "
-                                f"{_gib(self.total)}, above the {_gib(self.limit)} bound (set "
+                                f"{_size(self.total)}, above the {_size(self.limit)} bound (set "
                                 f"${MAX_BUILD_BYTES_ENV} to raise it)", key)
 
 
-def _gib(count: int) -> str:
-    return f"{count / 2 ** 30:.3g} GiB"
+def _size(count: int) -> str:
+    for unit, name in ((2 ** 30, "GiB"), (2 ** 20, "MiB")):
+        if count >= unit:
+            return f"{count / unit:.3g} {name}"
+    return f"{count} bytes"
 
 
 @dataclass

@@ -16,11 +16,15 @@ class SoftmaxLayer(DarknetLayer):
         self.groups, self.temperature, self.tree = groups, temperature, tree
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.flatten(1) / self.temperature if self.temperature != 1 else x.flatten(1)
+        flat = x.flatten(1)
         if self.tree is not None:
-            out = self.tree.softmax(flat, dim=1)
+            out = self.tree.softmax(flat / self.temperature if self.temperature != 1 else flat, dim=1)
         else:
-            out = flat.unflatten(1, (self.groups, -1)).softmax(dim=2).flatten(1)
+            groups = flat.unflatten(1, (self.groups, -1))
+            if self.temperature != 1:
+                # DARKNET(blas.c:softmax): exp(x/t - max/t); DIVERGES: (x - max)/t, which a tiny t cannot overflow
+                groups = (groups - groups.amax(dim=2, keepdim=True).detach()) / self.temperature
+            out = groups.softmax(dim=2).flatten(1)
         return out.view(x.shape[0], -1, 1, 1)
 
 
