@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .cfg import CfgError, Section
+from .options import LayerFlags
 
 MAX_BUILD_BYTES_ENV = "PYDARKNET_MAX_BUILD_BYTES"
 DEFAULT_MAX_BUILD_BYTES = 16 * 2 ** 30
@@ -33,7 +34,7 @@ class LayerInfo:
     kind: str                 # the section name, as written ("conv" stays "conv")
     shape: Shape              # its output
     sources: list[int]        # the outputs its forward reads, in order (-1 = the network input)
-    flags: object             # its LayerFlags (options.py)
+    flags: LayerFlags
     section: Section          # where it came from (file:line for messages)
 
 
