@@ -70,7 +70,7 @@ class MemoryEstimate:
 def _size(count: int) -> str:
     for unit, name in ((2 ** 30, "GiB"), (2 ** 20, "MiB")):
         if count >= unit:
-            return f"{count / unit:.3g} {name}"
+            return f"{count / unit:.3g} {name} ({count} bytes)"
     return f"{count} bytes"
 
 

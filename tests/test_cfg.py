@@ -148,11 +148,12 @@ def test_registry_refuses_duplicate_names():
      r"bad.cfg:7 \[convolutional\]: option 'size=4294967296' does not fit in the 32-bit integer"),
     # the build estimate (parameters + activations for one image), checked before torch allocates
     ("[convolutional]\nfilters=2147483647\n", r"bad.cfg:7 \[convolutional\]: filters=2147483647 with size=1 brings "
-     r"the estimate of parameters \+ activations \(one image\) to 56 GiB, above the 16 GiB bound \(set "
+     r"the estimate of parameters \+ activations \(one image\) to 56 GiB \(60129554404 bytes\), above the 16 GiB "
+     r"\(17179869184 bytes\) bound \(set "
      r"\$PYDARKNET_MAX_BUILD_BYTES to raise it\)$"),
     ("[upsample]\nstride=100000\n", r"bad.cfg:6 \[upsample\]: the output 3x3200000x3200000 brings the estimate"),
     ("[maxpool]\nsize=100000\nstride=100000\npadding=100000\n",
-     r"bad.cfg:9 \[maxpool\]: the -inf-padded input brings the estimate .* to 112 GiB"),
+     r"bad.cfg:9 \[maxpool\]: the -inf-padded input brings the estimate .* to 112 GiB \(\d+ bytes\)"),
     # nothing reads a detection layer's output
     ("[convolutional]\nfilters=125\nsize=1\n\n[region]\nnum=5\n\n[convolutional]\nfilters=2\n",
      r"bad.cfg:13 \[convolutional\]: reads the output of layer 1 \[region\], which holds detections, not an image"),
@@ -177,7 +178,7 @@ def test_bad_value_is_refused_where_read(tmp_path, body, message):
      r"bad.cfg:5 \[net\]: option 'momentum=nan' is not a finite number$"),
     ("[net]\nwidth=4294967296\nheight=32\nchannels=3\n", r"bad.cfg:2 \[net\]: option 'width=4294967296' does not fit"),
     ("[net]\nwidth=100000\nheight=100000\nchannels=3\n",
-     r"bad.cfg:1 \[net\]: the input image brings the estimate .* to 112 GiB, above the 16 GiB bound"),
+     r"bad.cfg:1 \[net\]: the input image brings the estimate .* to 112 GiB \(\d+ bytes\), above the 16 GiB"),
 ])
 def test_bad_net_value_is_refused_where_read(tmp_path, net, message):
     path = tmp_path / "bad.cfg"
