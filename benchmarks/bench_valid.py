@@ -1,6 +1,6 @@
 """`detector valid` throughput (images/s) on synthetic images, decoding overlapped with inference.
 
-Runs `pydarknet.validate.validate_detector` as the command does (letterbox, thresh .005, NMS .45,
+Runs `pydarknet.evaluate.validate_detector` as the command does (letterbox, thresh .005, NMS .45,
 VOC result files written) with a randomly initialised net — nothing is trained, only the speed is
 measured — over a synthetic valid list (`pydarknet/data/synth.py`, sides in [size/2, size]), and
 prints one line. The time covers decoding, letterboxing, the forwards, decoding the boxes, NMS and
@@ -21,7 +21,7 @@ from common import set_threads, write_json
 
 from pydarknet.data.synth import make_synth
 from pydarknet.network import load_network
-from pydarknet.validate import DEFAULT_BATCH, DEFAULT_WORKERS, ValidSetup, validate_detector
+from pydarknet.evaluate import DEFAULT_BATCH, DEFAULT_WORKERS, ValidSetup, validate_detector
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from .data.files import read_list, read_names
 from .data.synth import make_synth
-from .detect import format_detections
+from .decode import format_detections
 from .engine.train import train_detector
 from .evaluate import format_map_report
 from .image import draw_detections, load_image, save_image
 from .network import load_network
 from .predict import detect
-from .validate import compute_map
+from .evaluate import compute_map
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CFG = REPO / "cfg" / "synth-tiny.cfg"

@@ -21,16 +21,17 @@ from typing import Sequence
 
 import numpy as np
 
+from .boxes import pixel_xyxy
 from .data.files import label_path, read_list, read_names
 from .data.labels import read_labels
 from .data.synth9k import Hierarchy, make_synth9k
-from .detect import format_detections
+from .decode import format_detections
 from .engine.train import train_detector
 from .evaluate import Detections, EvalResult, GroundTruth, evaluate_detections, format_map_report
 from .image import draw_detections, load_image, save_image
 from .network import Darknet, load_network
 from .predict import detect
-from .validate import VALID_NMS, VALID_THRESH, detection_records, pixel_xyxy, detect_images
+from .evaluate import VALID_NMS, VALID_THRESH, detect_images, detection_records
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CFG = REPO / "cfg" / "synth9k-tiny.cfg"

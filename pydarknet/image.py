@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Sequence
 import cv2
 import numpy as np
 
+from .errors import DataError, MissingFileError
+
 if TYPE_CHECKING:
-    from pydarknet.detect import Detection
+    from pydarknet.decode import Detection
 
 LETTERBOX_FILL = np.float32(0.5)   # DARKNET(image.c:letterbox_image): canvas grey level
 BOX_WIDTH_FRACTION = 0.006         # DARKNET(image.c:draw_detections): line width = im.h * .006
@@ -32,10 +34,10 @@ def load_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Cannot load image {str(path)!r}: no such file")
+        raise MissingFileError(f"Cannot load image {str(path)!r}: no such file")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"Cannot load image {str(path)!r}: not a readable image")
+        raise DataError(f"Cannot load image {str(path)!r}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -45,15 +47,23 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
     try:
         written = cv2.imwrite(str(path), bgr)
     except cv2.error as error:   # OpenCV raises for an unknown extension
-        raise ValueError(f"Cannot save image {str(path)!r}: {error.err}") from None
+        raise DataError(f"Cannot save image {str(path)!r}: {error.err}") from None
     if not written:
-        raise ValueError(f"Cannot save image {str(path)!r}: unwritable path")
+        raise DataError(f"Cannot save image {str(path)!r}: unwritable path")
 
 
 def image_to_chw(image: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 ``x/255``."""
     # float32 division gives the same bits as Darknet's `(float)x/255.` for all 256 levels
     return np.ascontiguousarray(_check_hwc(image).transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
+
+
+def network_input(image: np.ndarray, width: int, height: int, letterbox: bool = True) -> np.ndarray:
+    """The network input of an ``(H, W, 3)`` uint8 image: ``(3, height, width)`` float32, letterboxed
+    as DARKNET(detector.c:test_detector) does, or plainly resized (`letterbox=False`, the [net] of
+    nets trained without letterbox, and DARKNET(detector.c:validate_detector) for `eval=imagenet`)."""
+    fit = letterbox_image if letterbox else resize_image
+    return fit(image_to_chw(image), width, height)
 
 
 def resize_image(image: np.ndarray, w: int, h: int) -> np.ndarray:

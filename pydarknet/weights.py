@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import WeightsError
+from .errors import MissingFileError, WeightsError
 from .layers.conv import ConnectedLayer
 
 FLOAT = np.dtype("<f4")
@@ -95,7 +95,7 @@ def load_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> Loa
     try:
         data = bytearray(Path(path).read_bytes())  # writable, so torch.from_numpy may share it
     except OSError as exc:
-        raise FileNotFoundError(f"cannot read weights file {path}: {exc.strerror}") from None
+        raise MissingFileError(f"cannot read weights file {path}: {exc.strerror}") from None
     header = WeightsHeader.unpack(data, path)
     body_bytes = len(data) - header.nbytes
     if body_bytes % 4:

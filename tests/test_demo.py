@@ -1,6 +1,8 @@
 """`make demo`'s pipeline end to end, at a toy size (the mAP target itself needs the full run)."""
 from __future__ import annotations
 
+import pytest
+
 import re
 
 import cv2
@@ -8,6 +10,7 @@ import cv2
 from pydarknet.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_pipeline_writes_every_output(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mean_ap = run_demo(tmp_path / "demo", train=8, valid=4, seed=0, max_batches=2, workers=0)

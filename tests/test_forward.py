@@ -52,6 +52,7 @@ def _assert_stats_close(stats: dict, output: np.ndarray, what: str) -> None:
     np.testing.assert_allclose(flat[:16], stats["first16"], atol=1e-3, rtol=0, err_msg=f"{what}: first16")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FULL_NETS)
 def test_full_size_net_matches_darknet(reference, weights_cache, name):
     net = full_network(reference, name, weights_cache)

@@ -16,7 +16,7 @@ from pydarknet.data.synth9k import PREFIX, Hierarchy, make_synth9k
 from pydarknet.demo9000 import DEMO_CFG, mapped_map, run_demo
 from pydarknet.engine.sgd import DarknetSGD
 from pydarknet.engine.step import train_step
-from pydarknet.engine.train import augment_options
+from pydarknet.engine.detector import augment_options
 from pydarknet.image import load_image
 from pydarknet.network import Darknet, load_network
 from pydarknet.tree import WordTree, read_map
@@ -121,6 +121,7 @@ def test_joint_training_step_gives_both_kinds_of_deltas(synth9k):
         assert ((delta[b, :, 5:] != 0).flatten(2).any(1).sum()) == 1  # the class deltas sit at one anchor/cell
 
 
+@pytest.mark.slow
 def test_demo9000_pipeline_at_toy_size(tmp_path, capsys, monkeypatch):
     """`make demo9000` end to end on a few images (the mAP target itself needs the full run)."""
     monkeypatch.chdir(tmp_path)

@@ -15,7 +15,8 @@ import torch
 
 from pydarknet.data.dataset import BadSampleWarning
 from pydarknet.data.synth import make_synth
-from pydarknet.engine.train import TrainingError, backup_names, cfg_base, train_detector
+from pydarknet.engine.detector import backup_names
+from pydarknet.engine.train import TrainingError, cfg_base, train_detector
 from pydarknet.network import load_network
 from pydarknet.weights import WeightsHeader
 
@@ -131,6 +132,7 @@ def test_short_run_writes_final_weights_and_darknet_lines(dataset, tmp_path):
     assert net.seen == 3 * 4
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_from_backup(dataset, tmp_path):
     cfg = _cfg(tmp_path)
     backup = dataset.parent / "backup" / "tiny.backup"
@@ -179,6 +181,7 @@ def test_nan_loss_stops_with_a_clear_error(dataset, tmp_path):
         _train(dataset, _cfg(tmp_path, lr=1e12), max_batches=50)
 
 
+@pytest.mark.slow
 def test_two_processes_with_torchrun_and_ddp(dataset, tmp_path):
     """Multi-GPU training goes through torchrun + DistributedDataParallel; gloo lets CI run it on CPU."""
     cfg = _cfg(tmp_path)

@@ -18,18 +18,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import pydarknet.cli_eval  # noqa: F401  (attaches valid/recall/map/demo to the `detector` group)
 from pydarknet.boxes import pairwise_iou
 from pydarknet.cli import main
 from pydarknet.data.files import read_data_file
 from pydarknet.data.synth import make_synth
-from pydarknet.detect import Detection, do_nms_obj, do_nms_sort, get_region_detections
+from pydarknet.decode import Detection, do_nms_obj, do_nms_sort, get_region_detections
 from pydarknet.evaluate import coco_ap, evaluate_detections
 from pydarknet.image import image_to_chw, letterbox_size, resize_image
 from pydarknet.network import Darknet, load_network
 from pydarknet.tree import read_map
-from pydarknet.validate import (
-    COCO_IDS, ImageDetections, MissingLabelWarning, ValidSetup, annotate_video, coco_lines, collect_map_inputs,
+from pydarknet.data.coco import COCO_IDS
+from pydarknet.evaluate import (
+    ImageDetections, MissingLabelWarning, ValidSetup, annotate_video, coco_lines, collect_map_inputs,
     compute_map, imagenet_lines, valid_paths, validate_detector, voc_lines,
 )
 

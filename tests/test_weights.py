@@ -30,6 +30,7 @@ def test_load_then_save_is_byte_identical(reference, tmp_path, name):
     assert _sha256(tmp_path / "out.weights") == expected["sha256_uncompressed"]
 
 
+@pytest.mark.slow
 def test_full_size_round_trip(reference, tmp_path):
     source = decompressed_weights(reference, "yolov2-tiny-voc", tmp_path)
     net = Darknet.from_cfg(reference / "darknet" / "cfg" / "yolov2-tiny-voc.cfg")

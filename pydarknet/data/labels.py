@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, MissingFileError
 
 # DARKNET(data.c:correct_boxes): x, y, w, h of a classification-only truth (label line with x == y == 0)
 CLASSIFICATION_ONLY = 999999.0
@@ -45,7 +45,7 @@ def read_labels(path: str | os.PathLike, classes: int) -> np.ndarray:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise FileNotFoundError(f"cannot read label file {path}: {exc.strerror}") from None
+        raise MissingFileError(f"cannot read label file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise LabelError(f"{path}: label file is not text") from None
     return parse_labels(text, classes, path)

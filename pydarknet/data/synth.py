@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import DataError
+
 MAX_OBJECTS = 4
 MAX_OVERLAP_IOU = 0.25      # keep occlusion mild so every labelled object stays recognisable
 SIZE_RANGE = (0.16, 0.44)   # object side as a fraction of the image's shorter side
@@ -80,9 +82,9 @@ def make_synth(out: str | os.PathLike, train: int, valid: int, size: int = 320, 
     so changing --train does not change the validation images.
     """
     if train < 1 or valid < 1:
-        raise ValueError(f"need at least one train and one valid image, got train={train} valid={valid}")
+        raise DataError(f"need at least one train and one valid image, got train={train} valid={valid}")
     if size < 64:
-        raise ValueError(f"image size {size} is too small for recognisable objects (minimum 64)")
+        raise DataError(f"image size {size} is too small for recognisable objects (minimum 64)")
     scheme = scheme or ShapeScheme()
     out = Path(out).resolve()
     for folder in ("images", "labels", "backup"):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from ..tree import WordTree
 from .synth import DrawnObject, ObjectKind, ShapeScheme, write_split
 
@@ -177,7 +178,7 @@ def make_synth9k(out: str | os.PathLike, det: int, cls: int, valid: int, size: i
     Image sides are drawn from [size // 2, size]; image i of a split depends only on (seed, split, i).
     """
     if min(det, cls, valid) < 1:
-        raise ValueError(f"need at least one image of each kind, got det={det} cls={cls} valid={valid}")
+        raise DataError(f"need at least one image of each kind, got det={det} cls={cls} valid={valid}")
     out = Path(out).resolve()
     for folder in ("images", "labels", "backup"):
         (out / folder).mkdir(parents=True, exist_ok=True)

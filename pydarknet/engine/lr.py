@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import CfgError
+
 POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random")
 
 _SIZE_T_WRAP = 2 ** 64
@@ -38,7 +40,7 @@ def _pow(base: float, exponent: float) -> float:
 def _steps_rate(learning_rate: float, batch_num: int, steps: Sequence[int], scales: Sequence[float]) -> float:
     """Multiply by `scales[i]` for every `steps[i] <= batch_num`, stopping at the first step ahead."""
     if len(steps) != len(scales):
-        raise ValueError(f"steps ({len(steps)}) and scales ({len(scales)}) must have the same length")
+        raise CfgError(f"steps ({len(steps)}) and scales ({len(scales)}) must have the same length")
     rate = np.float32(learning_rate)
     for step_at, factor in zip(steps, scales):
         # DARKNET(network.c:get_current_rate): the scan stops at the first future step, even if a
@@ -74,7 +76,7 @@ def get_current_rate(policy: str, learning_rate: float, batch_num: int, *,
     """
     if policy not in POLICIES:
         # DIVERGES: Darknet prints "Couldn't find policy" and silently trains with `constant`.
-        raise ValueError(f"unknown learning-rate policy {policy!r}; expected one of {POLICIES}")
+        raise CfgError(f"unknown learning-rate policy {policy!r}; expected one of {POLICIES}")
     lr = np.float32(learning_rate)
     if batch_num < burn_in:
         ratio = np.float32(batch_num) / np.float32(burn_in)

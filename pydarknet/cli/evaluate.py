@@ -1,14 +1,14 @@
-"""`pydarknet detector valid | recall | map | demo`: thin click commands over `pydarknet.validate`."""
+"""`pydarknet detector valid | recall | map | demo`: thin click commands over the evaluation API."""
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 
 import click
 
-from .cli import detector, device_option, names_for, open_network
-from .data.files import read_data_file
+from ..data.files import read_data_file
+from ..errors import DataError
+from .common import data_cfg_weights, detector, device_option, names_for, open_network
 
 workers_option = click.option("--workers", type=int, default=None,
                               help="Image decoding threads (0: decode between forwards, no overlap).")
@@ -20,36 +20,18 @@ def _loader_args(workers: int | None, batch: int | None) -> dict[str, int]:
     return {key: value for key, value in (("workers", workers), ("batch", batch)) if value is not None}
 
 
-def _data_and_weights(function):
-    for decorator in reversed((click.argument("data", type=click.Path(exists=True, dir_okay=False)),
-                               click.argument("cfg", type=click.Path(exists=True, dir_okay=False)),
-                               click.argument("weights", type=click.Path(exists=True, dir_okay=False)))):
-        function = decorator(function)
-    return function
-
-
-def _fail_cleanly(function):
-    """Bad input (missing list, image, label, unknown eval type) ends with its message, not a traceback."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except (FileNotFoundError, ValueError) as error:
-            raise click.ClickException(str(error)) from error
-    return wrapper
 
 
 @detector.command("valid")
-@_data_and_weights
+@data_cfg_weights()
 @click.option("-out", "outfile", default=None,
               help="Result file prefix (default comp4_det_test_, coco_results or imagenet-detection).")
 @workers_option
 @batch_option
 @device_option
-@_fail_cleanly
 def detector_valid(data, cfg, weights, outfile, workers, batch, device) -> None:
     """Write Darknet's result files for the data file's `valid` list, as `darknet detector valid`."""
-    from .validate import ValidSetup, validate_detector
+    from ..evaluate import ValidSetup, validate_detector
 
     setup = ValidSetup.from_data(data)
     net = open_network(cfg, weights, device)
@@ -62,18 +44,17 @@ def detector_valid(data, cfg, weights, outfile, workers, batch, device) -> None:
 
 
 @detector.command("recall")
-@_data_and_weights
+@data_cfg_weights()
 @workers_option
 @batch_option
 @device_option
-@_fail_cleanly
 def detector_recall(data, cfg, weights, workers, batch, device) -> None:
     """Proposal recall on the data file's `valid` list, as `darknet detector recall`.
 
     DIVERGES: Darknet ignores the data file and always reads data/coco_val_5k.list; here that is
     only the default when the data file has no `valid=`.
     """
-    from .validate import RECALL_LIST, valid_paths, validate_detector_recall
+    from ..evaluate import RECALL_LIST, valid_paths, validate_detector_recall
 
     paths = valid_paths(read_data_file(data), RECALL_LIST)
     net = open_network(cfg, weights, device)
@@ -82,7 +63,7 @@ def detector_recall(data, cfg, weights, workers, batch, device) -> None:
 
 
 @detector.command("map")
-@_data_and_weights
+@data_cfg_weights()
 @click.option("-iou_thresh", "iou_thresh", type=float, default=0.5, show_default=True,
               help="Minimum IoU of a true positive.")
 @click.option("-thresh", "thresh", type=float, default=0.25, show_default=True,
@@ -92,7 +73,6 @@ def detector_recall(data, cfg, weights, workers, batch, device) -> None:
 @workers_option
 @batch_option
 @device_option
-@_fail_cleanly
 def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch, device) -> None:
     """Per-class AP and mAP on the data file's `valid` list (AlexeyAB's `detector map` report).
 
@@ -100,8 +80,8 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
     `class x y w h` lines); they are neither positives nor false positives. Images without a label
     file are skipped and counted. With `eval=coco` the pycocotools AP@[.5:.95], AP50, AP75 follow.
     """
-    from .evaluate import coco_ap, evaluate_detections, format_map_report
-    from .validate import MissingLabelWarning, collect_map_inputs, valid_paths
+    from ..evaluate import coco_ap, evaluate_detections, format_map_report
+    from ..evaluate import MissingLabelWarning, collect_map_inputs, valid_paths
 
     data_file = read_data_file(data)
     names = names_for(data)
@@ -115,7 +95,7 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
         click.echo(f"{len(inputs.skipped)} of {len(inputs.skipped) + len(inputs.paths)} images skipped: "
                    f"no label file", err=True)
     if not inputs.paths:
-        raise click.ClickException("no listed image has a label file: nothing to evaluate")
+        raise DataError(f"{data}: no image of the valid list has a label file: nothing to evaluate")
     classes = net.region.options.classes
     result = evaluate_detections(inputs.detections, inputs.ground_truths, classes, iou_thresh, points, thresh)
     for line in format_map_report(result, names[:classes]):
@@ -126,7 +106,7 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
 
 
 @detector.command("demo")
-@_data_and_weights
+@data_cfg_weights()
 @click.argument("video", type=click.Path(exists=True, dir_okay=False))
 @click.option("-thresh", "thresh", type=float, default=0.5, show_default=True, help="Detection threshold.")
 @click.option("-hier", "hier", type=float, default=0.5, show_default=True, help="WordTree threshold.")
@@ -134,10 +114,9 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
 @click.option("-out_filename", "out_filename", default="out.mp4", show_default=True,
               help="Annotated video (.avi: MJPG, else mp4v).")
 @device_option
-@_fail_cleanly
 def detector_demo(data, cfg, weights, video, thresh, hier, avg, out_filename, device) -> None:
     """Detect objects in every frame of VIDEO and write an annotated copy (no window is opened)."""
-    from .validate import annotate_video
+    from ..evaluate import annotate_video
 
     names = names_for(data)
     net = open_network(cfg, weights, device)

@@ -1,0 +1,4 @@
+"""`python -m pydarknet`."""
+from .cli import main
+
+main(prog_name="pydarknet")

@@ -1,0 +1,58 @@
+"""`pydarknet classifier predict | train | valid`."""
+from __future__ import annotations
+
+import time
+
+import click
+
+from ..data.files import read_data_file
+from .common import (classifier, data_cfg_weights, device_option, image_paths, names_for, open_network,
+                     report_skipped)
+
+
+@classifier.command("predict")
+@data_cfg_weights()
+@click.argument("image", required=False)
+@click.option("-t", "top", type=int, default=0, help="How many classes to print (default: the data file's top, else 1).")
+@device_option
+def classifier_predict(data, cfg, weights, image, top, device) -> None:
+    """Print the top classes of IMAGE as `darknet classifier predict`."""
+    from ..predict import classify, format_predictions
+
+    # DARKNET(classifier.c:predict_classifier): -t, else the data file's top=, else 1
+    top = top or read_data_file(data).get_int("top", 1)
+    names = names_for(data, default="data/labels.list")
+    net = open_network(cfg, weights, device)
+    for path in image_paths(image):
+        start = time.perf_counter()
+        predictions = classify(net, path, top)
+        click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.", err=True)
+        for line in format_predictions(predictions, names):
+            click.echo(line)
+
+
+@classifier.command("train")
+@data_cfg_weights(weights_required=False)
+@click.option("-clear", "clear", is_flag=True, help="Start seen (and so the schedule) from 0.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Data loading processes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of image sampling and augmentation.")
+@click.option("--max-batches", type=int, default=None, help="Override the cfg's max_batches.")
+@device_option
+def classifier_train(data, cfg, weights, clear, workers, seed, max_batches, device) -> None:
+    """Train a classifier as `darknet classifier train`; backups go to the .data backup folder."""
+    from ..engine.classifier import train_classifier
+
+    result = train_classifier(data, cfg, weights, clear=clear, device=device, workers=workers, seed=seed,
+                              max_batches=max_batches, log=click.echo)
+    report_skipped(result.skipped_samples)
+
+
+@classifier.command("valid")
+@data_cfg_weights()
+@click.option("--workers", type=int, default=2, show_default=True, help="Image decoding processes.")
+@device_option
+def classifier_valid(data, cfg, weights, workers, device) -> None:
+    """Top-1 / top-k accuracy on the .data valid list, as `darknet classifier valid`."""
+    from ..evaluate import validate_classifier
+
+    validate_classifier(open_network(cfg, weights, device), data, workers=workers, log=click.echo)

@@ -1,0 +1,118 @@
+"""`pydarknet detector test | train` and `pydarknet detect`."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..cfg import resolve_path
+from .common import (PACKAGE_ROOT, data_cfg_weights, detector, device_option, existing_file, image_paths, main,
+                     names_for, open_network, report_skipped)
+
+
+def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float, hier: float,
+                   out: str | None, json_path: str | None, device: str | None) -> None:
+    from ..decode import detections_to_json, format_detections
+    from ..image import draw_detections, load_image, save_image
+    from ..predict import detect
+
+    names = names_for(data)
+    net = open_network(cfg, weights, device)
+    records = []
+    for path in image_paths(image):
+        picture = load_image(path)
+        start = time.perf_counter()
+        dets = detect(net, picture, thresh, hier)
+        click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.")
+        for line in format_detections(dets, names, thresh):
+            click.echo(line)
+        # DARKNET(image.c:save_image): ".jpg" is appended to the -out name
+        save_image(f"{out or 'predictions'}.jpg", draw_detections(picture, dets, names, thresh))
+        records.append({"image": path, "width": picture.shape[1], "height": picture.shape[0],
+                        "detections": detections_to_json(dets, names, thresh)})
+    if json_path:
+        Path(json_path).write_text(json.dumps(records if len(records) != 1 else records[0], indent=1))
+
+
+@detector.command("test")
+@data_cfg_weights()
+@click.argument("image", required=False)
+@click.option("-thresh", "thresh", type=float, default=0.5, show_default=True, help="Detection threshold.")
+@click.option("-hier", "hier", type=float, default=0.5, show_default=True, help="WordTree threshold.")
+@click.option("-out", "out", default=None, help="Output image name, without .jpg (default predictions).")
+@click.option("--json", "json_path", default=None, help="Also write the detections as JSON here.")
+@device_option
+def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device) -> None:
+    """Detect objects in IMAGE (or in paths read from stdin) as `darknet detector test`."""
+    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device)
+
+
+@main.command("detect")
+@click.argument("cfg", type=existing_file)
+@click.argument("weights", type=existing_file)
+@click.argument("image", required=False)
+@click.option("-thresh", "thresh", type=float, default=0.5, show_default=True)
+@click.option("-out", "out", default=None)
+@click.option("--json", "json_path", default=None)
+@device_option
+def detect_command(cfg, weights, image, thresh, out, json_path, device) -> None:
+    """`darknet detect`: `detector test` with cfg/coco.data."""
+    # DARKNET(darknet.c:main): detect always reads cfg/coco.data
+    data = resolve_path("cfg/coco.data", PACKAGE_ROOT / "cfg" / "coco.data")
+    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device)
+
+
+@detector.command("train")
+@data_cfg_weights(weights_required=False)
+@click.option("-gpus", "gpus", default=None, help="GPU indices, e.g. 0,1,2,3: one torchrun process each.")
+@click.option("-clear", "clear", is_flag=True, help="Start seen (and so the schedule) from 0.")
+@click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) on CUDA.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Data loading processes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of image sampling and augmentation.")
+@click.option("--max-batches", type=int, default=None, help="Override the cfg's max_batches.")
+@device_option
+def detector_train(data, cfg, weights, gpus, clear, amp, workers, seed, max_batches, device) -> None:
+    """Train a detector as `darknet detector train`; backups go to the .data backup folder."""
+    from ..engine.train import train_detector
+
+    gpu_ids = [g for g in (gpus or "").split(",") if g.strip()]
+    if len(gpu_ids) > 1 and "WORLD_SIZE" not in os.environ:
+        relaunch_under_torchrun(gpu_ids)
+    if len(gpu_ids) == 1 and device is None:
+        device = f"cuda:{gpu_ids[0]}"
+    result = train_detector(data, cfg, weights, clear=clear, device=device, amp=amp, workers=workers, seed=seed,
+                            max_batches=max_batches, log=click.echo)
+    report_skipped(result.skipped_samples)
+
+
+def relaunch_under_torchrun(gpu_ids: list[str]) -> None:
+    """Run this same command as one DistributedDataParallel process per GPU (torchrun), then exit."""
+    import subprocess
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpu_ids))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={len(gpu_ids)}",
+               "-m", "pydarknet.cli", *sys.argv[1:]]
+    sys.exit(subprocess.call(command, env=env))
+
+
+@detector.command("calc_anchors")
+@click.argument("data", type=existing_file)
+@click.option("-num_of_clusters", "clusters", type=int, default=5, show_default=True, help="Anchors to find.")
+@click.option("-width", "width", type=int, default=416, show_default=True, help="Network input width.")
+@click.option("-height", "height", type=int, default=416, show_default=True, help="Network input height.")
+@click.option("-show", "show", is_flag=False, flag_value="anchors.png", default=None,
+              help="Also draw the boxes and the anchors into this PNG (default anchors.png).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k-means++ starts.")
+def detector_calc_anchors(data, clusters, width, height, show, seed) -> None:
+    """Dimension clusters (YOLOv2 §2): k-means with 1-IoU distance over the train list's boxes."""
+    from ..data.anchors import calc_anchors, plot_anchors
+
+    result = calc_anchors(data, clusters, width, height, seed=seed)
+    for line in result.report():
+        click.echo(line)
+    if show:
+        click.echo(f"Saved {plot_anchors(result, show)}")
