@@ -146,6 +146,8 @@ def _parse_int(text: str) -> int:
 
 
 def _parse_float(text: str) -> float:
+    if "_" in text or not text.isascii():  # Python's float takes "1_0" and non-ASCII digits; atof does not
+        raise ValueError(text)
     value = float(text)
     if not math.isfinite(value):
         raise _OutOfRange("is not a finite number")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from pydarknet.cfg import CfgError, UnusedFieldWarning, parse_cfg_text
 from pydarknet.engine.classifier import crop_options
+from pydarknet.layers.region import RegionOptions
 from pydarknet.network import Darknet, NetOptions
 from pydarknet.options import opt, read_options
 
+REPO = Path(__file__).resolve().parent.parent
 INPUT = "[net]\nwidth=224\nheight=160\nchannels=3\n"
 
 
@@ -38,7 +41,7 @@ def test_given_crops_set_the_ratios():
 
 @pytest.mark.parametrize("cfg, crop", [("darknet19.cfg", (128, 448)), ("darknet19_448.cfg", (448, 512))])
 def test_crop_options_use_the_derived_fields(cfg, crop):
-    net = Darknet.from_cfg(f"cfg/{cfg}")
+    net = Darknet.from_cfg(REPO / "cfg" / cfg)
     options = crop_options(net)
     assert (options.min, options.max) == crop
 
@@ -116,7 +119,6 @@ def test_region_options_read_every_region_key():
     text = ("[region]\nanchors=1,2,3,4,5,6\nclasses=2\nnum=2\ncoords=4\nsoftmax=1\njitter=.3\nrescore=1\n"
             "object_scale=5\nnoobject_scale=.5\nclass_scale=2\ncoord_scale=3\nthresh=.6\nrandom=1\nbias_match=1\n"
             "absolute=1\nmax=40\nlog=1\nsqrt=1\nmask_scale=1\nclassfix=0\n")
-    from pydarknet.layers.region import RegionOptions
     section = parse_cfg_text(text, "r.cfg")[0]
     options = RegionOptions.from_section(section)
     assert section.unused() == []
