@@ -60,6 +60,8 @@ class Darknet(nn.Module):
         shape = Shape(o.channels, o.height, o.width)
         if not (shape.c and shape.h and shape.w):
             raise self.net_section.error("[net] needs width, height and channels")
+        if not sections:
+            raise self.net_section.error("no layers follow [net]")
         memory.reserve(self.net_section, shape.size, "the input image")
         modules: list[nn.Module] = []
         info: list[LayerInfo] = []

@@ -172,17 +172,23 @@ def test_bad_value_is_refused_where_read(tmp_path, body, message):
         Darknet.from_cfg(_cfg(tmp_path, body))
 
 
-@pytest.mark.parametrize("net, message", [
-    ("[net]\nwidth=32\nheight=32\nchannels=-3\n", r"bad.cfg:4 \[net\]: option 'channels=-3' must be at least 1$"),
-    ("[net]\nwidth=32\nheight=32\nchannels=3\nmomentum=nan\n",
+LAYER = "\n[convolutional]\nfilters=2\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[net]\nwidth=32\nheight=32\nchannels=-3\n" + LAYER,
+     r"bad.cfg:4 \[net\]: option 'channels=-3' must be at least 1$"),
+    ("[net]\nwidth=32\nheight=32\nchannels=3\nmomentum=nan\n" + LAYER,
      r"bad.cfg:5 \[net\]: option 'momentum=nan' is not a finite number$"),
-    ("[net]\nwidth=4294967296\nheight=32\nchannels=3\n", r"bad.cfg:2 \[net\]: option 'width=4294967296' does not fit"),
-    ("[net]\nwidth=100000\nheight=100000\nchannels=3\n",
+    ("[net]\nwidth=4294967296\nheight=32\nchannels=3\n" + LAYER,
+     r"bad.cfg:2 \[net\]: option 'width=4294967296' does not fit"),
+    ("[net]\nwidth=32\nheight=32\nchannels=3\n", r"bad.cfg:1 \[net\]: no layers follow \[net\]$"),
+    ("[net]\nwidth=100000\nheight=100000\nchannels=3\n" + LAYER,
      r"bad.cfg:1 \[net\]: the input image brings the estimate .* to 112 GiB \(\d+ bytes\), above the 16 GiB"),
 ])
-def test_bad_net_value_is_refused_where_read(tmp_path, net, message):
+def test_bad_net_value_is_refused_where_read(tmp_path, text, message):
     path = tmp_path / "bad.cfg"
-    path.write_text(net + "\n[convolutional]\nfilters=2\n")
+    path.write_text(text)
     with pytest.raises(CfgError, match=message):
         Darknet.from_cfg(path)
 
