@@ -7,6 +7,6 @@ setup(
     packages=find_packages(include=["pydarknet", "pydarknet.*"]),
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "opencv-python-headless", "jpeglib", "click", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest"], "coco": ["pycocotools"], "tga": ["pillow"]},
+    extras_require={"test": ["pytest", "hypothesis"], "coco": ["pycocotools"], "tga": ["pillow"]},
     entry_points={"console_scripts": ["pydarknet = pydarknet.cli:main"]},
 )

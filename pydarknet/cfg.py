@@ -7,7 +7,9 @@ naming the file and line, not a message followed by a silent default.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,12 @@ from pathlib import Path
 from .errors import CfgError, MissingFileError
 
 _REQUIRED = object()
+INT_LIMIT = 2 ** 31 - 1   # DARKNET(option_list.c:option_find_int): values go through atoi into a C int
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+class _OutOfRange(ValueError):
+    """A value that parses but is not one Darknet could hold; the message says why."""
 
 
 class UnusedFieldWarning(UserWarning):
@@ -60,29 +68,45 @@ class Section:
             raise self.error(f"missing required option '{key}'")
         return default
 
-    def _convert(self, key: str, default, convert, type_name: str):
+    def _convert(self, key: str, default, convert, type_name: str, bounds: "Bounds"):
         text = self.raw(key, default)
         if text is default:
-            return default
+            return default  # defaults are the code's, not the user's: only read values are checked
         try:
-            return convert(text)
+            value = convert(text)
+        except _OutOfRange as exc:
+            raise self.error(f"option '{key}={text}' {exc}", key) from None
         except ValueError:
             raise self.error(f"option '{key}={text}' is not {type_name}", key) from None
+        problem = bounds.violation(value)
+        if problem:
+            raise self.error(f"option '{key}={text}' {problem}", key)
+        return value
 
-    def get_int(self, key: str, default=_REQUIRED) -> int:
-        return self._convert(key, default, int, "an integer")
+    def get_int(self, key: str, default=_REQUIRED, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        return self._convert(key, default, _parse_int, "an integer", Bounds(minimum, maximum))
 
-    def get_float(self, key: str, default=_REQUIRED) -> float:
-        return self._convert(key, default, float, "a number")
+    def get_float(self, key: str, default=_REQUIRED, *, minimum: float | None = None,
+                  maximum: float | None = None, nonzero: bool = False) -> float:
+        """A finite number (NaN and inf are errors in every float option)."""
+        return self._convert(key, default, _parse_float, "a number", Bounds(minimum, maximum, nonzero))
 
-    def get_str(self, key: str, default=_REQUIRED) -> str:
-        return self.raw(key, default)
+    def get_str(self, key: str, default=_REQUIRED, *, choices: tuple[str, ...] | None = None) -> str:
+        value = self.raw(key, default)
+        if choices is not None and value is not default and value not in choices:
+            raise self.error(f"option '{key}={value}' is not one of {', '.join(choices)}", key)
+        return value
 
-    def get_ints(self, key: str, default=_REQUIRED) -> list[int]:
-        return self._convert(key, default, lambda t: [int(v) for v in _split_list(t)], "a list of integers")
+    def get_ints(self, key: str, default=_REQUIRED, *, minimum: int | None = None,
+                 maximum: int | None = None) -> list[int]:
+        return self._convert(key, default, lambda t: [_parse_int(v) for v in _split_list(t)],
+                             "a list of integers", Bounds(minimum, maximum))
 
-    def get_floats(self, key: str, default=_REQUIRED) -> list[float]:
-        return self._convert(key, default, lambda t: [float(v) for v in _split_list(t)], "a list of numbers")
+    def get_floats(self, key: str, default=_REQUIRED, *, minimum: float | None = None,
+                   maximum: float | None = None) -> list[float]:
+        return self._convert(key, default, lambda t: [_parse_float(v) for v in _split_list(t)],
+                             "a list of numbers", Bounds(minimum, maximum))
 
     def unused(self) -> list[str]:
         return [key for key in self.options if key not in self.used]
@@ -90,6 +114,44 @@ class Section:
     def warn_unused(self) -> None:
         for key in self.unused():
             warnings.warn(f"{self.where(key)}: Unused field '{key}'", UnusedFieldWarning, stacklevel=3)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Inclusive limits on an option's value (each element, for lists)."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    nonzero: bool = False
+
+    def violation(self, value) -> str | None:
+        for item in value if isinstance(value, list) else [value]:
+            if self.minimum is not None and item < self.minimum:
+                return f"must be at least {self.minimum}"
+            if self.maximum is not None and item > self.maximum:
+                return f"must be at most {self.maximum}"
+            if self.nonzero and item == 0:
+                return "must not be 0"
+        return None
+
+
+def _parse_int(text: str) -> int:
+    # DIVERGES: Darknet's atoi reads "3x" as 3; Python's int would also take "1_0" and non-ASCII digits
+    if not _INTEGER.fullmatch(text):
+        raise ValueError(text)
+    value = int(text)
+    if abs(value) > INT_LIMIT:
+        raise _OutOfRange(f"does not fit in the 32-bit integer Darknet reads (at most {INT_LIMIT})")
+    return value
+
+
+def _parse_float(text: str) -> float:
+    if "_" in text or not text.isascii():  # Python's float takes "1_0" and non-ASCII digits; atof does not
+        raise ValueError(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfRange("is not a finite number")
+    return value
 
 
 def _split_list(text: str) -> list[str]:
@@ -100,7 +162,7 @@ def _split_list(text: str) -> list[str]:
 def parse_cfg_text(text: str, path: str = "<string>") -> list[Section]:
     """Split cfg text into sections. Raises CfgError naming `path` and the line for malformed lines."""
     sections: list[Section] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):  # DARKNET(utils.c:fgetl): lines end at \n only
         line = "".join(line.split())  # DARKNET(utils.c:strip): all whitespace removed, even inside
         if not line or line[0] in "#;":
             continue
@@ -127,17 +189,27 @@ def parse_cfg_text(text: str, path: str = "<string>") -> list[Section]:
 def read_cfg(path: str | os.PathLike) -> list[Section]:
     """Read a Darknet cfg file into sections (the first one must be [net] or [network])."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise MissingFileError(f"cannot read cfg file {path}: {exc.strerror}") from None
-    sections = parse_cfg_text(text, str(path))
+    sections = parse_cfg_text(read_text_file(path, "cfg file", CfgError), str(path))
     if not sections:
         raise CfgError(f"{path}: config file has no sections")
     if sections[0].kind not in ("net", "network"):
         raise CfgError(f"{path}:{sections[0].lineno}: first section must be [net] or [network], "
                        f"got [{sections[0].kind}]")
     return sections
+
+
+def read_text_file(path: str | os.PathLike, what: str, error: type[Exception]) -> str:
+    """A user's text file as UTF-8; bytes that are not UTF-8 raise `error` naming the file and line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise MissingFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(f"{path}:{line}: {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                    f"{exc.start})") from None
 
 
 def resolve_path(name: str, relative_to: str | os.PathLike | None = None) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from torch import Tensor, nn
@@ -14,88 +13,10 @@ from .cfg import Section, read_cfg
 from .errors import CfgError, DarknetError, WeightsError
 from .layers.region import RegionLayer, YoloLayer
 from .layers.softmax import SoftmaxLayer
-from .registry import BuildContext, Shape, builder_for
+from .options import LayerFlags, NetOptions
+from .registry import BuildContext, LayerInfo, MemoryEstimate, Shape, build_bytes_limit, builder_for
 
-
-@dataclass
-class NetOptions:
-    """The `[net]` section, with DARKNET(parser.c:parse_net_options) defaults and names."""
-
-    batch: int = 1
-    subdivisions: int = 1
-    width: int = 0
-    height: int = 0
-    channels: int = 0
-    learning_rate: float = 0.001
-    momentum: float = 0.9
-    decay: float = 0.0001
-    policy: str = "constant"
-    burn_in: int = 0
-    power: float = 4.0
-    max_batches: int = 0
-    step: int = 1
-    scale: float = 1.0
-    steps: list[int] = field(default_factory=list)
-    scales: list[float] = field(default_factory=list)
-    gamma: float = 1.0
-    angle: float = 0.0
-    aspect: float = 1.0
-    saturation: float = 1.0
-    exposure: float = 1.0
-    hue: float = 0.0
-    min_crop: int = 0
-    max_crop: int = 0
-    random: int = 0
-    time_steps: int = 1
-    notruth: int = 0
-    adam: int = 0
-    B1: float = 0.9
-    B2: float = 0.999
-    eps: float = 1e-7
-    center: int = 0
-    clip: float = 0.0
-
-    @classmethod
-    def from_section(cls, s: Section) -> "NetOptions":
-        values = {}
-        for f in fields(cls):
-            default = f.default if f.default is not MISSING else f.default_factory()
-            getter = {int: s.get_int, float: s.get_float, str: s.get_str}.get(type(default))
-            if getter is None:
-                getter = s.get_ints if f.name == "steps" else s.get_floats
-            values[f.name] = getter(f.name, default)
-        s.get_int("inputs", 0)
-        s.get_float("max_ratio", 0)
-        s.get_float("min_ratio", 0)
-        options = cls(**values)
-        if options.subdivisions < 1 or options.batch < options.subdivisions:
-            raise s.error(f"batch={options.batch} must be at least subdivisions={options.subdivisions} >= 1")
-        return options
-
-    @property
-    def mini_batch(self) -> int:
-        """DARKNET(parser.c:parse_net_options): Darknet's net->batch is batch/subdivisions."""
-        return self.batch // self.subdivisions
-
-
-@dataclass
-class LayerFlags:
-    """Options any section may carry (DARKNET(parser.c:parse_network_cfg), after each layer)."""
-
-    stopbackward: int = 0
-    dontsave: int = 0
-    dontload: int = 0
-    learning_rate: float = 1.0   # a per-layer learning-rate scale
-    onlyforward: int = 0
-
-    @classmethod
-    def from_section(cls, s: Section) -> "LayerFlags":
-        flags = cls(**{f.name: (s.get_float if isinstance(f.default, float) else s.get_int)(f.name, f.default)
-                       for f in fields(cls)})
-        for unsupported in ("numload", "truth", "smooth", "dontloadscales"):
-            if s.get_float(unsupported, 0):
-                raise s.error(f"'{unsupported}' is not supported", unsupported)
-        return flags
+__all__ = ["Darknet", "LayerFlags", "LayerInfo", "NetOptions", "load_network", "network_mode", "select_device"]
 
 
 class Darknet(nn.Module):
@@ -107,53 +28,81 @@ class Darknet(nn.Module):
     their outputs as a list, in cfg order. Only the outputs that a later route/shortcut reads are kept.
     """
 
-    def __init__(self, sections: list[Section], cfg_path: str | os.PathLike | None = None):
+    def __init__(self, sections: list[Section], cfg_path: str | os.PathLike | None = None,
+                 max_build_bytes: int | None = None):
+        """`max_build_bytes` bounds the estimate of parameters + activations for one image at the input
+        size (default: $PYDARKNET_MAX_BUILD_BYTES, else 16 GiB); a bigger net is a CfgError."""
         super().__init__()
         self.cfg_path = str(cfg_path) if cfg_path is not None else None
         self.net_section = sections[0]
         self.options = NetOptions.from_section(sections[0])
         self.seen = 0                     # images trained on, as in the weights header
         self.weights_version = (0, 2, 0)  # (major, minor, revision) of the file last loaded
-        modules, self.shapes, self.sources, self.flags = self._build(sections[1:])
+        limit = max_build_bytes if max_build_bytes is not None else build_bytes_limit()
+        modules, self.info = self._build(sections[1:], MemoryEstimate(limit))
         self.layers = nn.ModuleList(modules)
-        self.kinds = [s.kind for s in sections[1:]]
         self._free_after = self._free_schedule()
         self._heads = [i for i, layer in enumerate(self.layers) if isinstance(layer, YoloLayer)]
         for section in sections:
             section.warn_unused()
 
     @classmethod
-    def from_cfg(cls, path: str | os.PathLike, seed: int | None = None) -> "Darknet":
+    def from_cfg(cls, path: str | os.PathLike, seed: int | None = None,
+                 max_build_bytes: int | None = None) -> "Darknet":
         """Build a network from a Darknet cfg file (weights initialised as a fresh Darknet net,
         from `seed` when given, else from torch's global generator)."""
-        net = cls(read_cfg(path), cfg_path=path)
+        net = cls(read_cfg(path), cfg_path=path, max_build_bytes=max_build_bytes)
         net.reset_parameters(seed)
         return net
 
-    def _build(self, sections: list[Section]):
-        modules, shapes, sources, flags = [], [], [], []
+    def _build(self, sections: list[Section], memory: MemoryEstimate) -> tuple[list[nn.Module], list[LayerInfo]]:
+        o = self.options
+        shape = Shape(o.channels, o.height, o.width)
+        if not (shape.c and shape.h and shape.w):
+            raise self.net_section.error("[net] needs width, height and channels")
+        if not sections:
+            raise self.net_section.error("no layers follow [net]")
+        memory.reserve(self.net_section, shape.size, "the input image")
+        modules: list[nn.Module] = []
+        info: list[LayerInfo] = []
         for index, section in enumerate(sections):
-            ctx = BuildContext(index=index, shapes=shapes, net=self.net_section, cfg_path=self.cfg_path)
-            if index == 0 and not (ctx.input_shape.h and ctx.input_shape.w and ctx.input_shape.c):
-                raise self.net_section.error("[net] needs width, height and channels")
+            ctx = BuildContext(index=index, layers=info, input_shape=shape, memory=memory, cfg_path=self.cfg_path)
             module, shape = builder_for(section)(section, ctx)
-            flags.append(LayerFlags.from_section(section))
+            sources = ctx.sources or [index - 1]
+            _check_reads_images(section, sources, modules, info)
+            ctx.reserve(section, shape.size, f"the output {shape.c}x{shape.h}x{shape.w}")
             modules.append(module)
-            shapes.append(shape)
-            sources.append(ctx.sources or [index - 1])
-        return modules, shapes, sources, flags
+            info.append(LayerInfo(index, section.kind, shape, sources, LayerFlags.from_section(section), section))
+        return modules, info
 
     def _free_schedule(self) -> list[list[int]]:
         """For each layer: the outputs (by index; -1 = the input) that nothing reads after it."""
-        final_reader = {j: j + 1 for j in range(-1, len(self.sources))}
-        for index, sources in enumerate(self.sources):
-            for source in sources:
-                final_reader[source] = max(final_reader[source], index)
-        schedule: list[list[int]] = [[] for _ in self.sources]
+        final_reader = {j: j + 1 for j in range(-1, len(self.info))}
+        for layer in self.info:
+            for source in layer.sources:
+                final_reader[source] = max(final_reader[source], layer.index)
+        schedule: list[list[int]] = [[] for _ in self.info]
         for output, reader in final_reader.items():
-            if reader < len(self.sources):
+            if reader < len(self.info):
                 schedule[reader].append(output)
         return schedule
+
+    # Views of `info` for engine/ and weights.py, until they read `net.info[i]` directly.
+    @property
+    def shapes(self) -> list[Shape]:
+        return [layer.shape for layer in self.info]
+
+    @property
+    def sources(self) -> list[list[int]]:
+        return [layer.sources for layer in self.info]
+
+    @property
+    def flags(self) -> list[LayerFlags]:
+        return [layer.flags for layer in self.info]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [layer.kind for layer in self.info]
 
     def reset_parameters(self, seed: int | None = None) -> None:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -176,7 +125,7 @@ class Darknet(nn.Module):
 
     @property
     def output_shape(self) -> Shape:
-        return self.shapes[-1]
+        return self.info[-1].shape
 
     @property
     def region(self) -> RegionLayer | None:
@@ -209,7 +158,7 @@ class Darknet(nn.Module):
         count = len(self.layers) if upto is None else upto
         outputs: dict[int, Tensor] = {-1: x}
         for index in range(count):
-            outputs[index] = self.layers[index](*(outputs[source] for source in self.sources[index]))
+            outputs[index] = self.layers[index](*(outputs[source] for source in self.info[index].sources))
             for done in self._free_after[index]:
                 if done not in keep:
                     outputs.pop(done, None)
@@ -217,6 +166,19 @@ class Darknet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"input={self.channels}x{self.height}x{self.width}, seen={self.seen}"
+
+
+def _check_reads_images(section: Section, sources: list[int], modules: list[nn.Module],
+                        info: list[LayerInfo]) -> None:
+    """A layer may not read a [region]/[yolo] output: that is detections (B, n, entries, H, W), not an image.
+
+    Layers after a detection head that read earlier layers (YOLOv3's route after [yolo]) are fine.
+    """
+    for source in sources:
+        if source >= 0 and isinstance(modules[source], (RegionLayer, YoloLayer)):
+            raise section.error(f"reads the output of layer {source} [{info[source].kind}], which holds "
+                                f"detections, not an image: nothing may follow a detection layer except "
+                                f"layers that read earlier ones (e.g. [route] layers=-4)")
 
 
 @contextmanager

@@ -1,10 +1,16 @@
 """Section name -> layer builder. One table serves building, forward, and weights io alike."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .cfg import CfgError, Section
+from .options import LayerFlags
+
+MAX_BUILD_BYTES_ENV = "PYDARKNET_MAX_BUILD_BYTES"
+DEFAULT_MAX_BUILD_BYTES = 16 * 2 ** 30
+FLOAT_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -20,22 +26,68 @@ class Shape:
         return self.c * self.h * self.w
 
 
+@dataclass(frozen=True)
+class LayerInfo:
+    """What the network knows of one built layer besides its module."""
+
+    index: int                # from 0, sections after [net]
+    kind: str                 # the section name, as written ("conv" stays "conv")
+    shape: Shape              # its output
+    sources: list[int]        # the outputs its forward reads, in order (-1 = the network input)
+    flags: LayerFlags
+    section: Section          # where it came from (file:line for messages)
+
+
+def build_bytes_limit() -> int:
+    """The build estimate's bound: $PYDARKNET_MAX_BUILD_BYTES, else 16 GiB."""
+    text = os.environ.get(MAX_BUILD_BYTES_ENV)
+    if text is None:
+        return DEFAULT_MAX_BUILD_BYTES
+    try:
+        return int(text)
+    except ValueError:
+        raise CfgError(f"${MAX_BUILD_BYTES_ENV}={text!r} is not a number of bytes") from None
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes of parameters and activations (one image) of the layers built so far, refused past `limit`.
+
+    Checked before torch allocates anything, so a cfg asking for terabytes fails at once, naming its line.
+    """
+
+    limit: int
+    total: int = 0
+
+    def reserve(self, section: Section, floats: int, what: str, key: str | None = None) -> None:
+        self.total += floats * FLOAT_BYTES
+        if self.total > self.limit:
+            raise section.error(f"{what} brings the estimate of parameters + activations (one image) to "
+                                f"{_size(self.total)}, above the {_size(self.limit)} bound (set "
+                                f"${MAX_BUILD_BYTES_ENV} to raise it)", key)
+
+
+def _size(count: int) -> str:
+    for unit, name in ((2 ** 30, "GiB"), (2 ** 20, "MiB")):
+        if count >= unit:
+            return f"{count / unit:.3g} {name} ({count} bytes)"
+    return f"{count} bytes"
+
+
 @dataclass
 class BuildContext:
     """What a builder may look at besides its own section: earlier layers and the [net] options."""
 
     index: int                       # this layer's index (sections after [net], from 0)
-    shapes: list[Shape]              # output shapes of layers 0 .. index-1
-    net: Section                     # the [net] section
+    layers: list[LayerInfo]          # layers 0 .. index-1
+    input_shape: Shape               # the previous layer's output (the net's input for layer 0)
+    memory: MemoryEstimate
     cfg_path: str | None = None      # for resolving tree=/map= files
     sources: list[int] = field(default_factory=list)  # set by builders that read other layers
 
-    @property
-    def input_shape(self) -> Shape:
-        if self.index == 0:
-            return Shape(self.net.get_int("channels", 0), self.net.get_int("height", 0),
-                         self.net.get_int("width", 0))
-        return self.shapes[-1]
+    def reserve(self, section: Section, floats: int, what: str, key: str | None = None) -> None:
+        """Count `floats` float32 values (parameters, outputs, padded copies) in the build estimate."""
+        self.memory.reserve(section, floats, what, key)
 
     def layer_index(self, section: Section, key: str, value: int) -> int:
         """Resolve a relative (negative) or absolute layer reference and check it exists."""

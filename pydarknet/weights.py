@@ -110,6 +110,7 @@ def load_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> Loa
         if offset + needed > len(body):
             raise WeightsError(f"{path}: file ends inside layer {index} ({net.kinds[index]}): it needs "
                                f"{needed} floats, {len(body) - offset} are left — truncated, or not for this cfg")
+        _check_finite(body[offset:offset + needed], path, index, net.kinds[index], header.nbytes + 4 * offset)
         for tensor in tensors:
             values = body[offset:offset + tensor.numel()]
             offset += tensor.numel()
@@ -128,6 +129,14 @@ def load_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> Loa
     net.seen = header.seen
     net.weights_version = (header.major, header.minor, header.revision)
     return report
+
+
+def _check_finite(values: np.ndarray, path: str, index: int, kind: str, start: int) -> None:
+    """DIVERGES: Darknet loads NaN/inf weights and then outputs NaN; a file holding them is refused."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise WeightsError(f"{path}: layer {index} ({kind}) holds a non-finite value ({values[bad[0]]}) at byte "
+                           f"offset {start + 4 * int(bad[0])}: the file is corrupt")
 
 
 def weights_bytes(net, cutoff: int | None = None, seen: int | None = None) -> bytes:

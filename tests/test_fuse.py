@@ -94,7 +94,7 @@ def test_fused_layer_equals_unfused_layer_on_the_same_input(reference, mini, cha
     x = network_input(reference, "dog", MINI_NETS[name])
     with torch.inference_mode():
         for index, layer in enumerate(fused.layers):
-            inputs = [x if source < 0 else unfused_outputs[source] for source in net.sources[index]]
+            inputs = [x if source < 0 else unfused_outputs[source] for source in net.info[index].sources]
             if channels_last:
                 inputs = [t.contiguous(memory_format=torch.channels_last) for t in inputs]
             actual, expected = layer(*inputs), unfused_outputs[index]

@@ -127,3 +127,15 @@ def _tiny_net(tmp_path) -> Darknet:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         return Darknet.from_cfg(cfg)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_refused_with_their_offset(tmp_path, value):
+    net = _tiny_net(tmp_path)
+    data = bytearray(weights_bytes(net))
+    # layer 0 holds 2 biases then 2*1*3*3 weights; the 5th float of its weights sits at 20 + 4*(2+4)
+    data[44:48] = np.float32(value).tobytes()
+    (tmp_path / "bad.weights").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=rf"bad.weights: layer 0 \(convolutional\) holds a non-finite value "
+                                           rf"\({value}\) at byte offset 44: the file is corrupt$"):
+        load_weights(net, tmp_path / "bad.weights")

@@ -9,7 +9,8 @@ import os
 import warnings
 from pathlib import Path
 
-from ..cfg import _REQUIRED, CfgError, Option, Section, resolve_path
+from ..cfg import _REQUIRED, CfgError, Option, Section, read_text_file, resolve_path
+from ..errors import DataError
 
 PathLike = str | os.PathLike
 
@@ -124,7 +125,4 @@ def label_path(image_path: str) -> str:
     return result
 
 def _read_text(path: PathLike, what: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read {what} {path}: {exc.strerror}") from None
+    return read_text_file(path, what, DataError)

@@ -62,13 +62,11 @@ class ClassifierForward(TrainingForward):
 
 def crop_options(net: Darknet) -> CropOptions:
     """The training crop settings of a net's `[net]` section."""
-    section, options, w = net.net_section, net.options, net.width
-    # DARKNET(parser.c:parse_net_options): min_crop/max_crop default to w and 2w, the ratios to crop / w;
-    # DARKNET(classifier.c:train_classifier): args.min/max = ratio * w, truncated
-    min_ratio = section.get_float("min_ratio", section.get_int("min_crop", w) / w)
-    max_ratio = section.get_float("max_ratio", section.get_int("max_crop", 2 * w) / w)
-    return CropOptions(min=int(min_ratio * w), max=int(max_ratio * w), angle=options.angle, aspect=options.aspect,
-                       hue=options.hue, saturation=options.saturation, exposure=options.exposure)
+    options, w = net.options, net.width
+    # DARKNET(classifier.c:train_classifier): args.min/max = ratio * w, truncated (ratios derived in NetOptions)
+    return CropOptions(min=int(options.min_ratio * w), max=int(options.max_ratio * w), angle=options.angle,
+                       aspect=options.aspect, hue=options.hue, saturation=options.saturation,
+                       exposure=options.exposure)
 
 
 class ClassifierHead(Head):

@@ -82,34 +82,44 @@ class ConnectedLayer(_Affine):
 @register("convolutional", "conv")
 def build_convolutional(s: Section, ctx: BuildContext) -> tuple[ConvolutionalLayer, Shape]:
     shape = ctx.input_shape
-    if not (shape.c and shape.h and shape.w):
-        raise s.error("the layer before a convolutional layer must output an image")
-    filters = s.get_int("filters", 1)
-    size = s.get_int("size", 1)
-    stride = s.get_int("stride", 1)
-    groups = s.get_int("groups", 1)
-    padding = s.get_int("padding", 0)
+    filters = s.get_int("filters", 1, minimum=1)
+    size = s.get_int("size", 1, minimum=1)
+    stride = s.get_int("stride", 1, minimum=1)
+    groups = s.get_int("groups", 1, minimum=1)
+    padding = s.get_int("padding", 0, minimum=0)
     if s.get_int("pad", 0):
         padding = size // 2  # DARKNET(parser.c:parse_convolutional): pad=1 overrides padding with size/2
     batch_normalize = s.get_int("batch_normalize", 0)
-    if min(filters, size, stride, groups) < 1 or shape.c % groups or filters % groups:
+    activation = activation_from(s)
+    if shape.c % groups or filters % groups:
         raise s.error(f"invalid geometry: filters={filters} size={size} stride={stride} groups={groups} "
-                      f"for {shape.c} input channels")
+                      f"for {shape.c} input channels", "groups")
+    out = window_output(s, shape, size, stride, 2 * padding)
+    ctx.reserve(s, filters * (shape.c // groups * size * size + 4), f"filters={filters} with size={size}", "filters")
+    if padding:
+        ctx.reserve(s, shape.c * (shape.h + 2 * padding) * (shape.w + 2 * padding), "the zero-padded input", "pad")
     conv = nn.Conv2d(shape.c, filters, size, stride, padding, groups=groups, bias=not batch_normalize)
     bn = nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
-    layer = ConvolutionalLayer(conv, bn, activation_from(s))
-    out_h = (shape.h + 2 * padding - size) // stride + 1
-    out_w = (shape.w + 2 * padding - size) // stride + 1
+    return ConvolutionalLayer(conv, bn, activation), Shape(filters, out.h, out.w)
+
+
+def window_output(s: Section, shape: Shape, size: int, stride: int, total_padding: int) -> Shape:
+    """The output of a sliding window (conv, maxpool): DARKNET(convolutional_layer.c:convolutional_out_height)."""
+    out_h = (shape.h + total_padding - size) // stride + 1
+    out_w = (shape.w + total_padding - size) // stride + 1
     if out_h < 1 or out_w < 1:
-        raise s.error(f"output would be {out_w}x{out_h} for a {shape.w}x{shape.h} input")
-    return layer, Shape(filters, out_h, out_w)
+        raise s.error(f"size={size} stride={stride} gives a {out_w}x{out_h} output for the {shape.w}x{shape.h} "
+                      f"input", "size")
+    return Shape(shape.c, out_h, out_w)
 
 
 @register("connected", "conn")
 def build_connected(s: Section, ctx: BuildContext) -> tuple[ConnectedLayer, Shape]:
     inputs = ctx.input_shape.size
-    output = s.get_int("output", 1)
+    output = s.get_int("output", 1, minimum=1)
     batch_normalize = s.get_int("batch_normalize", 0)
+    activation = activation_from(s)
+    ctx.reserve(s, output * (inputs + 4), f"output={output} for {inputs} inputs", "output")
     linear = nn.Linear(inputs, output, bias=not batch_normalize)
     bn = nn.BatchNorm1d(output, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
-    return ConnectedLayer(linear, bn, activation_from(s)), Shape(output, 1, 1)
+    return ConnectedLayer(linear, bn, activation), Shape(output, 1, 1)

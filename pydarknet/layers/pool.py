@@ -6,6 +6,7 @@ from torch import Tensor, nn
 from ..cfg import Section
 from ..registry import BuildContext, Shape, register
 from .base import DarknetLayer
+from .conv import window_output
 
 
 class MaxPoolLayer(DarknetLayer):
@@ -44,14 +45,17 @@ class AvgPoolLayer(DarknetLayer):
 @register("maxpool", "max")
 def build_maxpool(s: Section, ctx: BuildContext) -> tuple[MaxPoolLayer, Shape]:
     shape = ctx.input_shape
-    stride = s.get_int("stride", 1)
-    size = s.get_int("size", stride)
-    padding = s.get_int("padding", size - 1)  # DARKNET(parser.c:parse_maxpool): total padding
-    if size < 1 or stride < 1 or padding < 0:
-        raise s.error(f"invalid maxpool size={size} stride={stride} padding={padding}")
-    out_h = (shape.h + padding - size) // stride + 1
-    out_w = (shape.w + padding - size) // stride + 1
-    return MaxPoolLayer(size, stride, padding), Shape(shape.c, out_h, out_w)
+    stride = s.get_int("stride", 1, minimum=1)
+    size = s.get_int("size", stride, minimum=1)
+    padding = s.get_int("padding", size - 1, minimum=0)  # DARKNET(parser.c:parse_maxpool): total padding
+    if padding - padding // 2 >= size:
+        # DIVERGES: Darknet outputs -FLT_MAX for a window of padding only; here that would be -inf
+        raise s.error(f"padding={padding} makes windows of padding only (size={size} allows at most "
+                      f"{2 * (size - 1)})", "padding")
+    out = window_output(s, shape, size, stride, padding)
+    if padding:
+        ctx.reserve(s, shape.c * (shape.h + padding) * (shape.w + padding), "the -inf-padded input", "padding")
+    return MaxPoolLayer(size, stride, padding), out
 
 
 @register("avgpool", "avg")

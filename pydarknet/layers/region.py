@@ -1,39 +1,15 @@
 """The YOLOv2 `[region]` layer: activations in Darknet's memory layout `[B][n][entry][h][w]`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor
 
 from ..cfg import Section, resolve_path
+from ..options import RegionOptions
 from ..registry import BuildContext, Shape, register
 from .base import DarknetLayer
 
-
-@dataclass
-class RegionOptions:
-    """Every `[region]` key, named as in the cfg (DARKNET(parser.c:parse_region) defaults)."""
-    anchors: list[float] = field(default_factory=list)   # flat w0,h0,w1,h1,... in grid cells
-    classes: int = 20
-    coords: int = 4
-    num: int = 1
-    softmax: int = 0
-    jitter: float = 0.2
-    rescore: int = 0
-    object_scale: float = 1.0
-    noobject_scale: float = 1.0
-    class_scale: float = 1.0
-    coord_scale: float = 1.0
-    thresh: float = 0.5
-    random: int = 0
-    bias_match: int = 0
-    absolute: int = 0
-    max: int = 30            # DARKNET(parser.c:parse_region): `max` truths per image
-    log: int = 0
-    sqrt: int = 0
-    tree: str | None = None  # path of a WordTree file (resolved)
-    map: str | None = None   # path of a class map file (resolved)
+__all__ = ["RegionLayer", "RegionOptions", "YoloLayer"]
 
 
 class RegionLayer(DarknetLayer):
@@ -75,36 +51,20 @@ class RegionLayer(DarknetLayer):
         return torch.cat((xy, wh, extra_and_obj, classes), dim=2)
 
 
-def _anchor_list(s: Section, num: int) -> list[float]:
-    anchors = s.get_floats("anchors", [])
-    if anchors and len(anchors) < 2 * num:
-        raise s.error(f"anchors lists {len(anchors)} numbers, need 2*num = {2 * num}", "anchors")
-    # DARKNET(region_layer.c:make_region_layer): anchors default to .5
+def _default_anchors(anchors: list[float], num: int) -> list[float]:
+    # DARKNET(region_layer.c:make_region_layer): anchors default to .5; extra numbers are ignored
     return anchors[:2 * num] if anchors else [0.5] * (2 * num)
 
 
 @register("region")
 def build_region(s: Section, ctx: BuildContext) -> tuple[RegionLayer, Shape]:
     shape = ctx.input_shape
-    num = s.get_int("num", 1)
-    options = RegionOptions(
-        classes=s.get_int("classes", 20), coords=s.get_int("coords", 4), num=num,
-        softmax=s.get_int("softmax", 0), jitter=s.get_float("jitter", 0.2), rescore=s.get_int("rescore", 0),
-        object_scale=s.get_float("object_scale", 1), noobject_scale=s.get_float("noobject_scale", 1),
-        class_scale=s.get_float("class_scale", 1), coord_scale=s.get_float("coord_scale", 1),
-        thresh=s.get_float("thresh", 0.5), random=s.get_int("random", 0),
-        bias_match=s.get_int("bias_match", 0), absolute=s.get_int("absolute", 0), max=s.get_int("max", 30),
-        log=s.get_int("log", 0), sqrt=s.get_int("sqrt", 0), anchors=_anchor_list(s, num))
-    s.get_float("mask_scale", 1)
-    s.get_int("classfix", 0)
-    if options.coords < 4:
-        raise s.error(f"coords={options.coords}: the region layer needs at least x, y, w, h", "coords")
-    if s.get_int("background", 0):
-        raise s.error("background=1 region layers are not supported", "background")
-    expected = num * (options.coords + 1 + options.classes)
+    options = RegionOptions.from_section(s)
+    expected = options.num * (options.coords + 1 + options.classes)
     if shape.c != expected:
         raise s.error(f"input has {shape.c} channels, but num*(coords+1+classes) = {expected}: "
                       f"the conv layer before [region] needs filters={expected}")
+    options.anchors = _default_anchors(options.anchors, options.num)
     tree = class_map = None
     if s.has("tree"):
         from ..tree import WordTree
@@ -137,18 +97,20 @@ class YoloLayer(DarknetLayer):
 @register("yolo")
 def build_yolo(s: Section, ctx: BuildContext) -> tuple[YoloLayer, Shape]:
     shape = ctx.input_shape
-    classes = s.get_int("classes", 20)
-    total = s.get_int("num", 1)
-    mask = s.get_ints("mask", list(range(total)))
-    anchors = _anchor_list(s, total)
-    if any(not 0 <= m < total for m in mask):
-        raise s.error(f"mask {mask} refers to anchors outside 0..{total - 1}", "mask")
+    classes = s.get_int("classes", 20, minimum=0)
+    total = s.get_int("num", 1, minimum=1)
+    mask = s.get_ints("mask", None, minimum=0, maximum=total - 1)
+    used = len(mask) if mask is not None else total   # DARKNET(parser.c:parse_yolo): no mask = every anchor
+    expected = used * (5 + classes)
+    if shape.c != expected:
+        raise s.error(f"input has {shape.c} channels, but len(mask)*(5+classes) = {expected}")
+    anchors = s.get_floats("anchors", [])
+    if anchors and len(anchors) < 2 * total:
+        raise s.error(f"anchors lists {len(anchors)} numbers, need 2*num = {2 * total}", "anchors")
+    ctx.reserve(s, 2 * total, f"num={total} anchors", "num")
     for key in ("jitter", "ignore_thresh", "truth_thresh"):
         s.get_float(key, 0)
     for key in ("random", "max"):
         s.get_int(key, 0)
     s.get_str("map", "")
-    expected = len(mask) * (5 + classes)
-    if shape.c != expected:
-        raise s.error(f"input has {shape.c} channels, but len(mask)*(5+classes) = {expected}")
-    return YoloLayer(classes, mask, anchors), shape
+    return YoloLayer(classes, mask if mask is not None else list(range(total)), _default_anchors(anchors, total)), shape

@@ -16,19 +16,23 @@ class SoftmaxLayer(DarknetLayer):
         self.groups, self.temperature, self.tree = groups, temperature, tree
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.flatten(1) / self.temperature if self.temperature != 1 else x.flatten(1)
+        flat = x.flatten(1)
         if self.tree is not None:
-            out = self.tree.softmax(flat, dim=1)
+            out = self.tree.softmax(flat / self.temperature if self.temperature != 1 else flat, dim=1)
         else:
-            out = flat.unflatten(1, (self.groups, -1)).softmax(dim=2).flatten(1)
+            groups = flat.unflatten(1, (self.groups, -1))
+            if self.temperature != 1:
+                # DARKNET(blas.c:softmax): exp(x/t - max/t); DIVERGES: (x - max)/t, which a tiny t cannot overflow
+                groups = (groups - groups.amax(dim=2, keepdim=True).detach()) / self.temperature
+            out = groups.softmax(dim=2).flatten(1)
         return out.view(x.shape[0], -1, 1, 1)
 
 
 @register("softmax", "soft")
 def build_softmax(s: Section, ctx: BuildContext) -> tuple[SoftmaxLayer, Shape]:
     inputs = ctx.input_shape.size
-    groups = s.get_int("groups", 1)
-    if groups < 1 or inputs % groups:
+    groups = s.get_int("groups", 1, minimum=1)
+    if inputs % groups:
         raise s.error(f"groups={groups} does not divide the {inputs} inputs", "groups")
     tree = None
     if s.has("tree"):
@@ -38,4 +42,4 @@ def build_softmax(s: Section, ctx: BuildContext) -> tuple[SoftmaxLayer, Shape]:
             raise s.error(f"tree {s.get_str('tree')} has {tree.n} nodes but the layer has {inputs} inputs", "tree")
     s.get_float("spatial", 0)
     s.get_int("noloss", 0)
-    return SoftmaxLayer(groups, s.get_float("temperature", 1), tree), Shape(inputs, 1, 1)
+    return SoftmaxLayer(groups, s.get_float("temperature", 1, nonzero=True), tree), Shape(inputs, 1, 1)

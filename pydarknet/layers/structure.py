@@ -113,7 +113,7 @@ def build_route(s: Section, ctx: BuildContext) -> tuple[RouteLayer, Shape]:
     indices = [ctx.layer_index(s, "layers", v) for v in s.get_ints("layers")]
     if not indices:
         raise s.error("route needs at least one layer in 'layers'", "layers")
-    shapes = [ctx.shapes[i] for i in indices]
+    shapes = [ctx.layers[i].shape for i in indices]
     first = shapes[0]
     for index, shape in zip(indices[1:], shapes[1:]):
         if (shape.h, shape.w) != (first.h, first.w):
@@ -126,12 +126,13 @@ def build_route(s: Section, ctx: BuildContext) -> tuple[RouteLayer, Shape]:
 @register("reorg")
 def build_reorg(s: Section, ctx: BuildContext) -> tuple[ReorgLayer, Shape]:
     shape = ctx.input_shape
-    stride = s.get_int("stride", 1)
+    stride = s.get_int("stride", 1, minimum=1)
     for flag in ("reverse", "flatten", "extra"):
         if s.get_int(flag, 0):
             raise s.error(f"reorg with {flag}=1 is not supported", flag)
-    if stride < 1 or shape.h % stride or shape.w % stride or shape.c % (stride * stride):
-        raise s.error(f"reorg stride={stride} does not divide the {shape.c}x{shape.h}x{shape.w} input")
+    if shape.h % stride or shape.w % stride or shape.c % (stride * stride):
+        # DIVERGES: Darknet's integer division drops the remainder (a 0x0 output when stride > h)
+        raise s.error(f"reorg stride={stride} does not divide the {shape.c}x{shape.h}x{shape.w} input", "stride")
     return ReorgLayer(stride), Shape(shape.c * stride * stride, shape.h // stride, shape.w // stride)
 
 

@@ -1,0 +1,223 @@
+"""Section options read ONE way: dataclasses whose fields declare their default, type and bounds.
+
+No torch here. A field made with `opt(...)` says how its cfg key is read; `read_options(cls, section)`
+reads every such field in declaration order (so a default may be derived from fields read before it)
+with the matching `Section` getter, whose bounds turn a bad value into a CfgError naming file:line
+and key. A field whose `when` is false is not read at all, exactly as Darknet skips the key, so the
+key is then reported as an unused field. `cls.check(section)`, when defined, checks what spans
+several fields.
+
+    @dataclass
+    class PoolOptions:
+        stride: int = opt(1, minimum=1)
+        size: int = opt(derived=lambda read: read["stride"], minimum=1)
+"""
+from __future__ import annotations
+
+import functools
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+
+from .cfg import _REQUIRED, Section
+from .engine.lr import POLICIES
+
+Read = dict[str, object]   # the fields read so far, by name
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    minimum: float | None = None
+    maximum: float | None = None
+    nonzero: bool = False
+    choices: tuple[str, ...] | None = None
+    derived: Callable[[Read], object] | None = None   # the default, from fields read before this one
+    when: Callable[[Read], bool] | None = None         # read the key only when this holds
+    required: bool = False                              # (when read) the key must be present
+    read: bool = True                                   # False: the builder fills the field itself
+
+
+def opt(default=None, *, minimum: float | None = None, maximum: float | None = None, nonzero: bool = False,
+        choices: tuple[str, ...] | None = None, derived: Callable[[Read], object] | None = None,
+        when: Callable[[Read], bool] | None = None, required: bool = False, read: bool = True):
+    """A dataclass field read from the cfg key of the same name (see the module docstring)."""
+    spec = OptionSpec(minimum, maximum, nonzero, choices, derived, when, required, read)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"option": spec})
+    return field(default=default, metadata={"option": spec})
+
+
+def _getter(section: Section, annotation, spec: OptionSpec):
+    bounds = {"minimum": spec.minimum, "maximum": spec.maximum}
+    if annotation is int:
+        return lambda key, default: section.get_int(key, default, **bounds)
+    if annotation is float:
+        return lambda key, default: section.get_float(key, default, nonzero=spec.nonzero, **bounds)
+    if annotation == list[int]:
+        return lambda key, default: section.get_ints(key, default, **bounds)
+    if annotation == list[float]:
+        return lambda key, default: section.get_floats(key, default, **bounds)
+    return lambda key, default: section.get_str(key, default, choices=spec.choices)
+
+
+def _default(f) -> object:
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+@functools.cache
+def _option_fields(cls) -> list[tuple[str, object, OptionSpec, object]]:
+    """(name, type, spec, dataclass field) of each field of `cls` read from the cfg, in declaration order."""
+    types = typing.get_type_hints(cls)
+    return [(f.name, types[f.name], f.metadata["option"], f) for f in fields(cls)
+            if "option" in f.metadata and f.metadata["option"].read]
+
+
+def read_options(cls, section: Section):
+    """An instance of the dataclass `cls` with every `opt` field read from `section`."""
+    read: Read = {}
+    for name, annotation, spec, f in _option_fields(cls):
+        if spec.when is not None and not spec.when(read):
+            continue
+        if spec.required:
+            default = _REQUIRED
+        else:
+            default = spec.derived(read) if spec.derived is not None else _default(f)
+        read[name] = _getter(section, annotation, spec)(name, default)
+    options = cls(**read)
+    if hasattr(options, "check"):
+        options.check(section)
+    return options
+
+
+def _policy_in(*policies: str) -> Callable[[Read], bool]:
+    return lambda read: read["policy"] in policies
+
+
+def _per_width(key: str) -> Callable[[Read], float]:
+    # DARKNET(parser.c:parse_net_options): (float) crop / w; 0 when width is absent (Darknet: a NaN)
+    return lambda read: read[key] / read["width"] if read["width"] else 0.0
+
+
+@dataclass
+class NetOptions:
+    """The `[net]` section, read as DARKNET(parser.c:parse_net_options): same names, defaults,
+    derived defaults (inputs, min/max_crop, min/max_ratio) and the same keys skipped per policy."""
+
+    batch: int = opt(1, minimum=1)
+    learning_rate: float = opt(0.001)
+    momentum: float = opt(0.9)
+    decay: float = opt(0.0001)
+    subdivisions: int = opt(1, minimum=1)
+    time_steps: int = opt(1, minimum=1)
+    notruth: int = opt(0)
+    random: int = opt(0)
+    adam: int = opt(0)
+    B1: float = opt(0.9, when=lambda read: read["adam"])
+    B2: float = opt(0.999, when=lambda read: read["adam"])
+    eps: float = opt(1e-7, when=lambda read: read["adam"])
+    height: int = opt(0, minimum=1)
+    width: int = opt(0, minimum=1)
+    channels: int = opt(0, minimum=1)
+    inputs: int = opt(derived=lambda read: read["height"] * read["width"] * read["channels"], minimum=1)
+    max_crop: int = opt(derived=lambda read: 2 * read["width"], minimum=1)
+    min_crop: int = opt(derived=lambda read: read["width"], minimum=1)
+    max_ratio: float = opt(derived=_per_width("max_crop"), minimum=0)
+    min_ratio: float = opt(derived=_per_width("min_crop"), minimum=0)
+    center: int = opt(0)
+    clip: float = opt(0.0)
+    angle: float = opt(0.0)
+    aspect: float = opt(1.0)
+    saturation: float = opt(1.0)
+    exposure: float = opt(1.0)
+    hue: float = opt(0.0)
+    policy: str = opt("constant", choices=POLICIES)
+    burn_in: int = opt(0, minimum=0)
+    power: float = opt(4.0)
+    step: int = opt(1, minimum=1, when=_policy_in("step", "sigmoid"))
+    scale: float = opt(1.0, when=_policy_in("step"))
+    steps: list[int] = opt([], required=True, when=_policy_in("steps"))
+    scales: list[float] = opt([], required=True, when=_policy_in("steps"))
+    gamma: float = opt(1.0, when=_policy_in("exp", "sigmoid"))
+    max_batches: int = opt(0, minimum=0)
+
+    @classmethod
+    def from_section(cls, section: Section) -> "NetOptions":
+        return read_options(cls, section)
+
+    def check(self, section: Section) -> None:
+        if self.batch < self.subdivisions:
+            raise section.error(f"batch={self.batch} must be at least subdivisions={self.subdivisions} >= 1")
+        if len(self.steps) != len(self.scales):
+            # DIVERGES: Darknet reads as many scales as there are steps, past the end of a shorter list
+            raise section.error(f"steps= lists {len(self.steps)} values but scales= lists {len(self.scales)}",
+                                "scales")
+
+    @property
+    def mini_batch(self) -> int:
+        """DARKNET(parser.c:parse_net_options): Darknet's net->batch is batch/subdivisions*time_steps."""
+        return self.batch // self.subdivisions * self.time_steps
+
+
+@dataclass
+class LayerFlags:
+    """Options any section may carry (DARKNET(parser.c:parse_network_cfg), after each layer)."""
+
+    stopbackward: int = opt(0)
+    dontsave: int = opt(0)
+    dontload: int = opt(0)
+    learning_rate: float = opt(1.0)   # a per-layer learning-rate scale
+    onlyforward: int = opt(0)
+
+    UNSUPPORTED = ("numload", "truth", "smooth", "dontloadscales")
+
+    @classmethod
+    def from_section(cls, section: Section) -> "LayerFlags":
+        return read_options(cls, section)
+
+    def check(self, section: Section) -> None:
+        for key in self.UNSUPPORTED:
+            if section.get_float(key, 0):
+                raise section.error(f"'{key}' is not supported", key)
+
+
+@dataclass
+class RegionOptions:
+    """Every `[region]` key, named as in the cfg (DARKNET(parser.c:parse_region) defaults)."""
+
+    coords: int = opt(4)
+    classes: int = opt(20, minimum=1)
+    num: int = opt(1, minimum=1)
+    log: int = opt(0)
+    sqrt: int = opt(0)
+    softmax: int = opt(0)
+    background: int = opt(0)
+    max: int = opt(30, minimum=0)   # DARKNET(parser.c:parse_region): `max` truths per image
+    jitter: float = opt(0.2, minimum=0)
+    rescore: int = opt(0)
+    thresh: float = opt(0.5)
+    classfix: int = opt(0)
+    absolute: int = opt(0)
+    random: int = opt(0)
+    coord_scale: float = opt(1.0)
+    object_scale: float = opt(1.0)
+    noobject_scale: float = opt(1.0)
+    mask_scale: float = opt(1.0)
+    class_scale: float = opt(1.0)
+    bias_match: int = opt(0)
+    tree: str | None = opt(read=False)   # path of a WordTree file (resolved by the builder)
+    map: str | None = opt(read=False)    # path of a class map file (resolved by the builder)
+    # flat w0,h0,w1,h1,... in grid cells; the builder fills Darknet's .5 default once num is checked
+    anchors: list[float] = opt([])
+
+    @classmethod
+    def from_section(cls, section: Section) -> "RegionOptions":
+        return read_options(cls, section)
+
+    def check(self, section: Section) -> None:
+        if self.coords < 4:
+            raise section.error(f"coords={self.coords}: the region layer needs at least x, y, w, h", "coords")
+        if self.background:
+            raise section.error("background=1 region layers are not supported", "background")
+        if self.anchors and len(self.anchors) < 2 * self.num:
+            raise section.error(f"anchors lists {len(self.anchors)} numbers, need 2*num = {2 * self.num}",
+                                "anchors")

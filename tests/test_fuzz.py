@@ -1,0 +1,257 @@
+"""Fuzzing cfg text and weights bytes: every example ends in a net whose forward on a tiny input is
+finite, or in a DarknetError; never another exception, a hang, or a non-finite output.
+
+The bounded run is part of the normal suite (fixed seed, a few hundred examples); `make fuzz` runs
+the long one (`-m fuzz` with $PYDARKNET_FUZZ_EXAMPLES examples per test, 10,000 there).
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pydarknet.cfg import parse_cfg_text
+from pydarknet.errors import DarknetError
+from pydarknet.layers.activations import ACTIVATIONS
+from pydarknet.network import Darknet
+from pydarknet.weights import load_weights, weights_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_SIDE = 64           # input sides are forced down to this, so each example stays well under a second
+LONG_ENV = "PYDARKNET_FUZZ_EXAMPLES"
+LONG_EXAMPLES = int(os.environ.get(LONG_ENV, "0"))
+long_run = pytest.mark.skipif(not LONG_EXAMPLES, reason=f"the long fuzz run: make fuzz (sets ${LONG_ENV})")
+
+def shrink(text: str) -> str:
+    """A seed cut down to build and run fast: input sides above MAX_SIDE become MAX_SIDE (the seeds are
+    multiples of 32, so strides still divide), and filters are divided by 16 except in the conv before a
+    [region]/[yolo], whose filters the head checks."""
+    text = re.sub(r"^(\s*(?:width|height)\s*=\s*)(\d+)",
+                  lambda m: m.group(1) + str(min(int(m.group(2)), MAX_SIDE)), text, flags=re.M)
+    sections = re.split(r"(?m)^(?=\[)", text)
+    for i, section in enumerate(sections[:-1]):
+        if not sections[i + 1].startswith(("[region]", "[yolo]")):
+            sections[i] = re.sub(r"(?m)^(filters\s*=\s*)(\d+)",
+                                 lambda m: m.group(1) + str(max(int(m.group(2)) // 16, 1)), section)
+    return "".join(sections)
+
+
+# Real cfgs small enough to build in a fraction of a second, and mini cfgs like the tests' own.
+SEED_CFGS = [shrink((REPO / "cfg" / name).read_text()) for name in
+             ("yolov2-tiny-voc.cfg", "yolov3-tiny.cfg", "yolov2-voc.cfg", "darknet19.cfg", "synth-tiny.cfg")]
+SEED_CFGS += [
+    "[net]\nwidth=16\nheight=16\nchannels=3\n\n[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\npad=1\n"
+    "activation=leaky\n\n[maxpool]\nsize=2\nstride=2\n\n[convolutional]\nfilters=4\nsize=1\n\n[avgpool]\n\n"
+    "[softmax]\ngroups=1\n\n[cost]\ntype=sse\n",
+    "[net]\nwidth=32\nheight=32\nchannels=3\nbatch=4\nsubdivisions=2\npolicy=steps\nsteps=10,20\nscales=.1,.1\n\n"
+    "[convolutional]\nfilters=8\nsize=3\nstride=2\npad=1\nactivation=leaky\n\n[reorg]\nstride=2\n\n"
+    "[route]\nlayers=-1,-2\n\n[convolutional]\nfilters=20\nsize=1\nactivation=linear\n\n"
+    "[region]\nanchors=1,1,2,2\nclasses=5\nnum=2\nsoftmax=1\n",
+    "[net]\nwidth=8\nheight=8\nchannels=2\n\n[connected]\noutput=6\nactivation=relu\n\n[dropout]\nprobability=.5\n\n"
+    "[connected]\noutput=4\nbatch_normalize=1\n\n[softmax]\ngroups=2\ntemperature=2\n",
+    "[net]\nwidth=16\nheight=16\nchannels=3\n\n[convolutional]\nfilters=4\nsize=3\npad=1\n\n[shortcut]\nfrom=-1\n"
+    "activation=linear\n\n[upsample]\nstride=2\n\n[convolutional]\nfilters=18\nsize=1\n\n"
+    "[yolo]\nmask=0,1,2\nanchors=1,1,2,2,3,3\nclasses=1\nnum=3\n\n[route]\nlayers=-4\n",
+]
+
+EDGE_NUMBERS = ["0", "-1", "1", "2", "3", "7", "64", "-64", "2147483647", "2147483648", "-2147483649",
+                "99999999999999999999", "4294967296", "nan", "inf", "-inf", "0.0", "1e-45", ".5", "-0.5",
+                "1,2", ",", "1e", ""]
+KNOWN_KEYS = sorted({line.split("=", 1)[0].strip() for text in SEED_CFGS for line in text.splitlines()
+                     if "=" in line and not line.lstrip().startswith("#")})
+SECTIONS = ["net", "convolutional", "maxpool", "avgpool", "connected", "softmax", "route", "reorg", "shortcut",
+            "upsample", "dropout", "region", "yolo", "cost", "crop", ""]
+NUMBER = re.compile(r"-?[0-9.]+(e-?[0-9]+)?")
+
+
+@st.composite
+def mutated_cfg(draw) -> bytes:
+    lines = draw(st.sampled_from(SEED_CFGS)).split("\n")
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(lines) - 1))
+        op = draw(st.sampled_from(["number", "number", "number", "delete", "duplicate", "swap", "key", "section",
+                                   "bytes"]))
+        if op == "number" and NUMBER.search(lines[i]):
+            edge = draw(st.sampled_from(EDGE_NUMBERS))
+            matches = list(NUMBER.finditer(lines[i]))
+            m = matches[draw(st.integers(0, len(matches) - 1))]
+            lines[i] = lines[i][:m.start()] + edge + lines[i][m.end():]
+        elif op == "delete" and len(lines) > 1:
+            del lines[i]
+        elif op == "duplicate":
+            lines.insert(draw(st.integers(0, len(lines))), lines[i])
+        elif op == "swap":
+            j = draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+        elif op == "key" and "=" in lines[i]:
+            lines[i] = draw(st.sampled_from(KNOWN_KEYS)) + "=" + lines[i].split("=", 1)[1]
+        elif op == "section" and lines[i].startswith("["):
+            lines[i] = f"[{draw(st.sampled_from(SECTIONS))}]"
+    data = "\n".join(lines).encode()
+    if draw(st.integers(0, 9)) == 0:
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.binary(min_size=1, max_size=4)) + data[at:]
+    return data
+
+
+def _value(draw, normal):
+    return draw(st.sampled_from(EDGE_NUMBERS)) if draw(st.integers(0, 5)) == 0 else str(draw(normal))
+
+
+SMALL = st.integers(1, 4)
+LAYER_KEYS = {
+    "convolutional": {"filters": st.integers(1, 8), "size": SMALL, "stride": st.integers(1, 3),
+                      "pad": st.integers(0, 1), "padding": st.integers(0, 3), "groups": st.integers(1, 2),
+                      "batch_normalize": st.integers(0, 1), "activation": st.sampled_from([*ACTIVATIONS, "swish"])},
+    "maxpool": {"size": SMALL, "stride": st.integers(1, 3), "padding": st.integers(0, 5)},
+    "avgpool": {},
+    "connected": {"output": st.integers(1, 16), "activation": st.sampled_from(list(ACTIVATIONS))},
+    "softmax": {"groups": SMALL, "temperature": st.sampled_from([0.5, 1, 2, 0])},
+    "route": {"layers": st.sampled_from(["-1", "-2", "-1,-2", "-3,-1", "0"])},
+    "reorg": {"stride": st.integers(1, 3)},
+    "shortcut": {"from": st.sampled_from(["-1", "-2", "-3", "0"]), "alpha": st.sampled_from([1, 0.5, -2]),
+                 "activation": st.sampled_from(["linear", "leaky"])},
+    "upsample": {"stride": st.integers(1, 3), "scale": st.sampled_from([1, 0.5])},
+    "dropout": {"probability": st.sampled_from([0, 0.5, 0.9])},
+    "region": {"classes": st.integers(1, 3), "num": st.integers(1, 3), "coords": st.sampled_from([4, 5]),
+               "softmax": st.integers(0, 1)},
+    "yolo": {"classes": st.integers(1, 3), "num": st.integers(1, 3), "mask": st.sampled_from(["0", "0,1", "1"])},
+    "cost": {"type": st.sampled_from(["sse", "L1", "bad"])},
+}
+
+
+@st.composite
+def grammar_cfg(draw) -> bytes:
+    side = st.integers(1, 32)
+    parts = [f"[net]\nwidth={_value(draw, side)}\nheight={_value(draw, side)}\nchannels={_value(draw, SMALL)}\n"]
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(sorted(LAYER_KEYS)))
+        keys = LAYER_KEYS[kind]
+        chosen = draw(st.lists(st.sampled_from(sorted(keys)), unique=True)) if keys else []
+        if kind in ("region", "yolo") and draw(st.booleans()):
+            # most heads get the conv they need, so the builds go on past them
+            classes, num = draw(keys["classes"]), draw(keys["num"])
+            filters = num * (5 + classes)
+            parts.append(f"[convolutional]\nfilters={filters}\nsize=1\n")
+            parts.append(f"[{kind}]\nclasses={classes}\nnum={num}\n")
+            continue
+        body = "".join(f"{key}={_value(draw, keys[key])}\n" for key in chosen)
+        parts.append(f"[{kind}]\n{body}")
+    return "\n".join(parts).encode()
+
+
+def _tiny_input(c: int, h: int, w: int) -> torch.Tensor:
+    return torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def check_cfg(data: bytes, tmp: Path) -> None:
+    """Build and run; any outcome but a finite output or a DarknetError fails the example."""
+    path = tmp / "fuzz.cfg"
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            net = Darknet.from_cfg(path, seed=0).eval()
+        except DarknetError:
+            return
+    with torch.no_grad():
+        output = net(_tiny_input(net.channels, net.height, net.width))
+    for tensor in output if isinstance(output, list) else [output]:
+        assert torch.isfinite(tensor).all(), f"non-finite output of\n{data.decode(errors='replace')}"
+
+
+def fuzz_settings(examples: int, long: bool = False):
+    # deadlines catch hangs; they are generous because the machines running the suite are shared
+    return settings(max_examples=max(examples, 1), deadline=30000 if long else 10000, derandomize=not long,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+                    database=None)
+
+
+@fuzz_settings(150)
+@given(data=mutated_cfg())
+def test_mutated_cfgs(tmp_path, data):
+    check_cfg(data, tmp_path)
+
+
+@fuzz_settings(150)
+@given(data=grammar_cfg())
+def test_grammar_cfgs(tmp_path, data):
+    check_cfg(data, tmp_path)
+
+
+WEIGHTS_CFG = ("[net]\nwidth=8\nheight=8\nchannels=2\n\n[convolutional]\nbatch_normalize=1\nfilters=3\nsize=3\n"
+               "pad=1\nactivation=leaky\n\n[maxpool]\nsize=2\nstride=2\n\n[convolutional]\nfilters=2\nsize=1\n\n"
+               "[connected]\noutput=5\n\n[softmax]\n")
+
+
+def _weights_net() -> Darknet:
+    net = Darknet(parse_cfg_text(WEIGHTS_CFG, "weights-fuzz.cfg"))
+    net.reset_parameters(seed=0)   # examples must replay byte for byte
+    return net.eval()
+
+
+VALID_WEIGHTS = weights_bytes(_weights_net())
+
+
+@st.composite
+def weights_file(draw) -> bytes:
+    valid = VALID_WEIGHTS
+    op = draw(st.sampled_from(["truncate", "extend", "header", "flip", "garbage", "valid"]))
+    if op == "truncate":
+        return valid[:draw(st.integers(0, len(valid) - 1))]
+    if op == "extend":
+        return valid + draw(st.binary(min_size=1, max_size=64))
+    if op == "header":
+        return draw(st.binary(min_size=0, max_size=24)) + valid[20:]
+    if op == "flip":
+        data = bytearray(valid)
+        for _ in range(draw(st.integers(1, 8))):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        return bytes(data)
+    if op == "garbage":
+        return draw(st.binary(min_size=0, max_size=len(valid) + 8))
+    return valid
+
+
+def check_weights(data: bytes, tmp: Path) -> None:
+    """A weights file loads into finite tensors (and the forward runs) or is a DarknetError."""
+    path = tmp / "fuzz.weights"
+    path.write_bytes(data)
+    net = _weights_net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            load_weights(net, path)
+        except DarknetError:
+            return
+    assert all(torch.isfinite(t).all() for layer in net.layers for t in layer.darknet_tensors())
+    with torch.no_grad():
+        net(_tiny_input(2, 8, 8))   # finite weights may still overflow: only exceptions fail here
+
+
+@fuzz_settings(100)
+@given(data=weights_file())
+def test_weights_bytes(tmp_path, data):
+    check_weights(data, tmp_path)
+
+
+@pytest.mark.fuzz
+@long_run
+@fuzz_settings(LONG_EXAMPLES, long=True)
+@given(data=st.one_of(mutated_cfg(), grammar_cfg()))
+def test_long_cfgs(tmp_path, data):
+    check_cfg(data, tmp_path)
+
+
+@pytest.mark.fuzz
+@long_run
+@fuzz_settings(LONG_EXAMPLES, long=True)
+@given(data=weights_file())
+def test_long_weights(tmp_path, data):
+    check_weights(data, tmp_path)
