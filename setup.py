@@ -7,6 +7,7 @@ setup(
     packages=find_packages(include=["pydarknet", "pydarknet.*"]),
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "opencv-python-headless", "click", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest"], "coco": ["pycocotools"]},
+    extras_require={"test": ["pytest", "onnx", "onnxruntime"], "coco": ["pycocotools"],
+                    "onnx": ["onnx", "onnxruntime"]},
     entry_points={"console_scripts": ["pydarknet = pydarknet.cli:main"]},
 )
