@@ -47,10 +47,11 @@ class _GroupBucket:
     """Groups of similar size as a padded ``(size, groups)`` table of nodes, flattened size-major.
 
     A group shorter than ``size`` repeats its first node: harmless for a max, masked out of a sum.
+    Every group is longer than ``size // 2``, so padding only ever sits in the second half.
     """
     size: int
-    nodes: Tensor        # (size * groups,) node at [s, g]
-    mask: Tensor | None  # (size, groups) 1 where [s, g] is a real member, 0 for padding; None without any
+    nodes: Tensor           # (size * groups,) node at [s, g]
+    members: Tensor | None  # (size // 2, groups) second half: 1 for a member, 0 for padding; None without any
 
 
 def _group_buckets(group_offset: np.ndarray, group_size: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
@@ -197,8 +198,9 @@ class WordTree:
     def _bucket_table(self, size: int, groups: np.ndarray, device: torch.device) -> _GroupBucket:
         member = np.arange(size)[:, None] < self.group_size[groups]                  # (size, groups)
         nodes = self.group_offset[groups] + np.where(member, np.arange(size)[:, None], 0)
-        mask = None if member.all() else torch.as_tensor(member, dtype=torch.float32, device=device)
-        return _GroupBucket(size, torch.as_tensor(nodes.ravel(), dtype=torch.int64, device=device), mask)
+        second_half = member[size // 2:] if size > 1 else member[:0]
+        members = None if second_half.all() else torch.as_tensor(second_half, dtype=torch.float32, device=device)
+        return _GroupBucket(size, torch.as_tensor(nodes.ravel(), dtype=torch.int64, device=device), members)
 
     def path(self, node: int) -> list[int]:
         """``node`` followed by its ancestors up to the root."""
@@ -238,17 +240,19 @@ class WordTree:
                        for bucket in index.buckets]                                  # (..., groups, ...) each
             return torch.cat(reduced, dim).index_select(dim, index.slot)
 
-        def masked_sum(table: Tensor, bucket: _GroupBucket) -> Tensor:
-            # pairwise halving (size is a power of two) in elementwise adds, so that every layout of the
-            # classes adds the same numbers in the same order, which a reduction kernel does not promise;
-            # a bucket's groups are longer than half its size, so only the second half holds padding
-            for half in (bucket.size >> k for k in range(1, bucket.size.bit_length())):
+        def pairwise_sum(table: Tensor, bucket: _GroupBucket) -> Tensor:
+            # halving the (power-of-two) size in elementwise adds: every layout of the classes then adds
+            # the same numbers in the same order, which a reduction kernel does not promise
+            half = bucket.size // 2
+            if half:
                 first, second = table.narrow(dim, 0, half), table.narrow(dim, half, half)
-                if half == bucket.size // 2 and bucket.mask is not None:
-                    mask = bucket.mask[half:].view((half, -1) + (1,) * (x.dim() - dim - 1))
-                    table = torch.addcmul(first, second, mask)
-                else:
+                if bucket.members is None:
                     table = first + second
+                else:
+                    table = torch.addcmul(first, second, bucket.members.view((half, -1) + (1,) * (x.dim() - dim - 1)))
+            while half > 1:
+                half //= 2
+                table = table.narrow(dim, 0, half) + table.narrow(dim, half, half)
             return table.squeeze(dim)
 
         # padded tables instead of a segment reduction: ONNX has gathers and reductions, no index_reduce;
@@ -256,7 +260,7 @@ class WordTree:
         group_max = per_group(x.detach(), lambda table, _: table.amax(dim))
         # DIVERGES: the CUDA kernel shifts by the max of int-truncated values; the result differs in rounding only
         e = torch.exp(x - group_max)
-        return e / per_group(e, masked_sum)
+        return e / per_group(e, pairwise_sum)
 
     def hierarchy_predictions(self, p: Tensor, dim: int) -> Tensor:
         """Absolute probabilities from group-conditional ones ``p``; same shape.
