@@ -41,53 +41,28 @@ class InferenceNetwork(nn.Module):
         _check_choice("backend", backend, BACKENDS)
         if backend == "onnxruntime" and (precision != "fp32" or net.device.type != "cpu"):
             raise ValueError(f"the onnxruntime backend runs fp32 on the cpu (asked: {precision} on {net.device})")
-        if compile and backend != "torch":
-            raise ValueError(f"compile=True applies to the torch backend, not {backend}")
+        if compile and (backend != "torch" or precision != "fp32"):
+            raise ValueError(f"compile=True applies to the torch backend in fp32, not {backend} {precision}")
         if precision == "bf16" and len(net._heads) > 1:
             raise ValueError(f"{net.cfg_path}: bf16 inference supports one output layer, this net has "
                              f"{len(net._heads)} [yolo] heads")
         self.precision, self.backend = precision, backend
         self.net = fuse_for_inference(net)
-        self._compiled = torch.compile(self.net, options=COMPILE_OPTIONS) if compile else None
+        # the bound forward, not the module: the fused net stays the one submodule
+        self._forward = torch.compile(self.net.forward, options=COMPILE_OPTIONS) if compile else self.net.forward
         self._session = _onnxruntime_session(net) if backend == "onnxruntime" else None
         self.eval()
 
-    # what detect(), classify() and validation read from a Darknet
-    @property
-    def region(self):
-        return self.net.region
-
-    @property
-    def hierarchy(self):
-        return self.net.hierarchy
-
-    @property
-    def width(self) -> int:
-        return self.net.width
-
-    @property
-    def height(self) -> int:
-        return self.net.height
-
-    @property
-    def channels(self) -> int:
-        return self.net.channels
-
-    @property
-    def cfg_path(self) -> str | None:
-        return self.net.cfg_path
-
-    @property
-    def options(self):
-        return self.net.options
-
-    @property
-    def output_shape(self):
-        return self.net.output_shape
-
-    @property
-    def device(self) -> torch.device:
-        return self.net.device
+    # what detect(), classify() and validation read from a Darknet, answered by the fused net
+    region = property(lambda self: self.net.region)
+    hierarchy = property(lambda self: self.net.hierarchy)
+    width = property(lambda self: self.net.width)
+    height = property(lambda self: self.net.height)
+    channels = property(lambda self: self.net.channels)
+    cfg_path = property(lambda self: self.net.cfg_path)
+    options = property(lambda self: self.net.options)
+    output_shape = property(lambda self: self.net.output_shape)
+    device = property(lambda self: self.net.device)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._session is not None:
@@ -95,10 +70,10 @@ class InferenceNetwork(nn.Module):
             return torch.from_numpy(output)
         if self.precision == "bf16":
             return self._bf16_forward(x)
-        return (self._compiled or self.net)(x)
+        return self._forward(x)
 
     def _bf16_forward(self, x: Tensor) -> Tensor:
-        net = self._compiled or self.net
+        net = self.net
         head = len(net.layers) - 1
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             outputs = net.run(x, keep=set(net.sources[head]), upto=head)

@@ -122,7 +122,7 @@ def test_inference_net_exposes_what_detect_reads(reference):
     ({"precision": "fp16"}, "precision must be one of fp32, bf16; got 'fp16'"),
     ({"backend": "tensorrt"}, "backend must be one of torch, onnxruntime"),
     ({"backend": "onnxruntime", "precision": "bf16"}, "onnxruntime backend runs fp32 on the cpu"),
-    ({"backend": "onnxruntime", "compile": True}, "compile=True applies to the torch backend"),
+    ({"backend": "onnxruntime", "compile": True}, "compile=True applies to the torch backend in fp32"),
 ])
 def test_bad_options_are_rejected(reference, options, message):
     with pytest.raises(ValueError, match=message):
