@@ -6,7 +6,7 @@ The graph takes ``image``: (batch, channels, height, width) float32, the letterb
 * plain: the net's output as `Darknet.forward` gives it, named ``region`` (B, A, 5+C, H, W) for a
   detector and ``output`` otherwise (e.g. (B, classes, 1, 1) for a classifier);
 * ``decode=True`` (detectors): ``boxes`` (B, A*H*W, 4) cxcywh relative to the network input, i.e.
-  BEFORE Darknet's letterbox correction (`detect._correct_region_boxes` maps them to the original
+  BEFORE Darknet's letterbox correction (`decode._correct_region_boxes` maps them to the original
   image; the graph stays independent of the image size), ``objectness`` (B, A*H*W) and
   ``probabilities`` (B, A*H*W, C), thresholded nowhere. Box ``a*H*W + y*W + x`` is anchor ``a`` at
   cell (y, x), Darknet's order. Probabilities are objectness x P(class | object) for a softmax head
@@ -24,8 +24,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .detect import COORDS
-from .errors import CfgError
+from .decode import COORDS
 from .fuse import fuse_for_inference
 from .network import Darknet, load_network
 from .tree import WordTree
@@ -40,7 +39,7 @@ def decode_region(region: Tensor, anchors: Tensor, tree: WordTree | None = None)
 
     region: (B, A, 5+C, H, W) from `RegionLayer`; anchors: (A, 2) anchor w, h in grid cells.
     Returns boxes (B, N, 4) cxcywh relative to the network input, objectness (B, N), probabilities
-    (B, N, C), N = A*H*W. The same numbers as `detect.get_region_detections` with the image the size of
+    (B, N, C), N = A*H*W. The same numbers as `decode.get_region_detections` with the image the size of
     the network input and thresh 0 (up to float32 rounding).
     """
     batch, num, _, h, w = region.shape
@@ -89,8 +88,7 @@ class DecodedRegion(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        if net.region is None:
-            raise CfgError(f"{net.cfg_path}: decoding needs a [region] layer (YOLOv2); this cfg has none")
+        net.require_region("decoding")
         self.net = net
         self.train(net.training)   # a fused net refuses training mode, and so must this wrapper
 
