@@ -16,6 +16,7 @@ from reference import (
 )
 
 from pydarknet import load_inference_network
+from pydarknet.evaluate.inference import detect_images
 from pydarknet.fuse import FusedNetworkError
 from pydarknet.inference import InferenceNetwork
 from pydarknet.predict import detect
@@ -92,20 +93,26 @@ def test_full_size_region_probabilities_within_tolerance(reference, weights_cach
         assert error <= tolerance, f"{name}/{image}: {precision} max |error| {error:.3g}"
 
 
-def test_detect_runs_on_every_backend(reference):
-    """The same detections (boxes, probabilities) from the plain net and from the inference nets."""
+def test_detect_and_evaluation_run_on_every_backend(reference):
+    """The same detections (boxes, probabilities) from the plain net and from the inference nets,
+    image by image (`detect`) and batched (`evaluate.inference.detect_images`)."""
     files = mini_files(reference, "mini-yolov2-voc")
-    image = reference / "darknet" / "data" / "dog.jpg"
-    want = detect(mini_network(reference, "mini-yolov2-voc"), image, thresh=0.2)
-    assert any(d.probs.any() for d in want)
+    images = [str(reference / "darknet" / "data" / f"{name}.jpg") for name in ("dog", "horses", "person")]
+    plain = mini_network(reference, "mini-yolov2-voc")
+    want = [detect(plain, image, thresh=0.2) for image in images]
+    assert any(d.probs.any() for d in want[0])
     for backend in ("torch", "onnxruntime"):
         if backend == "onnxruntime":
             pytest.importorskip("onnxruntime")
-        got = detect(load_inference_network(*files, backend=backend), image, thresh=0.2)
-        assert len(got) == len(want)
-        np.testing.assert_allclose(np.stack([d.bbox for d in got]), np.stack([d.bbox for d in want]),
-                                   rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(np.stack([d.probs for d in got]), np.stack([d.probs for d in want]), atol=1e-4)
+        net = load_inference_network(*files, backend=backend)
+        batched = [found.detections for found in detect_images(net, images, thresh=0.2, nms=0.45, batch=3)]
+        for got in [detect(net, image, thresh=0.2) for image in images], batched:
+            assert [len(dets) for dets in got] == [len(dets) for dets in want]
+            for got_dets, want_dets in zip(got, want):
+                np.testing.assert_allclose(np.stack([d.bbox for d in got_dets]), np.stack([d.bbox for d in want_dets]),
+                                           rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(np.stack([d.probs for d in got_dets]),
+                                           np.stack([d.probs for d in want_dets]), atol=1e-4)
 
 
 def test_inference_net_exposes_what_detect_reads(reference):
