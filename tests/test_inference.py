@@ -134,3 +134,18 @@ def test_inference_net_exposes_what_detect_reads(reference):
 def test_bad_options_are_rejected(reference, options, message):
     with pytest.raises(ValueError, match=message):
         InferenceNetwork(mini_network(reference, "mini-yolov2-tiny-voc"), **options)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_inference_net_matches_cpu(reference, precision):
+    """Not run here (no CUDA on the development machine)."""
+    name = "mini-yolov2-voc"
+    x = network_input(reference, "dog", MINI_NETS[name])
+    with torch.inference_mode():
+        want = load_inference_network(*mini_files(reference, name))(x)
+        got = load_inference_network(*mini_files(reference, name), device="cuda", precision=precision)(x.cuda())
+    assert got.dtype == torch.float32 and got.device.type == "cuda"
+    probabilities = np.r_[0, 1, 4:want.shape[2]]
+    tolerance = 1e-3 if precision == "fp32" else BF16_PROBABILITY_ABS
+    assert (got.cpu() - want)[:, :, probabilities].abs().max() <= tolerance
