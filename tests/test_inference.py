@@ -77,6 +77,18 @@ def test_onnxruntime_backend_matches_torch(reference, name):
     assert (got - want).abs().max() <= ONNXRUNTIME_REL * want.abs().max()
 
 
+def test_bf16_mini_net_probabilities_within_tolerance(reference):
+    """The mini net with the smallest bf16 error (0.028 measured; mini-yolov2-voc: 0.17, too deep for bf16)."""
+    name = "mini-yolov2-tiny-voc"
+    net = load_inference_network(*mini_files(reference, name), precision="bf16")
+    for image in images_for(name):
+        with torch.inference_mode():
+            output = net(network_input(reference, image, MINI_NETS[name]))[0].numpy()
+        want = np.load(reference / "forward" / name / image / "region.npy")
+        probabilities = np.r_[0, 1, 4:want.shape[1]]
+        assert 0.001 < np.abs(output[:, probabilities] - want[:, probabilities]).max() <= BF16_PROBABILITY_ABS
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision, tolerance", [("fp32", FULL_SIZE_PROBABILITY_ABS), ("bf16", BF16_PROBABILITY_ABS)])
 @pytest.mark.parametrize("name", ["yolov2-tiny-voc", "yolov2-voc"])
@@ -140,7 +152,7 @@ def test_bad_options_are_rejected(reference, options, message):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_inference_net_matches_cpu(reference, precision):
     """Not run here (no CUDA on the development machine)."""
-    name = "mini-yolov2-voc"
+    name = "mini-yolov2-tiny-voc"
     x = network_input(reference, "dog", MINI_NETS[name])
     with torch.inference_mode():
         want = load_inference_network(*mini_files(reference, name))(x)
