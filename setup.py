@@ -7,6 +7,7 @@ setup(
     packages=find_packages(include=["pydarknet", "pydarknet.*"]),
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "opencv-python-headless", "jpeglib", "click", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest", "hypothesis"], "coco": ["pycocotools"], "tga": ["pillow"]},
+    extras_require={"test": ["pytest", "hypothesis", "onnx", "onnxruntime"], "coco": ["pycocotools"],
+                    "tga": ["pillow"], "onnx": ["onnx", "onnxruntime"]},
     entry_points={"console_scripts": ["pydarknet = pydarknet.cli:main"]},
 )

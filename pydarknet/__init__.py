@@ -11,6 +11,7 @@ _EXPORTS = {
     "load_weights": "weights", "save_weights": "weights",
     "detect": "predict", "classify": "predict",
     "read_cfg": "cfg", "WordTree": "tree",
+    "load_inference_network": "inference", "export_onnx": "export",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -38,6 +38,30 @@ class _DeviceIndex:
     child: Tensor                             # (n,) child group of each node, -1 for leaves
     first_parent: Tensor                      # (groups,) parent of each group's first node
     levels: tuple[tuple[Tensor, Tensor], ...]  # per depth >= 1: (nodes, their parents)
+    buckets: tuple[_GroupBucket, ...]          # the groups, padded into a few (size, groups) tables
+    slot: Tensor                               # (n,) column of each node's group in the buckets, concatenated
+
+
+@dataclass(frozen=True)
+class _GroupBucket:
+    """Groups of similar size as a padded ``(size, groups)`` table of nodes, flattened size-major.
+
+    A group shorter than ``size`` repeats its first node: harmless for a max, masked out of a sum.
+    Every group is longer than ``size // 2``, so padding only ever sits in the second half.
+    """
+    size: int
+    nodes: Tensor           # (size * groups,) node at [s, g]
+    members: Tensor | None  # (size // 2, groups) second half: 1 for a member, 0 for padding; None without any
+
+
+def _group_buckets(group_offset: np.ndarray, group_size: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+    """Groups bucketed by size rounded up to a power of two (padding < 2x): [(size, group ids)], and
+    the (G,) column of every group in the bucket tables laid side by side."""
+    bucket_size = 1 << np.ceil(np.log2(group_size)).astype(np.int64)
+    buckets = [(int(size), np.flatnonzero(bucket_size == size)) for size in np.unique(bucket_size)]
+    column = np.empty(len(group_size), dtype=np.int64)
+    column[np.concatenate([groups for _, groups in buckets])] = np.arange(len(group_size))
+    return buckets, column
 
 
 def _index_reduce(out: Tensor, dim: int, index: Tensor, src: Tensor, reduce: str) -> Tensor:
@@ -160,13 +184,23 @@ class WordTree:
                 (as_tensor(nodes), as_tensor(self.parent[nodes]))
                 for nodes in (np.flatnonzero(self.depth == d) for d in range(1, self.depth.max() + 1))
             )
+            buckets, column = _group_buckets(self.group_offset, self.group_size)
             self._index[device] = _DeviceIndex(
                 group=as_tensor(self.group),
                 child=as_tensor(self.child),
                 first_parent=as_tensor(self.parent[self.group_offset]),
                 levels=levels,
+                buckets=tuple(self._bucket_table(size, groups, device) for size, groups in buckets),
+                slot=as_tensor(column[self.group]),
             )
         return self._index[device]
+
+    def _bucket_table(self, size: int, groups: np.ndarray, device: torch.device) -> _GroupBucket:
+        member = np.arange(size)[:, None] < self.group_size[groups]                  # (size, groups)
+        nodes = self.group_offset[groups] + np.where(member, np.arange(size)[:, None], 0)
+        second_half = member[size // 2:] if size > 1 else member[:0]
+        members = None if second_half.all() else torch.as_tensor(second_half, dtype=torch.float32, device=device)
+        return _GroupBucket(size, torch.as_tensor(nodes.ravel(), dtype=torch.int64, device=device), members)
 
     def path(self, node: int) -> list[int]:
         """``node`` followed by its ancestors up to the root."""
@@ -198,13 +232,35 @@ class WordTree:
         temperature 1 (the region layer passes 1; divide ``x`` first for another one).
         """
         dim = self._check_dim(x, dim)
-        group = self.index(x.device).group
-        # the shift by the group max only avoids overflow; it needs no gradient
-        group_max = _index_reduce(x.new_empty(self._group_shape(x, dim)), dim, group, x.detach(), "amax")
+        index = self.index(x.device)
+
+        def per_group(t: Tensor, reduce) -> Tensor:
+            """``reduce(table, bucket)`` of every bucket's (size, groups) table of ``t``, back on the n nodes."""
+            reduced = [reduce(t.index_select(dim, bucket.nodes).unflatten(dim, (bucket.size, -1)), bucket)
+                       for bucket in index.buckets]                                  # (..., groups, ...) each
+            return torch.cat(reduced, dim).index_select(dim, index.slot)
+
+        def pairwise_sum(table: Tensor, bucket: _GroupBucket) -> Tensor:
+            # halving the (power-of-two) size in elementwise adds: every layout of the classes then adds
+            # the same numbers in the same order, which a reduction kernel does not promise
+            half = bucket.size // 2
+            if half:
+                first, second = table.narrow(dim, 0, half), table.narrow(dim, half, half)
+                if bucket.members is None:
+                    table = first + second
+                else:
+                    table = torch.addcmul(first, second, bucket.members.view((half, -1) + (1,) * (x.dim() - dim - 1)))
+            while half > 1:
+                half //= 2
+                table = table.narrow(dim, 0, half) + table.narrow(dim, half, half)
+            return table.squeeze(dim)
+
+        # padded tables instead of a segment reduction: ONNX has gathers and reductions, no index_reduce;
+        # the shift by the group max only avoids overflow, it needs no gradient
+        group_max = per_group(x.detach(), lambda table, _: table.amax(dim))
         # DIVERGES: the CUDA kernel shifts by the max of int-truncated values; the result differs in rounding only
-        e = torch.exp(x - group_max.index_select(dim, group))
-        group_sum = x.new_zeros(self._group_shape(x, dim)).index_add(dim, group, e)
-        return e / group_sum.index_select(dim, group)
+        e = torch.exp(x - group_max)
+        return e / per_group(e, pairwise_sum)
 
     def hierarchy_predictions(self, p: Tensor, dim: int) -> Tensor:
         """Absolute probabilities from group-conditional ones ``p``; same shape.

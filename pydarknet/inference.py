@@ -1,0 +1,108 @@
+"""Inference-only networks: a Darknet net with batch norm folded, run by PyTorch (float32 or bfloat16)
+or by onnxruntime, behind the interface that `predict.detect`, `classify` and validation read.
+
+>>> net = load_inference_network("yolov2-voc.cfg", "yolov2-voc.weights")             # doctest: +SKIP
+>>> detect(net, "dog.jpg")                                                          # doctest: +SKIP
+>>> region = net(images)            # (B, 5, 25, 13, 13) float32, as the plain net   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import torch
+from torch import Tensor, nn
+
+from .export import INPUT_NAME, export_network
+from .fuse import fuse_for_inference
+from .network import Darknet, load_network
+
+PRECISIONS = ("fp32", "bf16")
+BACKENDS = ("torch", "onnxruntime")
+# inductor with the weights frozen into constants (conv weights prepacked for oneDNN) and autotuned
+# kernels: 1.4-1.6x the fused net's speed on 2 CPU cores, the first call compiles (20 s to minutes)
+COMPILE_OPTIONS = {"freezing": True, "max_autotune": True, "triton.cudagraphs": False}
+
+
+class InferenceNetwork(nn.Module):
+    """A fused (batch norm folded) Darknet net; `forward` returns float32 like `Darknet.forward`.
+
+    precision "fp32": the fused net itself, within the reference pack's tolerances of Darknet.
+    precision "bf16": the layers before the head under CPU/CUDA autocast to bfloat16, the head
+    (region / softmax) in float32 on the up-cast features, so that group sums keep float32 accuracy.
+    backend "onnxruntime": the exported ONNX graph (`export.export_network`) in one session built here,
+    with as many intra-op threads as torch uses; inputs are moved to the CPU for it.
+    compile=True (torch backend): the fused net through `torch.compile` (inductor, `COMPILE_OPTIONS`).
+    """
+
+    def __init__(self, net: Darknet, precision: str = "fp32", backend: str = "torch", compile: bool = False):
+        super().__init__()
+        _check_choice("precision", precision, PRECISIONS)
+        _check_choice("backend", backend, BACKENDS)
+        if backend == "onnxruntime" and (precision != "fp32" or net.device.type != "cpu"):
+            raise ValueError(f"the onnxruntime backend runs fp32 on the cpu (asked: {precision} on {net.device})")
+        if compile and (backend != "torch" or precision != "fp32"):
+            raise ValueError(f"compile=True applies to the torch backend in fp32, not {backend} {precision}")
+        if precision == "bf16" and len(net._heads) > 1:
+            raise ValueError(f"{net.cfg_path}: bf16 inference supports one output layer, this net has "
+                             f"{len(net._heads)} [yolo] heads")
+        self.precision, self.backend = precision, backend
+        self.net = fuse_for_inference(net)
+        # the bound forward, not the module: the fused net stays the one submodule
+        self._forward = torch.compile(self.net.forward, options=COMPILE_OPTIONS) if compile else self.net.forward
+        self._session = _onnxruntime_session(net) if backend == "onnxruntime" else None
+        self.eval()
+
+    # what detect(), classify() and validation read from a Darknet, answered by the fused net
+    region = property(lambda self: self.net.region)
+    require_region = property(lambda self: self.net.require_region)
+    hierarchy = property(lambda self: self.net.hierarchy)
+    width = property(lambda self: self.net.width)
+    height = property(lambda self: self.net.height)
+    channels = property(lambda self: self.net.channels)
+    cfg_path = property(lambda self: self.net.cfg_path)
+    options = property(lambda self: self.net.options)
+    output_shape = property(lambda self: self.net.output_shape)
+    device = property(lambda self: self.net.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._session is not None:
+            (output,) = self._session.run(None, {INPUT_NAME: x.detach().float().cpu().contiguous().numpy()})
+            return torch.from_numpy(output)
+        if self.precision == "bf16":
+            return self._bf16_forward(x)
+        return self._forward(x)
+
+    def _bf16_forward(self, x: Tensor) -> Tensor:
+        net = self.net
+        head = len(net.layers) - 1
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            outputs = net.run(x, keep=set(net.sources[head]), upto=head)
+        return net.layers[head](*(outputs[source].float() for source in net.sources[head]))
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision}, backend={self.backend}"
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _onnxruntime_session(net: Darknet):
+    """An onnxruntime CPU session of `net` exported in memory, threads as torch's."""
+    import onnxruntime
+
+    model = io.BytesIO()
+    export_network(net, model)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+def load_inference_network(cfg: str | os.PathLike, weights: str | os.PathLike, device: str | torch.device = "cpu",
+                           precision: str = "fp32", backend: str = "torch", compile: bool = False
+                           ) -> InferenceNetwork:
+    """Load a cfg and its weights as an `InferenceNetwork` (eval mode, gradients off) on `device`."""
+    return InferenceNetwork(load_network(cfg, weights, device), precision, backend, compile)
