@@ -115,3 +115,17 @@ def test_hierarchy_probabilities_equal_hierarchy_predictions(reference):
     toy = WordTree(list("ABCDEF"), [-1, -1, 0, 0, 2, 2])
     got = hierarchy_probabilities(toy, torch.tensor([0.9, 0.1, 0.6, 0.4, 0.5, 0.5]), dim=0)
     np.testing.assert_allclose(got.numpy(), [0.9, 0.1, 0.54, 0.36, 0.27, 0.27], rtol=1e-6)
+
+
+def test_export_command_writes_a_model_onnxruntime_runs(reference, tmp_path):
+    from click.testing import CliRunner
+
+    from pydarknet.cli import main
+
+    out = tmp_path / "tiny.onnx"
+    mini = reference / "mini"
+    result = CliRunner().invoke(main, ["export", "onnx", str(mini / "mini-yolov2-tiny-voc.cfg"),
+                                       str(mini / "mini-yolov2-tiny-voc.weights"), str(out), "--decode"])
+    assert result.exit_code == 0, result.output
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(DECODED_OUTPUTS)   # boxes and probabilities

@@ -1,9 +1,9 @@
-"""`pydarknet partial`: weights files."""
+"""`pydarknet partial` and `pydarknet export onnx`: weights files and exported models."""
 from __future__ import annotations
 
 import click
 
-from .common import existing_file, main, open_network
+from .common import DarknetGroup, existing_file, main, open_network
 
 
 @main.command("partial")
@@ -18,3 +18,22 @@ def partial(cfg, weights, output, count) -> None:
     net = open_network(cfg, weights, "cpu", trained=False)
     save_weights(net, output, cutoff=count)
     click.echo(f"Saving weights to {output}", err=True)
+
+
+@main.group("export", cls=DarknetGroup)
+def export() -> None:
+    """Export a net with its weights to another format."""
+
+
+@export.command("onnx")
+@click.argument("cfg", type=existing_file)
+@click.argument("weights", type=existing_file)
+@click.argument("output")
+@click.option("--decode", is_flag=True, help="Add the region decode: the ONNX outputs are boxes and probabilities.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: pydarknet.export.DEFAULT_OPSET).")
+def export_onnx_command(cfg, weights, output, decode, opset) -> None:
+    """Write CFG with WEIGHTS as an ONNX model OUTPUT (the region output, or with --decode boxes and probs)."""
+    from ..export import DEFAULT_OPSET, export_onnx
+
+    export_onnx(cfg, weights, output, decode=decode, opset=opset or DEFAULT_OPSET)
+    click.echo(f"Saved {output}", err=True)
