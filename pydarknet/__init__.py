@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Darknet": "network", "load_network": "network", "select_device": "network",
     "load_weights": "weights", "save_weights": "weights",
-    "detect": "predict", "classify": "predict",
+    "detect": "predict", "detect_boxes": "predict", "classify": "predict",
+    "DetectedObject": "decode", "Detection": "decode", "Prediction": "predict",
     "read_cfg": "cfg", "WordTree": "tree",
 }
 __all__ = sorted(_EXPORTS)

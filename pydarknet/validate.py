@@ -26,7 +26,6 @@ from typing import TypeVar
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .boxes import pairwise_iou
 from .cfg import resolve_path
@@ -38,6 +37,7 @@ from .evaluate import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_
 from .image import draw_detections, image_to_chw, letterbox_image, load_image, resize_image
 from .layers.region import RegionLayer
 from .network import Darknet, network_mode
+from .progress import progress as progress_of
 from .tree import WordTree, read_map
 
 VALID_THRESH = 0.005   # DARKNET(detector.c:validate_detector): keep nearly every box for the AP curve
@@ -125,14 +125,14 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     classes: keep only the first `classes` class probabilities (eval=imagenet), before the NMS.
     nms: 0 skips the NMS. workers: decoding threads (0: decode in this thread, no overlap).
     batch: images per forward pass; only float rounding depends on it.
-    progress: a tqdm bar on stderr when it is a terminal.
+    progress: report progress on stderr (a tqdm bar on a terminal, else periodic lines; see progress.py).
     """
     _region_of(net)
     _check_images_exist(paths)
     inputs = _ordered_map(partial(_network_input, width=net.width, height=net.height, letterbox=letterbox),
                           paths, workers)
     index = 0
-    with torch.no_grad(), tqdm(total=len(paths), unit="img", disable=None if progress else True) as bar:
+    with torch.no_grad(), progress_of(total=len(paths), unit="img", enabled=progress) as bar:
         while chunk := list(islice(inputs, batch)):
             outputs = net(torch.stack([x for x, _, _ in chunk]).to(net.device)).float().cpu()   # [B, A, 5+C, H, W]
             for output, (_, width, height) in zip(outputs, chunk):
@@ -512,7 +512,7 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
             # DARKNET(demo.c:fetch_in_thread): the next frame is letterboxed while this one is detected
             letterboxed = _ordered_map(partial(_with_input, width=net.width, height=net.height),
                                        _video_frames(capture), workers=1)
-            for frame, inputs in tqdm(letterboxed, total=total, unit="frame", disable=None if progress else True):
+            for frame, inputs in progress_of(letterboxed, total=total, unit="frame", enabled=progress):
                 output = net(inputs[None].to(net.device))[0].float().cpu()
                 if history is None:
                     history = output.new_zeros(avg_frames, *output.shape)

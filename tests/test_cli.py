@@ -45,7 +45,7 @@ def test_detector_test_prints_darknet_lines(reference, pngs, tmp_path, image, th
                       reference / "mini" / f"{net}.weights", pngs[image], "-thresh", thresh,
                       "-out", tmp_path / "pred", "--json", tmp_path / "dets.json"], tmp_path)
     assert result.exit_code == 0
-    assert _printed_lines(result.output) == expected["printed"]
+    assert _printed_lines(result.stdout) == expected["printed"]
     assert cv2.imread(str(tmp_path / "pred.jpg")).shape == (expected["image_h"], expected["image_w"], 3)
     written = json.loads((tmp_path / "dets.json").read_text())["detections"]
     assert len(written) == len(expected["detections"])
@@ -63,7 +63,7 @@ def test_full_size_cli_output_is_darknets(reference, pngs, tmp_path, net, data):
     result = _invoke(["detector", "test", REPO / "cfg" / data, REPO / "cfg" / f"{net}.cfg", weights, pngs["dog"],
                       "-thresh", ".25", "-out", tmp_path / "pred"], tmp_path)
     expected = (reference / "forward" / net / "dog" / "cli_stdout.txt").read_text().splitlines()[1:]
-    assert _printed_lines(result.output) == expected
+    assert _printed_lines(result.stdout) == expected
 
 
 @pytest.mark.parametrize("net", ["mini-darknet19", "darknet19"])
@@ -75,7 +75,7 @@ def test_classifier_predict_prints_darknet_top5(reference, pngs, tmp_path, net):
         result = _invoke(["classifier", "predict", REPO / "cfg" / "imagenet1k.data", cfg, weights, pngs[image]],
                          tmp_path)
         expected = (reference / "forward" / net / image / "printed.txt").read_text().splitlines()
-        assert _printed_lines(result.output) == expected
+        assert _printed_lines(result.stdout) == expected
 
 
 def test_partial_writes_darknet_prefix(reference, tmp_path):
@@ -96,7 +96,7 @@ def test_image_paths_from_stdin(reference, pngs, tmp_path):
     assert result.output.count("Enter Image Path:") == 3
     expected = (read_json(reference / "forward" / net / "dog" / "dets_t0.25.json")["printed"]
                 + read_json(reference / "forward" / net / "horses" / "dets_t0.25.json")["printed"])
-    lines = [line.replace("Enter Image Path: ", "") for line in _printed_lines(result.output)]
+    lines = [line.replace("Enter Image Path: ", "") for line in _printed_lines(result.stdout)]
     assert [line for line in lines if line.strip()] == expected
 
 
