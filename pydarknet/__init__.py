@@ -11,7 +11,7 @@ _EXPORTS = {
     "load_weights": "weights", "save_weights": "weights",
     "detect": "predict", "detect_boxes": "predict", "classify": "predict",
     "DetectedObject": "decode", "Detection": "decode", "Prediction": "predict",
-    "read_cfg": "cfg", "WordTree": "tree",
+    "read_cfg": "cfg", "read_names": "data.files", "WordTree": "tree",
 }
 __all__ = sorted(_EXPORTS)
 
