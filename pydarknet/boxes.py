@@ -2,7 +2,8 @@
 
 Formats (last dimension of size 4):
 * ``cxcywh``: centre x, centre y, width, height (Darknet's `box`);
-* ``xyxy``: left, top, right, bottom.
+* ``xyxy``: left, top, right, bottom;
+* ``xywh``: left, top, width, height (COCO's `bbox`).
 Functions broadcast over the leading dimensions and keep the input's dtype, so float32 inputs
 are computed in float32 in Darknet's operation order.
 """
@@ -30,6 +31,19 @@ def xyxy_to_cxcywh(boxes_xyxy: Boxes) -> Boxes:
     xp = _namespace(boxes_xyxy)
     x1, y1, x2, y2 = _unbind(boxes_xyxy)
     return xp.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
+
+
+def xyxy_to_xywh(boxes_xyxy: Boxes) -> Boxes:
+    """``(..., 4)`` xyxy -> ``(..., 4)`` COCO xywh (top-left corner, width, height)."""
+    xp = _namespace(boxes_xyxy)
+    x1, y1, x2, y2 = _unbind(boxes_xyxy)
+    return xp.stack([x1, y1, x2 - x1, y2 - y1], -1)
+
+
+def pixel_xyxy(boxes_cxcywh: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(..., 4)`` cxcywh relative to an image -> ``(N, 4)`` float64 xyxy in its pixels."""
+    boxes = np.asarray(boxes_cxcywh).reshape(-1, 4).astype(np.float64) * [width, height, width, height]
+    return cxcywh_to_xyxy(boxes)
 
 
 def convert_boxes(boxes: Boxes, in_fmt: BoxFormat, out_fmt: BoxFormat) -> Boxes:

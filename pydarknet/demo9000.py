@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ._resources import shipped_root
+from .boxes import pixel_xyxy
 from .data.files import label_path, read_list, read_names
 from .data.labels import read_labels
 from .data.synth9k import Hierarchy, make_synth9k
@@ -31,7 +32,7 @@ from .evaluate import Detections, EvalResult, GroundTruth, evaluate_detections, 
 from .image import draw_detections, load_image, save_image
 from .network import Darknet, load_network
 from .predict import detect_boxes
-from .validate import VALID_NMS, VALID_THRESH, detection_records, pixel_xyxy, detect_images
+from .validate import VALID_NMS, VALID_THRESH, detect_images, detection_records
 
 DEMO_CFG = shipped_root() / "cfg" / "synth9k-tiny.cfg"
 TARGET_MAP = 0.5

@@ -23,13 +23,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pydarknet.boxes import pairwise_iou, xyxy_to_cxcywh
+from pydarknet.boxes import pairwise_iou, xyxy_to_cxcywh, xyxy_to_xywh
 
 TRUE_POSITIVE, FALSE_POSITIVE, IGNORED = 1, 0, -1
 
 ALL_POINTS = 0     # area under the interpolated PR curve (VOC2010+, AlexeyAB default)
-VOC07_POINTS = 11  # VOC2007 11-point interpolation (AlexeyAB `-points 11`)
-COCO_POINTS = 101  # pycocotools' recall thresholds 0:.01:1
 
 
 @dataclass
@@ -341,7 +339,7 @@ def coco_ap(detections: Detections, ground_truths: Sequence[GroundTruth], num_cl
         {"id": k, "image_id": int(i), "category_id": int(c), "bbox": box.tolist(),
          "area": float(box[2] * box[3]), "iscrowd": int(hard)}
         # ids from 1: COCOeval reads a match to id 0 as no match
-        for k, (i, c, box, hard) in enumerate(zip(truth_images, truth_classes, _xywh(truth_boxes),
+        for k, (i, c, box, hard) in enumerate(zip(truth_images, truth_classes, xyxy_to_xywh(truth_boxes),
                                                   truth_difficult), start=1)
     ]
     dataset = {
@@ -352,7 +350,7 @@ def coco_ap(detections: Detections, ground_truths: Sequence[GroundTruth], num_cl
     }
     results = [{"image_id": int(i), "category_id": int(c), "score": float(s), "bbox": box.tolist()}
                for i, c, s, box in zip(detections.image_ids, detections.classes, detections.scores,
-                                       _xywh(detections.boxes_xyxy))]
+                                       xyxy_to_xywh(detections.boxes_xyxy))]
     with contextlib.redirect_stdout(io.StringIO()):
         truth_api = COCO()
         truth_api.dataset = dataset
@@ -397,11 +395,6 @@ def _flatten(ground_truths: Sequence[GroundTruth]
             np.concatenate([np.zeros(0, np.int64)] + [t.classes for t in ground_truths]),
             np.concatenate([np.zeros((0, 4))] + [t.boxes_xyxy for t in ground_truths]),
             np.concatenate([np.zeros(0, bool)] + [t.difficult for t in ground_truths]))
-
-
-def _xywh(boxes_xyxy: np.ndarray) -> np.ndarray:
-    """(N, 4) xyxy -> (N, 4) COCO xywh (top-left corner, width, height)."""
-    return np.concatenate([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], axis=1)
 
 
 def _check_inputs(detections: Detections, ground_truths: Sequence[GroundTruth],

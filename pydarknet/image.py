@@ -58,6 +58,14 @@ def image_to_chw(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(_check_hwc(image).transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
 
 
+def network_input(image: np.ndarray, width: int, height: int, letterbox: bool = True) -> np.ndarray:
+    """The network input of an ``(H, W, 3)`` uint8 image: ``(3, height, width)`` float32, letterboxed
+    as DARKNET(detector.c:test_detector) does, or plainly resized (`letterbox=False`, the [net] of
+    nets trained without letterbox, and DARKNET(detector.c:validate_detector) for `eval=imagenet`)."""
+    fit = letterbox_image if letterbox else resize_image
+    return fit(image_to_chw(image), width, height)
+
+
 def resize_image(image: np.ndarray, w: int, h: int) -> np.ndarray:
     """Darknet's separable bilinear resize of a ``(C, H, W)`` float32 image to ``(C, h, w)``.
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from . import layers as _layers  # noqa: F401  (registers the section builders)
 from .cfg import Section, read_cfg
+from .errors import CfgError
 from .layers.region import RegionLayer, YoloLayer
 from .layers.softmax import SoftmaxLayer
 from .registry import BuildContext, Shape, builder_for
@@ -182,6 +183,13 @@ class Darknet(nn.Module):
         """The last `[region]` layer, the detector head of YOLOv2 nets, or None."""
         return next((layer for layer in reversed(self.layers) if isinstance(layer, RegionLayer)), None)
 
+    def require_region(self, purpose: str) -> RegionLayer:
+        """The `[region]` layer, or a CfgError saying that `purpose` (e.g. "detection") needs one."""
+        region = self.region
+        if region is None:
+            raise CfgError(f"{self.cfg_path}: {purpose} needs a [region] layer (YOLOv2); this cfg has none")
+        return region
+
     @property
     def hierarchy(self):
         """DARKNET(parser.c:parse_network_cfg): net->hierarchy, the WordTree of a [softmax] layer, or None."""
@@ -213,16 +221,6 @@ class Darknet(nn.Module):
                 if done not in keep:
                     outputs.pop(done, None)
         return outputs
-
-    def describe(self) -> str:
-        """A layer table like the one Darknet prints while loading a cfg."""
-        lines = ["layer     type              input               output"]
-        previous = Shape(self.channels, self.height, self.width)
-        for index, (kind, shape) in enumerate(zip(self.kinds, self.shapes)):
-            source = self.shapes[self.sources[index][0]] if self.sources[index][0] >= 0 else previous
-            lines.append(f"{index:5d} {kind:<15} {source.w:4d} x{source.h:4d} x{source.c:5d}  ->  "
-                         f"{shape.w:4d} x{shape.h:4d} x{shape.c:5d}")
-        return "\n".join(lines)
 
     def extra_repr(self) -> str:
         return f"input={self.channels}x{self.height}x{self.width}, seen={self.seen}"

@@ -9,16 +9,15 @@ import numpy as np
 import torch
 
 from .decode import DetectedObject, Detection, detected_objects, do_nms_sort, get_region_detections
-from .image import crop_image, image_to_chw, letterbox_image, load_image, resize_min
+from .image import crop_image, image_to_chw, load_image, network_input, resize_min
 from .network import Darknet
 
 NMS = 0.45  # DARKNET(detector.c:test_detector): fixed NMS threshold
 
 
-def network_input(net: Darknet, image: np.ndarray) -> torch.Tensor:
-    """Letterbox an (H, W, 3) uint8 RGB image to the net's size: a (1, 3, h, w) float batch on its device."""
-    chw = letterbox_image(image_to_chw(image), net.width, net.height)
-    return torch.from_numpy(chw)[None].to(net.device)
+def _batch_of_one(net: Darknet, image: np.ndarray) -> torch.Tensor:
+    """An (H, W, 3) uint8 RGB image letterboxed to the net's size: a (1, 3, h, w) float batch on its device."""
+    return torch.from_numpy(network_input(image, net.width, net.height))[None].to(net.device)
 
 
 def _as_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
@@ -48,11 +47,9 @@ def detect_boxes(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: fl
 
     Boxes are cxcywh relative to the image.
     """
-    region = net.region
-    if region is None:
-        raise ValueError(f"{net.cfg_path}: detection needs a [region] layer (YOLOv2); this cfg has none")
+    region = net.require_region("detection")
     image = _as_image(image)
-    output = net(network_input(net, image))[0].float().cpu()
+    output = net(_batch_of_one(net, image))[0].float().cpu()
     im_h, im_w = image.shape[:2]
     dets = get_region_detections(output, region.options.anchors, net.width, net.height, im_w, im_h,
                                  thresh, hier_thresh, tree=region.tree)
@@ -68,15 +65,19 @@ class Prediction:
 @torch.no_grad()
 def classify(net: Darknet, image: np.ndarray | str | os.PathLike, top: int = 5) -> list[Prediction]:
     """The top-k classes of a classifier for one image, as DARKNET(classifier.c:predict_classifier)."""
-    probabilities = net(network_input(net, _as_image(image))).flatten(1)[0].float().cpu()
+    probabilities = net(_batch_of_one(net, _as_image(image))).flatten(1)[0].float().cpu()
     tree = net.hierarchy
     if tree is not None:
         # DARKNET(classifier.c:predict_classifier): hierarchy_predictions with only_leaves=1
         probabilities = tree.hierarchy_predictions(probabilities[None], dim=1)[0]
         probabilities[~torch.from_numpy(tree.leaf)] = 0
-    # DARKNET(utils.c:top_k): highest first; among equal values the lower index wins
-    order = np.argsort(-probabilities.numpy(), kind="stable")[:top]
-    return [Prediction(int(i), float(probabilities[i])) for i in order]
+    return [Prediction(int(i), float(probabilities[i])) for i in top_k(probabilities[None], top)[0]]
+
+
+def top_k(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, k) indices of the k largest values of probs (B, n), highest first; on ties the lower index
+    first (DARKNET(utils.c:top_k))."""
+    return torch.sort(probs, dim=1, descending=True, stable=True).indices[:, :k]
 
 
 def format_predictions(predictions: list[Prediction], names: list[str]) -> list[str]:

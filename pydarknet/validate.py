@@ -27,19 +27,22 @@ import cv2
 import numpy as np
 import torch
 
-from .boxes import pairwise_iou
+from .boxes import pairwise_iou, pixel_xyxy
 from .cfg import resolve_path
+from .data.classification import class_labels, class_of_path, classification_valid_loader
 from .data.files import DataConfig, label_path, read_data_file, read_list, read_names, resolve_data_path
 from .data.labels import CLASSIFICATION_ONLY_MIN, read_labels
 from .decode import COORDS, Detection, do_nms_obj, do_nms_sort, get_region_detections
 from .errors import DataError, MissingFileError
 from .evaluate import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_detections
-from .image import draw_detections, image_to_chw, letterbox_image, load_image, resize_image
+from .image import draw_detections, load_image, network_input
 from .layers.region import RegionLayer
 from .network import Darknet, network_mode
+from .predict import top_k
 from .progress import progress as progress_of
 from .tree import WordTree, read_map
 
+VALID_BATCH = 8          # images per forward in `validate_classifier`; only float rounding depends on it
 VALID_THRESH = 0.005   # DARKNET(detector.c:validate_detector): keep nearly every box for the AP curve
 VALID_NMS = 0.45       # DARKNET(detector.c:validate_detector)
 HIER_THRESH = 0.5      # DARKNET(detector.c:validate_detector): get_network_boxes(..., .5, map, ...)
@@ -87,11 +90,10 @@ class ImageDetections:
     detections: list[Detection]
 
 
-def _network_input(path: str, width: int, height: int, letterbox: bool) -> tuple[torch.Tensor, int, int]:
+def _decoded_input(path: str, width: int, height: int, letterbox: bool) -> tuple[torch.Tensor, int, int]:
     """Decode an image and fit it to the network: (3, height, width) input, original width and height."""
     image = load_image(path)
-    fit = letterbox_image if letterbox else resize_image
-    return torch.from_numpy(fit(image_to_chw(image), width, height)), image.shape[1], image.shape[0]
+    return torch.from_numpy(network_input(image, width, height, letterbox)), image.shape[1], image.shape[0]
 
 
 def _ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
@@ -129,7 +131,7 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     """
     _region_of(net)
     _check_images_exist(paths)
-    inputs = _ordered_map(partial(_network_input, width=net.width, height=net.height, letterbox=letterbox),
+    inputs = _ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox),
                           paths, workers)
     index = 0
     with torch.no_grad(), progress_of(total=len(paths), unit="img", enabled=progress) as bar:
@@ -417,12 +419,6 @@ def _read_truth(labels: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[boxed], flags[boxed]
 
 
-def pixel_xyxy(boxes_cxcywh: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(N, 4) relative cxcywh -> (N, 4) float64 xyxy in pixels."""
-    boxes = boxes_cxcywh.reshape(-1, 4).astype(np.float64) * [width, height, width, height]
-    return np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], axis=1)
-
-
 # ---------------------------------------------------------------------------- `detector recall`
 
 @dataclass(frozen=True)
@@ -553,7 +549,7 @@ def _video_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
 
 def _with_input(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, torch.Tensor]:
     """A frame and its letterboxed (3, height, width) network input."""
-    return frame, torch.from_numpy(letterbox_image(image_to_chw(frame), width, height))
+    return frame, torch.from_numpy(network_input(frame, width, height))
 
 
 def _video_writer(path: str | os.PathLike, fps: float, width: int, height: int) -> cv2.VideoWriter:
@@ -584,3 +580,61 @@ def _check_images_exist(paths: Sequence[str]) -> None:
 def valid_paths(data: DataConfig, default: str = "data/train.list") -> list[str]:
     """The images of the data file's `valid=` list (DARKNET(detector.c:validate_detector) default)."""
     return read_list(data.get_path("valid", default))
+
+
+# ---------------------------------------------------------------------------- `classifier valid`
+
+@dataclass(frozen=True)
+class ClassifierAccuracy:
+    """Top-1 and top-k accuracy over `images` validation images."""
+
+    top1: float
+    topk: float
+    k: int
+    images: int
+
+
+def leaf_mask(tree: WordTree, leaves_path: str | os.PathLike | None = None) -> np.ndarray:
+    """(n,) bool: the nodes whose probability counts, the tree's leaves or those a `leaves=` file names.
+
+    DARKNET(tree.c:change_leaves): with a leaves file, exactly the nodes whose wnid it lists.
+    """
+    if leaves_path is None:
+        return tree.leaf.copy()
+    return np.isin(np.array(tree.name), read_names(leaves_path))
+
+
+@torch.no_grad()
+def validate_classifier(net: Darknet, data_path: str | os.PathLike, *, workers: int = 2,
+                        batch: int = VALID_BATCH, log: Callable[[str], None] = print) -> ClassifierAccuracy:
+    """`darknet classifier valid data cfg weights`: top-1/top-k accuracy on the `valid=` list.
+
+    .data keys: `classes` (2), `valid` (data/train.list), `labels` (data/labels.list), `top` (1),
+    `leaves`. Prints, per image, Darknet's two lines (path, true class, first two probabilities;
+    the running accuracies).
+    """
+    data = read_data_file(data_path)
+    classes = data.get_int("classes", 2)
+    topk = data.get_int("top", 1)
+    labels = class_labels(data, classes)
+    paths = read_list(data.get_path("valid", "data/train.list"))
+    # DARKNET(parser.c:parse_network_cfg): net->hierarchy is the tree of a [softmax] layer
+    tree = net.hierarchy
+    if tree is not None:
+        leaves = torch.from_numpy(leaf_mask(tree, data.get_path("leaves") if data.has("leaves") else None))
+    top1_hits = topk_hits = 0
+    with network_mode(net, False):
+        for indices, images in classification_valid_loader(paths, (net.width, net.height), batch, workers):
+            probs = net(images.to(net.device)).flatten(1).float().cpu()
+            if tree is not None:
+                # DARKNET(classifier.c:validate_classifier_single): hierarchy_predictions with only_leaves=1
+                probs = tree.hierarchy_predictions(probs, dim=1) * leaves
+            best = top_k(probs[:, :classes], topk)
+            for index, row, order in zip(indices.tolist(), probs, best.tolist()):
+                truth = class_of_path(paths[index], labels)
+                top1_hits += order[0] == truth
+                topk_hits += truth in order
+                seen = np.float32(index + 1)
+                log(f"{paths[index]}, {truth}, {float(row[0]):f}, {float(row[1]):f}, ")
+                log(f"{index}: top 1: {np.float32(top1_hits) / seen:f}, top {topk}: {np.float32(topk_hits) / seen:f}")
+    return ClassifierAccuracy(top1_hits / len(paths), topk_hits / len(paths), topk, len(paths))

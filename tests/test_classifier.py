@@ -15,8 +15,9 @@ from pydarknet.data.classification import (SECRET_NUM, CropOptions, LabelCountWa
                                            center_crop_image, class_of_path, fill_hierarchy, path_truth,
                                            rotate_crop_image)
 from pydarknet.engine import classifier as engine
-from pydarknet.engine.classifier import (ClassifierForward, classifier_loss, classifier_step, crop_options,
-                                         top_k, train_classifier, validate_classifier)
+from pydarknet.engine.classifier import ClassifierForward, classifier_step, crop_options, train_classifier
+from pydarknet.losses.softmax import classifier_loss
+from pydarknet.validate import top_k, validate_classifier
 from pydarknet.engine.sgd import DarknetSGD
 from pydarknet.image import save_image
 from pydarknet.layers.structure import CostLayer
@@ -250,7 +251,7 @@ def test_train_classifier_learns_writes_backups_and_validates(tmp_path, monkeypa
     # an epoch is len(train list) = 8 * labels images; iterations train 8 images each
     epochs = 30 * 8 // (8 * len(labels))
     assert {p.name for p in backup.iterdir()} == ({f"{base}_{e}.weights" for e in range(1, epochs + 1)}
-                                                  | {f"{base}.backup", f"{base}.weights"})
+                                                  | {f"{base}.backup", f"{base}.weights", "chart.png"})
     assert result.final_weights == backup / f"{base}.weights"
 
     printed: list[str] = []

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -211,3 +213,26 @@ def test_missing_image_is_a_clear_error(reference, tmp_path):
     error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error_lines) == 1 and "nope.jpg" in error_lines[0]
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("module", ["pydarknet", "pydarknet.cli"])
+def test_every_way_of_starting_the_program_lists_every_command(module):
+    """`python -m pydarknet.cli` is what the torchrun relaunch runs: it must see every verb."""
+    result = subprocess.run([sys.executable, "-m", module, "detector", "--help"], capture_output=True, text=True,
+                            cwd=REPO, check=True)
+    listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert {"test", "train", "valid", "recall", "map", "demo"} <= listed
+    top = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO,
+                         check=True).stdout
+    assert all(name in top for name in ("classifier", "data", "detect", "detector", "partial"))
+
+
+def test_detect_is_the_api_function_before_and_after_importing_every_submodule():
+    code = ("import importlib, pkgutil, pydarknet\n"
+            "first = pydarknet.detect\n"
+            "for module in pkgutil.walk_packages(pydarknet.__path__, 'pydarknet.'):\n"
+            "    if not module.name.endswith('__main__'):\n"
+            "        importlib.import_module(module.name)\n"
+            "from pydarknet import detect\n"
+            "assert callable(first) and detect is first and pydarknet.detect is first, pydarknet.detect\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

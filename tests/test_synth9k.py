@@ -16,7 +16,7 @@ from pydarknet.data.synth9k import PREFIX, Hierarchy, make_synth9k
 from pydarknet.demo9000 import DEMO_CFG, mapped_map, run_demo
 from pydarknet.engine.sgd import DarknetSGD
 from pydarknet.engine.step import train_step
-from pydarknet.engine.train import augment_options
+from pydarknet.engine.detector import augment_options
 from pydarknet.image import load_image
 from pydarknet.network import Darknet, load_network
 from pydarknet.tree import WordTree, read_map

@@ -15,7 +15,8 @@ import torch
 
 from pydarknet.data.dataset import BadSampleWarning
 from pydarknet.data.synth import make_synth
-from pydarknet.engine.train import TrainingError, backup_names, cfg_base, train_detector
+from pydarknet.engine.detector import backup_names
+from pydarknet.engine.train import TrainingError, cfg_base, train_detector
 from pydarknet.network import load_network
 from pydarknet.weights import WeightsHeader
 

@@ -88,6 +88,6 @@ def classifier_train(data, cfg, weights, clear, workers, seed, max_batches, devi
 @device_option
 def classifier_valid(data, cfg, weights, workers, device) -> None:
     """Top-1 / top-k accuracy on the .data valid list, as `darknet classifier valid`."""
-    from ..engine.classifier import validate_classifier
+    from ..validate import validate_classifier
 
     validate_classifier(open_network(cfg, weights, device), data, workers=workers, log=click.echo)

@@ -27,6 +27,7 @@ from ..tree import WordTree
 from .augment import rand_scale, rand_uniform, random_distort_image, zero_means_unchanged
 from .dataset import (BAD_SAMPLE_ERRORS, DarknetBatchSampler, DetectionLoader, SampleKey, SkippedSample,
                       collate_detections)
+from .files import DataConfig, read_names
 
 SECRET_NUM = -1234.0   # DARKNET(darknet.h): a truth value the losses leave out
 
@@ -222,3 +223,11 @@ class _CentreCrops(Dataset):
     def __getitem__(self, index: int) -> tuple[int, Tensor]:
         image = image_to_chw(load_image(self.paths[index]))
         return index, torch.from_numpy(center_crop_image(image, *self.size))
+
+
+def class_labels(data: DataConfig, classes: int) -> list[str]:
+    """The first `classes` names of the .data file's `labels=` list."""
+    labels = read_names(data.get_path("labels", "data/labels.list"))
+    if len(labels) < classes:
+        raise data.error(f"classes={classes} but the labels file lists {len(labels)} labels", "labels")
+    return labels[:classes]

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..image import image_to_chw, letterbox_image, letterbox_size, load_image
+from ..image import letterbox_size, load_image, network_input
 from .augment import AugmentOptions, augment_detection, correct_boxes, fill_truth
 from .files import label_path, read_list
 from .labels import read_labels
@@ -115,7 +115,7 @@ def letterbox_sample(image: np.ndarray, truths: np.ndarray, w: int, h: int,
     new_w, new_h = letterbox_size(im_w, im_h, w, h)
     dx, dy = (w - new_w) // 2, (h - new_h) // 2
     corrected = correct_boxes(truths, -dx / w, -dy / h, new_w / w, new_h / h, flip=False)
-    return letterbox_image(image_to_chw(image), w, h), fill_truth(corrected, max_truths)
+    return network_input(image, w, h), fill_truth(corrected, max_truths)
 
 
 def multiscale_dim(rng: np.random.Generator, count: int, current_batch: int, max_batches: int) -> int | None:

@@ -15,7 +15,8 @@ PathLike = str | os.PathLike
 
 # Every key some Darknet command reads from a .data file (examples/*.c, option_find on read_data_cfg).
 DATA_KEYS = frozenset({"classes", "train", "valid", "test", "names", "backup", "eval", "labels",
-                       "map", "results", "top", "tree", "leaves", "tag"})
+                       "map", "results", "top", "tree", "leaves", "tag",
+                       "image_ids"})  # DIVERGES: pydarknet's COCO image-id map (data.coco.convert_coco)
 
 # DARKNET(data.c:fill_truth_detection): first-occurrence replacements, applied in this order
 LABEL_PATH_REPLACEMENTS = (("images", "labels"), ("JPEGImages", "labels"), ("raw", "labels"),

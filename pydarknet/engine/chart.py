@@ -1,4 +1,4 @@
-"""`chart.png`: loss (and mAP, when measured) over iterations, as AlexeyAB's Darknet draws it."""
+"""`chart.png`: loss and average loss over iterations, as AlexeyAB's Darknet draws it."""
 from __future__ import annotations
 
 import io
@@ -14,8 +14,8 @@ from ..weights import write_atomically  # noqa: E402
 
 
 def save_chart(path: str | os.PathLike, iterations: list[int], losses: list[float], avg_losses: list[float],
-               map_points: list[tuple[int, float]] = (), max_batches: int | None = None) -> None:
-    """Write a PNG of loss and average loss per iteration, with mAP@0.5 on a second axis if given."""
+               max_batches: int | None = None) -> None:
+    """Write a PNG of loss and average loss per iteration."""
     figure, loss_axis = plt.subplots(figsize=(8, 5), dpi=100)
     try:
         loss_axis.plot(iterations, losses, color="tab:blue", alpha=0.35, linewidth=0.8, label="loss")
@@ -24,11 +24,6 @@ def save_chart(path: str | os.PathLike, iterations: list[int], losses: list[floa
         loss_axis.set_ylabel("loss")
         loss_axis.set_xlim(0, max_batches or (iterations[-1] if iterations else 1))
         loss_axis.grid(alpha=0.3)
-        if map_points:
-            map_axis = loss_axis.twinx()
-            map_axis.plot(*zip(*map_points), color="tab:red", marker="o", label="mAP@0.5")
-            map_axis.set_ylim(0, 1)
-            map_axis.set_ylabel("mAP@0.5", color="tab:red")
         loss_axis.legend(loc="upper right")
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", bbox_inches="tight")

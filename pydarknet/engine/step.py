@@ -1,7 +1,7 @@
-"""One Darknet training step of a YOLOv2 / YOLO9000 net on given tensors.
+"""One Darknet training step on given tensors, for any task: the task's `Head` supplies the loss.
 
 DARKNET(network.c:train_network_datum): ``seen += mini_batch``; training-mode forward (batch
-statistics in every BN layer, rolling statistics updated); the region loss writes its delta;
+statistics in every BN layer, rolling statistics updated); the loss layer writes its delta;
 backward; and every `subdivisions` mini-batches an update (network.c:update_network).
 
 Semantics are those of Darknet's GPU/cuDNN build: batch norm as PyTorch's training-mode
@@ -21,24 +21,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..losses.region import RegionLoss, region_input_gradient, region_loss
+from ..errors import CfgError
 from ..network import Darknet, NetOptions, network_mode
 from .lr import get_current_batch, get_current_rate
 from .sgd import DarknetSGD, darknet_parameters
+
+if TYPE_CHECKING:
+    from .heads import Head
 
 
 @dataclass
 class StepResult:
     """What one training step computed.
 
-    output: (B, A, 5+C, H, W) region output in training mode (detached).
-    loss: the region loss: `delta` (Darknet's negative gradient, same shape), `cost`, the stats
-        and `stats_line()`.
+    output: the loss layer's output in training mode (detached): (B, A, 5+C, H, W) for a region
+        layer, (B, n) probabilities for a classifier.
+    loss: the head's loss: `delta` (Darknet's negative gradient, shaped as `output`) and `cost`
+        (a region loss also has its stats and `stats_line()`).
     updates: per layer index, Darknet's update arrays (`weights`, `biases`, `scales`) right after
         this backward and before any update: the negative gradient summed over the images, plus the
         momentum and the earlier mini-batches of this update carried in them (copies).
@@ -48,7 +53,7 @@ class StepResult:
     learning_rate: the network rate of the update applied, or None when no update was applied.
     """
     output: Tensor
-    loss: RegionLoss
+    loss: Any
     updates: dict[int, dict[str, Tensor]]
     batch_mean: dict[int, Tensor]
     batch_variance: dict[int, Tensor]
@@ -70,46 +75,47 @@ def update_due(options: NetOptions, seen: int) -> bool:
 
 
 class TrainingForward(nn.Module):
-    """The part of a training step that DistributedDataParallel wraps: the net up to its region layer.
+    """What DistributedDataParallel wraps: the net up to its loss layer (`top`).
 
-    forward(images (B, 3, H, W)) -> (raw (B, A*(5+C), H', W') last conv output, region output
-    (B, A, 5+C, H', W')).
+    forward(images (B, 3, H, W)) -> (the loss layer's input, e.g. the last conv output
+    (B, A*(5+C), H', W'), and the loss layer's output).
     """
 
-    def __init__(self, net: Darknet):
+    def __init__(self, net: Darknet, top: int):
         super().__init__()
-        region = net.region
-        if region is None:
-            raise ValueError("training needs a net ending in a [region] layer")
         self.net = net
-        self.region_index = list(net.layers).index(region)
-        self.raw_index = net.sources[self.region_index][0]
+        self.top = top
+        self.source = net.sources[top][0]
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        outputs = self.net.run(images, keep={self.raw_index}, upto=self.region_index + 1)
-        return outputs[self.raw_index], outputs[self.region_index]
+        outputs = self.net.run(images, keep={self.source}, upto=self.top + 1)
+        return outputs[self.source], outputs[self.top]
 
 
-def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *,
+def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *, head: Head | None = None,
                seen: int | None = None, apply: bool = True, rng: np.random.Generator | None = None,
                record: bool = True, model: nn.Module | None = None, amp: bool = False) -> StepResult:
     """Darknet's `train_network_datum` on one mini-batch.
 
-    images: (B, 3, H, W) network input, B = the cfg's batch/subdivisions; truths: (B, T, 5) rows
-    ``x, y, w, h, class`` relative to the input (Darknet's `net->truth`; a row with x == 0 ends an
-    image's list). `seen` replaces `net.seen` before the step. The gradients always go into the
-    optimizer's update arrays; the update is applied when due and `apply` is true. `rng` feeds the
-    `random` learning-rate policy. The net is in training mode during the step and returns to its
-    previous mode after it. `record=False` skips the copies of the update arrays and the BN batch
-    statistics (the training loop does not need them). `model` is the `TrainingForward` of `net`,
-    possibly wrapped in DistributedDataParallel; `amp` runs the forward under bfloat16 autocast on CUDA.
+    images: (B, 3, H, W) network input, B = the cfg's batch/subdivisions; truths: what the head's
+    loss takes — (B, T, 5) rows ``x, y, w, h, class`` for a region layer (Darknet's `net->truth`; a
+    row with x == 0 ends an image's list), (B, n) class truths for a classifier. `head` is the task
+    (default: `head_for(net)`, region detector or classifier). `seen` replaces `net.seen` before the
+    step. The gradients always go into the optimizer's update arrays; the update is applied when due
+    and `apply` is true. `rng` feeds the `random` learning-rate policy. The net is in training mode
+    during the step and returns to its previous mode after it. `record=False` skips the copies of the
+    update arrays and the BN batch statistics (the training loop does not need them). `model` is the
+    head's `TrainingForward`, possibly wrapped in DistributedDataParallel; `amp` runs the forward under
+    bfloat16 autocast on CUDA.
     """
+    from .heads import head_for
+
+    head = head if head is not None else head_for(net)
     options = net.options
     if images.shape[0] != options.mini_batch:
-        raise ValueError(f"{images.shape[0]} images given; the cfg trains on mini-batches of "
-                         f"batch/subdivisions = {options.mini_batch}")
-    forward = model if model is not None else TrainingForward(net)
-    region = net.region
+        raise CfgError(f"{images.shape[0]} images given; the cfg trains on mini-batches of "
+                       f"batch/subdivisions = {options.mini_batch}")
+    forward = model if model is not None else head.forward_module()
     if seen is not None:
         net.seen = seen
     # DARKNET(network.c:train_network_datum): seen counts this mini-batch before the forward,
@@ -121,11 +127,10 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     with network_mode(net, True), statistics as (batch_mean, batch_variance), autocast:
         raw, output = forward(images)
     output = output.float()
-    loss = region_loss(output, truths, region.options, net.seen, region.tree, region.class_map)
-    trained = trained_parameters(net, list(net.layers).index(region))
+    loss = head.loss(output.detach(), truths)
+    trained = trained_parameters(net, head.top)
     if trained:
-        gradient = region_input_gradient(output, loss.delta).view_as(raw).to(raw.dtype)
-        raw.backward(gradient, inputs=trained)
+        raw.backward(head.input_gradient(output, loss).view_as(raw).to(raw.dtype), inputs=trained)
     optimizer.accumulate()
     updates = ({index: {name: u.clone() for name, u in named.items()} for index, named in optimizer.updates().items()}
                if record else {})
@@ -138,16 +143,17 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     return StepResult(output.detach(), loss, updates, batch_mean, batch_variance, net.seen, rate)
 
 
-def trained_parameters(net: Darknet, region_index: int) -> list[nn.Parameter]:
-    """Parameters that receive gradients: those of the layers above the last `stopbackward=1` layer.
+def trained_parameters(net: Darknet, top: int) -> list[nn.Parameter]:
+    """Parameters that receive gradients: those of the layers below `top` and above the last
+    `stopbackward=1` layer.
 
     DARKNET(network.c:backward_network): the backward runs from the top and stops *before* the
     first layer with stopbackward, so that layer and all below get nothing (their update arrays
     still decay and carry momentum at the update).
     """
-    stopped = [i for i in range(region_index + 1) if net.flags[i].stopbackward]
+    stopped = [i for i in range(top + 1) if net.flags[i].stopbackward]
     first = stopped[-1] + 1 if stopped else 0
-    return [p for layer in net.layers[first:region_index] for p in darknet_parameters(layer).values()]
+    return [p for layer in net.layers[first:top] for p in darknet_parameters(layer).values()]
 
 
 @contextmanager

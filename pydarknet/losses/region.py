@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..boxes import box_iou
 from ..layers.region import RegionOptions
 from ..tree import WordTree
 
@@ -90,16 +91,6 @@ def region_input_gradient(output: Tensor, delta: Tensor) -> Tensor:
     logistic = output.detach()[:, :, [0, 1, OBJ]]
     factor[:, :, [0, 1, OBJ]] = logistic * (1 - logistic)
     return -(delta * factor)
-
-
-def _iou_cxcywh(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes (..., 4) cx, cy, w, h, broadcast; touching boxes give 0 (box.c:box_iou)."""
-    def overlap(ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> Tensor:
-        return torch.minimum(ca + sa / 2, cb + sb / 2) - torch.maximum(ca - sa / 2, cb - sb / 2)
-    ow = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
-    oh = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
-    inter = torch.where((ow < 0) | (oh < 0), torch.zeros_like(ow), ow * oh)
-    return inter / (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter)
 
 
 def _predicted_boxes(output: Tensor, anchors: Tensor) -> Tensor:
@@ -193,7 +184,7 @@ def _noobject_and_prior(out: Tensor, pred: Tensor, truth: Tensor, rows: Tensor, 
     trained on boxes (no classification-only row).
     """
     _, a, _, h, w = out.shape
-    ious = _iou_cxcywh(pred[:, :, :, :, None], truth[:, None, None, None, :, :4])   # (B, A, H, W, T)
+    ious = box_iou(pred[:, :, :, :, None], truth[:, None, None, None, :, :4])   # (B, A, H, W, T)
     best_iou = torch.where(rows[:, None, None, None], ious, torch.zeros_like(ious)).amax(-1)
     # DARKNET(region_layer.c:forward_region_layer): no penalty where a prediction already fits a truth
     matched = (best_iou > opts.thresh) & boxed[:, None, None, None]
@@ -229,8 +220,8 @@ def _box_truths(out: Tensor, pred: Tensor, truth: Tensor, rows: Tensor, anchors:
     # DARKNET(region_layer.c:forward_region_layer): the anchor is chosen by shape only (centres at 0)
     centred = torch.cat((torch.zeros_like(shape_wh), shape_wh), dim=-1)
     truth_centred = torch.cat((torch.zeros_like(box[:, None, 2:]), box[:, None, 2:]), dim=-1)
-    best_n = _iou_cxcywh(centred, truth_centred).argmax(dim=1)             # first best, as Darknet's strict >
-    iou = _iou_cxcywh(pred[b_idx, best_n, j, i], box)                      # (K,)
+    best_n = box_iou(centred, truth_centred).argmax(dim=1)             # first best, as Darknet's strict >
+    iou = box_iou(pred[b_idx, best_n, j, i], box)                      # (K,)
 
     # DARKNET(region_layer.c:forward_region_layer): a later truth in the same cell and anchor overwrites;
     # index_put with repeated indices is undefined, so the last truth per cell is picked explicitly

@@ -1,0 +1,78 @@
+"""What a task adds to the one training loop: a `Head` per task (region detector, classifier).
+
+DARKNET(network.c:train_network_datum) is shared by `detector train` and `classifier train`; what
+differs is the loss layer, its data, the backup schedule and the printed line. A head gives:
+the module DDP wraps (the net up to its loss layer), the loss and the gradient it sends into the loss
+layer's input, the training data, the backups due after an iteration, and the lines printed.
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ..data.files import DataConfig
+    from ..network import Darknet
+
+
+class Head(ABC):
+    """A training task. `top` is the index of the loss layer; `backup_default` the folder used when
+    the .data file has no `backup=` (relative to the working directory, as Darknet opens it)."""
+
+    top: int
+    backup_default: str
+
+    def __init__(self, net: Darknet):
+        self.net = net
+
+    @abstractmethod
+    def forward_module(self) -> nn.Module:
+        """images (B, 3, H, W) -> (the loss layer's input, the loss layer's output)."""
+
+    @abstractmethod
+    def loss(self, output: Tensor, truths: Tensor) -> Any:
+        """The loss of one mini-batch: an object with `cost` (float) and `delta` (Darknet's negative gradient)."""
+
+    @abstractmethod
+    def input_gradient(self, output: Tensor, loss: Any) -> Tensor:
+        """The gradient of the cost with respect to the loss layer's input (Darknet's backward delta, negated)."""
+
+    def mini_batch_line(self, loss: Any) -> str | None:
+        """What Darknet prints after each mini-batch, if anything."""
+        return None
+
+    @abstractmethod
+    def open_data(self, data: DataConfig, data_path: str | os.PathLike, *, start_batch: int, seed: int,
+                  workers: int):
+        """The training loader (yielding (images, truths) mini-batches, with `skipped_count`)."""
+
+    def header_lines(self) -> list[str]:
+        """Lines Darknet prints after the learning-rate line, once the data is open."""
+        return []
+
+    @abstractmethod
+    def printed_images(self, world: int) -> int:
+        """The `images` figure of the iteration line."""
+
+    def epoch(self) -> float | None:
+        """Epochs trained (classifier line), or None when the line has none."""
+        return None
+
+    @abstractmethod
+    def backup_names(self, batch: int, base: str) -> list[str]:
+        """The weights files due after iteration `batch`, in the backup folder."""
+
+    @abstractmethod
+    def final_name(self, base: str) -> str:
+        """The weights file written at the end of training."""
+
+
+def head_for(net: Darknet) -> Head:
+    """The task of a net: a region detector if it has a `[region]` layer, else a `[softmax]` classifier."""
+    from .classifier import ClassifierHead
+    from .detector import RegionHead
+
+    return RegionHead(net) if net.region is not None else ClassifierHead(net)
