@@ -11,10 +11,20 @@ from pydarknet import progress as progress_module
 from pydarknet.progress import PlainProgress, progress
 
 
+@pytest.fixture(autouse=True)
+def logger_at_info():
+    """The level the CLI sets without -q (an earlier CLI test may have left -q's level behind)."""
+    logger = logging.getLogger("pydarknet")
+    level = logger.level
+    logger.setLevel(logging.INFO)   # setLevel, not an attribute patch: it also clears the logger's cache
+    yield logger
+    logger.setLevel(level)
+
+
 @pytest.fixture
-def lines(monkeypatch, caplog):
+def lines(monkeypatch, caplog, logger_at_info):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    caplog.set_level(logging.INFO, logger="pydarknet")
+    monkeypatch.setattr(logger_at_info, "propagate", True)   # to caplog's root handler: a CLI run turns it off
     return caplog
 
 
@@ -51,5 +61,5 @@ def test_tqdm_on_a_terminal(monkeypatch):
 
 def test_quiet_or_disabled_shows_nothing(monkeypatch, lines):
     assert progress(total=3, enabled=False).disable
-    monkeypatch.setattr(logging.getLogger("pydarknet"), "level", logging.WARNING)
+    logging.getLogger("pydarknet").setLevel(logging.WARNING)   # `pydarknet -q` (logger_at_info restores it)
     assert progress(total=3).disable
