@@ -9,9 +9,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Darknet": "network", "load_network": "network", "select_device": "network",
     "load_weights": "weights", "save_weights": "weights",
-    "detect": "predict", "classify": "predict",
-    "read_cfg": "cfg", "WordTree": "tree",
+    "detect": "predict", "detect_boxes": "predict", "classify": "predict",
+    "DetectedObject": "decode", "Detection": "decode", "Prediction": "predict",
+    "read_cfg": "cfg", "read_names": "data.files", "WordTree": "tree",
     "load_inference_network": "inference", "export_onnx": "export",
+    "DarknetError": "errors",
 }
 __all__ = sorted(_EXPORTS)
 

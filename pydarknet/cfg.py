@@ -217,14 +217,20 @@ def resolve_path(name: str, relative_to: str | os.PathLike | None = None) -> Pat
 
     DARKNET(parser.c:parse_region): paths are opened relative to the working directory, so that is
     tried first; then, so that cfgs also work from elsewhere, relative to the referring file's folder
-    and to that folder's parent (Darknet's layout keeps `cfg/` beside `data/`).
+    and to that folder's parent (Darknet's layout keeps `cfg/` beside `data/`); last, among the
+    `cfg/` and `data/` files shipped with pydarknet, so `cfg/coco.data` is found from any directory.
     """
+    from ._resources import shipped_root
+
     candidates = [Path(name)]
-    if relative_to is not None and not Path(name).is_absolute():
-        base = Path(relative_to).resolve().parent
-        candidates += [base / name, base.parent / name]
+    if not Path(name).is_absolute():
+        if relative_to is not None:
+            base = Path(relative_to).resolve().parent
+            candidates += [base / name, base.parent / name]
+        candidates.append(shipped_root() / name)
     for candidate in candidates:
         if candidate.exists():
             return candidate
     tried = ", ".join(str(c) for c in candidates)
-    raise MissingFileError(f"cannot find '{name}' (referenced by {relative_to}); tried {tried}")
+    referrer = f" (referenced by {relative_to})" if relative_to is not None else ""
+    raise MissingFileError(f"cannot find '{name}'{referrer}; tried {tried}")

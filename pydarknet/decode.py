@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pydarknet.boxes import pairwise_iou
-from pydarknet.image import letterbox_size
+from pydarknet.image import letterbox_size, pixel_box
 
 if TYPE_CHECKING:
     from pydarknet.tree import WordTree
@@ -211,14 +211,47 @@ def _suppressed(boxes_cxcywh: np.ndarray, nms: np.float32) -> np.ndarray:
     return suppressed
 
 
+@dataclass(frozen=True)
+class DetectedObject:
+    """One object as Darknet reports it: a class whose probability in one box is above the threshold.
+
+    prob: objectness * P(class | object), the float32 value Darknet prints as a percentage.
+    box_rel: (cx, cy, w, h) relative to the image (not clipped; may exceed [0, 1]).
+    box_px: (left, top, right, bottom) in pixels, truncated and clamped as Darknet draws the box.
+    """
+    name: str
+    class_id: int
+    prob: float
+    box_rel: tuple[float, float, float, float]
+    box_px: tuple[int, int, int, int]
+
+    def line(self) -> str:
+        """The line image.c:draw_detections prints for it, ``"<name>: <prob>%"``."""
+        return _printed_line(self.name, self.prob)
+
+
+def detected_objects(dets: Sequence[Detection], names: Sequence[str], thresh: float, im_w: int,
+                     im_h: int) -> list[DetectedObject]:
+    """The (box, class) pairs with prob > thresh, in Darknet's printing order (box by box in array
+    order, by class index within a box), for an `im_w` x `im_h` image."""
+    objects = []
+    for det, classes in zip(dets, _classes_above(dets, names, thresh)):
+        box_rel = tuple(float(v) for v in det.bbox)
+        box_px = pixel_box(det.bbox, im_w, im_h)
+        objects.extend(DetectedObject(names[j], int(j), float(det.probs[j]), box_rel, box_px) for j in classes)
+    return objects
+
+
 def format_detections(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[str]:
     """The lines image.c:draw_detections prints: ``"<name>: <prob>%"`` for every class > thresh,
     box by box in array order and by class index within a box."""
-    lines = []
-    for det, classes in zip(dets, _classes_above(dets, names, thresh)):
-        # DARKNET(image.c:draw_detections): prob*100 is a float32 product, printed with %.0f
-        lines.extend(f"{names[j]}: {float(det.probs[j] * np.float32(100)):.0f}%" for j in classes)
-    return lines
+    return [_printed_line(names[j], det.probs[j])
+            for det, classes in zip(dets, _classes_above(dets, names, thresh)) for j in classes]
+
+
+def _printed_line(name: str, prob: float) -> str:
+    # DARKNET(image.c:draw_detections): prob*100 is a float32 product, printed with %.0f
+    return f"{name}: {float(np.float32(prob) * np.float32(100)):.0f}%"
 
 
 def detections_to_json(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ._resources import shipped_root
 from .data.files import read_list, read_names
 from .data.synth import make_synth
 from .decode import format_detections
@@ -21,11 +22,10 @@ from .engine.train import train_detector
 from .evaluate import format_map_report
 from .image import draw_detections, load_image, save_image
 from .network import load_network
-from .predict import detect
 from .evaluate import compute_map
+from .predict import detect_boxes
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_CFG = REPO / "cfg" / "synth-tiny.cfg"
+DEMO_CFG = shipped_root() / "cfg" / "synth-tiny.cfg"
 TARGET_MAP = 0.8
 
 
@@ -53,7 +53,7 @@ def run_demo(out: Path, train: int, valid: int, seed: int, max_batches: int | No
     prediction = out / "predictions"
     print(f"$ pydarknet detector test {data} {DEMO_CFG} {result.final_weights} {sample} -out {prediction}")
     image = load_image(sample)
-    dets = detect(net, image, thresh=0.5)
+    dets = detect_boxes(net, image, thresh=0.5)
     for line in format_detections(dets, names, 0.5):
         print(line)
     save_image(f"{prediction}.jpg", draw_detections(image, dets, names, 0.5))

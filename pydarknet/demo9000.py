@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._resources import shipped_root
 from .boxes import pixel_xyxy
 from .data.files import label_path, read_list, read_names
 from .data.labels import read_labels
@@ -30,11 +31,10 @@ from .engine.train import train_detector
 from .evaluate import Detections, EvalResult, GroundTruth, evaluate_detections, format_map_report
 from .image import draw_detections, load_image, save_image
 from .network import Darknet, load_network
-from .predict import detect
 from .evaluate import VALID_NMS, VALID_THRESH, detect_images, detection_records
+from .predict import detect_boxes
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_CFG = REPO / "cfg" / "synth9k-tiny.cfg"
+DEMO_CFG = shipped_root() / "cfg" / "synth9k-tiny.cfg"
 TARGET_MAP = 0.5
 SHOW_THRESH = 0.25  # `detector test -thresh .25`: with rescore=1 the objectness of a net this small
                     # (the printed probability with a tree) is near the box IoU, rarely above .5
@@ -65,7 +65,7 @@ def _show_tree_detections(net: Darknet, data: Path, weights: Path, image_path: s
           f"-out {prediction}")
     node_names = read_names(data.parent / "synth9k.names")
     image = load_image(image_path)
-    dets = detect(net, image, thresh=SHOW_THRESH)
+    dets = detect_boxes(net, image, thresh=SHOW_THRESH)
     for line in format_detections(dets, node_names, SHOW_THRESH):
         print(line)
     save_image(f"{prediction}.jpg", draw_detections(image, dets, node_names, SHOW_THRESH))

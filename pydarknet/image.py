@@ -92,6 +92,24 @@ def resize_image(image: np.ndarray, w: int, h: int) -> np.ndarray:
     return _resize_rows(part, h)
 
 
+def resize_min(image: np.ndarray, min_side: int) -> np.ndarray:
+    """DARKNET(image.c:resize_min): resize a ``(C, H, W)`` image so its shorter side is `min_side`."""
+    h, w = image.shape[1:]
+    new_w, new_h = (min_side, h * min_side // w) if w < h else (w * min_side // h, min_side)
+    return image if (new_w, new_h) == (w, h) else resize_image(image, new_w, new_h)
+
+
+def crop_image(image: np.ndarray, dx: int, dy: int, w: int, h: int) -> np.ndarray:
+    """DARKNET(image.c:crop_image): the ``(C, h, w)`` window at (dx, dy); pixels outside the image are 0."""
+    c, im_h, im_w = image.shape
+    crop = np.zeros((c, h, w), dtype=np.float32)
+    top, left = max(dy, 0), max(dx, 0)
+    bottom, right = min(dy + h, im_h), min(dx + w, im_w)
+    if bottom > top and right > left:
+        crop[:, top - dy:bottom - dy, left - dx:right - dx] = image[:, top:bottom, left:right]
+    return crop
+
+
 def letterbox_image(image: np.ndarray, w: int, h: int) -> np.ndarray:
     """Fit a ``(C, H, W)`` float32 image into a ``(C, h, w)`` canvas keeping its aspect ratio.
 
@@ -185,14 +203,14 @@ def draw_detections(image: np.ndarray, detections: Sequence[Detection], names: S
         if classes.size == 0:
             continue
         color = class_color(int(classes[0]), det.probs.size)
-        left, top, right, bot = _pixel_box(det.bbox, im_w, im_h)
+        left, top, right, bot = pixel_box(det.bbox, im_w, im_h)
         for i in range(width):
             _draw_box(canvas, left + i, top + i, right - i, bot - i, color)
         _draw_label(canvas, ", ".join(names[j] for j in classes), top + width, left, color)
     return canvas
 
 
-def _pixel_box(bbox_cxcywh: np.ndarray, im_w: int, im_h: int) -> tuple[int, int, int, int]:
+def pixel_box(bbox_cxcywh: np.ndarray, im_w: int, im_h: int) -> tuple[int, int, int, int]:
     """Relative cxcywh -> pixel (left, top, right, bot), truncated and clamped as Darknet does."""
     x, y, w, h = (float(v) for v in bbox_cxcywh)
     # DARKNET(image.c:draw_detections): C casts truncate toward zero, then only the outer side is clamped

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .decode import Detection, do_nms_sort, get_region_detections
-from .image import load_image, network_input
+from .decode import DetectedObject, Detection, detected_objects, do_nms_sort, get_region_detections
+from .image import crop_image, image_to_chw, load_image, network_input, resize_min
 from .network import Darknet, require_region
 
 NMS = 0.45  # DARKNET(detector.c:test_detector): fixed NMS threshold
@@ -23,12 +24,28 @@ def _as_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
     return image if isinstance(image, np.ndarray) else load_image(image)
 
 
-@torch.no_grad()
 def detect(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: float = 0.5, hier_thresh: float = 0.5,
-           nms: float = NMS) -> list[Detection]:
-    """Detections for one image, after Darknet's `do_nms_sort`, in the order Darknet prints them.
+           nms: float = NMS, names: Sequence[str] | None = None) -> list[DetectedObject]:
+    """The objects Darknet's `detector test` reports for one image, in its printing order.
 
-    `image` is a path or an (H, W, 3) uint8 RGB array; boxes are cxcywh relative to that image.
+    `image` is a path or an (H, W, 3) uint8 RGB array. One `DetectedObject` per (box, class) with
+    probability > thresh after Darknet's `do_nms_sort`; `obj.line()` is Darknet's printed line.
+    `names` (e.g. `read_names("data/voc.names")`) name the classes; without them an object's name
+    is its class index as text ("11").
+    """
+    image = _as_image(image)
+    dets = detect_boxes(net, image, thresh, hier_thresh, nms)
+    names = names if names is not None else [str(k) for k in range(net.region.options.classes)]
+    return detected_objects(dets, names, thresh, image.shape[1], image.shape[0])
+
+
+@torch.no_grad()
+def detect_boxes(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: float = 0.5,
+                 hier_thresh: float = 0.5, nms: float = NMS) -> list[Detection]:
+    """Every box of one image (A*H*W of them, most with zero probabilities) after `do_nms_sort`, in
+    Darknet's array order: what drawing, JSON output and evaluation read.
+
+    Boxes are cxcywh relative to the image.
     """
     region = require_region(net, "detection")
     image = _as_image(image)
@@ -66,3 +83,18 @@ def top_k(probs: torch.Tensor, k: int) -> torch.Tensor:
 def format_predictions(predictions: list[Prediction], names: list[str]) -> list[str]:
     """DARKNET(classifier.c:predict_classifier): `"%5.2f%%: %s"` per line."""
     return [f"{np.float32(p.probability) * np.float32(100):5.2f}%: {names[p.index]}" for p in predictions]
+
+
+@torch.no_grad()
+def label(net: Darknet, image: np.ndarray | str | os.PathLike, classes: int | None = None) -> int:
+    """The best class of one image, as DARKNET(classifier.c:label_classifier) picks it.
+
+    The image is resized so its shorter side is the net's width, centre-cropped to the net's size
+    (no letterbox), and the first `classes` outputs (all by default) are compared; lowest index on ties.
+    """
+    resized = resize_min(image_to_chw(_as_image(image)), net.width)
+    # DARKNET(classifier.c:label_classifier): C integer division, which truncates toward zero
+    dx, dy = int((resized.shape[2] - net.width) / 2), int((resized.shape[1] - net.height) / 2)
+    crop = torch.from_numpy(crop_image(resized, dx, dy, net.width, net.height))[None].to(net.device)
+    outputs = net(crop).flatten(1)[0].float().cpu()
+    return int(torch.argmax(outputs[:classes]))   # DARKNET(utils.c:max_index): the first maximum

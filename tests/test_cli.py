@@ -13,9 +13,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
+from conftest import FIXTURES
+from pydarknet.cli import classifier as cli_classifier
+from pydarknet.cli import detector as cli_detector
 from pydarknet.cli import main
+from pydarknet.cli.detector import AnnotatedNames
+from pydarknet.network import load_network
+from pydarknet.weights import save_weights
 from reference import decompressed_weights, read_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +63,7 @@ def test_detector_test_prints_darknet_lines(reference, pngs, tmp_path, image, th
                       reference / "mini" / f"{net}.weights", pngs[image], "-thresh", thresh,
                       "-out", tmp_path / "pred", "--json", tmp_path / "dets.json"], tmp_path)
     assert result.exit_code == 0
-    assert _printed_lines(result.output) == expected["printed"]
+    assert _printed_lines(result.stdout) == expected["printed"]
     assert cv2.imread(str(tmp_path / "pred.jpg")).shape == (expected["image_h"], expected["image_w"], 3)
     written = json.loads((tmp_path / "dets.json").read_text())["detections"]
     assert len(written) == len(expected["detections"])
@@ -74,7 +81,7 @@ def test_full_size_cli_output_is_darknets(reference, pngs, tmp_path, net, data):
     result = _invoke(["detector", "test", REPO / "cfg" / data, REPO / "cfg" / f"{net}.cfg", weights, pngs["dog"],
                       "-thresh", ".25", "-out", tmp_path / "pred"], tmp_path)
     expected = (reference / "forward" / net / "dog" / "cli_stdout.txt").read_text().splitlines()[1:]
-    assert _printed_lines(result.output) == expected
+    assert _printed_lines(result.stdout) == expected
 
 
 @pytest.mark.parametrize("thresh", ["0.10", "0.25"])
@@ -85,7 +92,7 @@ def test_detector_test_on_the_jpegs_prints_darknet_lines(reference, jpegs, tmp_p
                       reference / "mini" / f"{net}.weights", jpegs[image], "-thresh", thresh,
                       "-out", tmp_path / "pred"], tmp_path)
     assert result.exit_code == 0
-    assert _printed_lines(result.output) == read_json(reference / "forward" / net / image / f"dets_t{thresh}.json")["printed"]
+    assert _printed_lines(result.stdout) == read_json(reference / "forward" / net / image / f"dets_t{thresh}.json")["printed"]
 
 
 @pytest.mark.slow
@@ -97,7 +104,7 @@ def test_full_size_cli_output_on_the_jpegs_is_darknets(reference, jpegs, tmp_pat
         result = _invoke(["detector", "test", REPO / "cfg" / data, REPO / "cfg" / f"{net}.cfg", weights, jpegs[image],
                           "-thresh", ".25", "-out", tmp_path / "pred"], tmp_path)
         expected = (reference / "forward" / net / image / "cli_stdout.txt").read_text().splitlines()[1:]
-        assert _printed_lines(result.output) == expected, image
+        assert _printed_lines(result.stdout) == expected, image
 
 
 def test_classifier_predict_on_the_jpegs_prints_darknet_top5(reference, jpegs, tmp_path):
@@ -106,7 +113,7 @@ def test_classifier_predict_on_the_jpegs_prints_darknet_top5(reference, jpegs, t
         result = _invoke(["classifier", "predict", REPO / "cfg" / "imagenet1k.data", reference / "mini" / f"{net}.cfg",
                           reference / "mini" / f"{net}.weights", jpegs[image]], tmp_path)
         expected = (reference / "forward" / net / image / "printed.txt").read_text().splitlines()
-        assert _printed_lines(result.output) == expected, image
+        assert _printed_lines(result.stdout) == expected, image
 
 
 @pytest.mark.parametrize("net", ["mini-darknet19", "darknet19"])
@@ -118,7 +125,7 @@ def test_classifier_predict_prints_darknet_top5(reference, pngs, tmp_path, net):
         result = _invoke(["classifier", "predict", REPO / "cfg" / "imagenet1k.data", cfg, weights, pngs[image]],
                          tmp_path)
         expected = (reference / "forward" / net / image / "printed.txt").read_text().splitlines()
-        assert _printed_lines(result.output) == expected
+        assert _printed_lines(result.stdout) == expected
 
 
 def test_partial_writes_darknet_prefix(reference, tmp_path):
@@ -139,8 +146,102 @@ def test_image_paths_from_stdin(reference, pngs, tmp_path):
     assert result.output.count("Enter Image Path:") == 3
     expected = (read_json(reference / "forward" / net / "dog" / "dets_t0.25.json")["printed"]
                 + read_json(reference / "forward" / net / "horses" / "dets_t0.25.json")["printed"])
-    lines = [line.replace("Enter Image Path: ", "") for line in _printed_lines(result.output)]
+    lines = [line.replace("Enter Image Path: ", "") for line in _printed_lines(result.stdout)]
     assert [line for line in lines if line.strip()] == expected
+    # one annotated image per listed image, none written over another (Darknet reuses p.jpg)
+    assert sorted(p.name for p in tmp_path.glob("p*.jpg")) == ["p_dog.jpg", "p_horses.jpg"]
+
+
+def test_annotated_names_never_repeat(tmp_path):
+    names = AnnotatedNames(str(tmp_path / "run"), one_image=False)
+    assert [names.next(p).name for p in ("a/dog.png", "b/dog.jpg", "cat.jpg", "c/dog.png")] == \
+        ["run_dog.jpg", "run_dog_2.jpg", "run_cat.jpg", "run_dog_3.jpg"]
+    assert AnnotatedNames(str(tmp_path), one_image=False).next("x/dog.png") == tmp_path / "dog.jpg"
+    assert AnnotatedNames(None, one_image=True).next("x/dog.png") == Path("predictions.jpg")
+
+
+def test_layer_table_and_weights_line_on_stderr_and_q_hides_them(reference, pngs, tmp_path):
+    net = "mini-yolov2-tiny-voc"
+    args = ["detector", "test", str(REPO / "cfg" / "voc.data"), str(reference / "mini" / f"{net}.cfg"),
+            str(reference / "mini" / f"{net}.weights"), str(pngs["dog"]), "-out", str(tmp_path / "p")]
+    loud, quiet = CliRunner().invoke(main, args), CliRunner().invoke(main, ["-q", *args])
+    assert loud.exit_code == quiet.exit_code == 0
+    table = (FIXTURES / "layer_tables" / f"{net}.txt").read_text().splitlines()
+    assert loud.stderr.splitlines()[:len(table) + 1] == \
+        [*table, f"Loading weights from {reference / 'mini' / f'{net}.weights'}...Done!"]
+    assert quiet.stderr == "" and _printed_lines(quiet.stdout) == _printed_lines(loud.stdout)
+
+
+def test_detect_finds_the_shipped_files_from_any_directory(reference, tmp_path, monkeypatch):
+    """`detect` reads cfg/coco.data and data/dog.jpg by name, as from a Darknet checkout."""
+    net = "mini-yolov2-tiny-voc"
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["detect", str(reference / "mini" / f"{net}.cfg"),
+                                       str(reference / "mini" / f"{net}.weights"), "data/dog.jpg", "-thresh", ".1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("data/dog.jpg: Predicted in ") and (tmp_path / "predictions.jpg").exists()
+
+
+@pytest.mark.parametrize("options, device", [([], None), (["-nogpu"], "cpu"), (["-i", "1"], "cuda:1"),
+                                             (["-gpus", "2"], "cuda:2"), (["--device", "cpu"], "cpu")])
+def test_darknet_device_options(monkeypatch, options, device):
+    chosen = {}
+    monkeypatch.setattr(cli_detector, "_run_detection", lambda *args: chosen.setdefault("device", args[8]))
+    result = CliRunner().invoke(main, ["detector", "test", str(REPO / "cfg" / "voc.data"),
+                                       str(REPO / "cfg" / "yolov2-voc.cfg"), __file__, *options])
+    assert result.exit_code == 0, result.output
+    assert chosen["device"] == device
+
+
+@pytest.mark.parametrize("options, message", [(["-gpus", "0,1"], "several GPUs"), (["-i", "0", "-nogpu"], "give one")])
+def test_contradicting_device_options_are_usage_errors(options, message):
+    result = CliRunner().invoke(main, ["detector", "test", str(REPO / "cfg" / "voc.data"),
+                                       str(REPO / "cfg" / "yolov2-voc.cfg"), __file__, *options])
+    assert result.exit_code == 2 and message in result.output
+
+
+def _colour_classifier(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A classifier (identity 1x1 conv, avgpool, softmax) whose best class is the dominant colour channel."""
+    cfg = tmp_path / "colour.cfg"
+    cfg.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n\n[convolutional]\nfilters=3\nsize=1\n"
+                   "activation=linear\n\n[avgpool]\n\n[softmax]\n")
+    net = load_network(cfg, None, "cpu")
+    with torch.no_grad():
+        net.layers[0].op.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        net.layers[0].op.bias.zero_()
+    weights = tmp_path / "colour.weights"
+    save_weights(net, weights)
+    (tmp_path / "colour.names").write_text("red\ngreen\nblue\n")
+    return cfg, weights, tmp_path / "colour.names"
+
+
+def test_classifier_label_prints_the_centre_crops_label(tmp_path):
+    cfg, weights, names = _colour_classifier(tmp_path)
+    # 16 x 48 images: red middle third, the rest blue (or green); only the centre 16 x 16 crop is red
+    paths = []
+    for i, outer in enumerate(([0, 0, 255], [0, 255, 0])):
+        image = np.full((16, 48, 3), outer, np.uint8)
+        image[:, 16:32] = (255, 0, 0)
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
+    stretched = tmp_path / "2.png"   # a uniform green image is green whatever the crop
+    cv2.imwrite(str(stretched), np.full((30, 20, 3), (0, 255, 0), np.uint8))
+    (tmp_path / "test.list").write_text("".join(f"{p}\n" for p in [*paths, stretched]))
+    data = tmp_path / "colour.data"
+    data.write_text(f"classes=3\ntest={tmp_path / 'test.list'}\nnames={names}\n")
+    result = CliRunner().invoke(main, ["-q", "classifier", "label", str(data), str(cfg), str(weights)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["red", "red", "green"]
+
+
+def test_classify_is_predict_with_imagenet1k_data(monkeypatch, tmp_path):
+    cfg, weights, _ = _colour_classifier(tmp_path)
+    calls = []
+    monkeypatch.setattr(cli_classifier, "_run_prediction", lambda *args: calls.append(args))
+    result = CliRunner().invoke(main, ["classify", str(cfg), str(weights), "data/dog.jpg"])
+    assert result.exit_code == 0, result.output
+    (data, *_, top, device, _decoder), = calls
+    assert Path(data).resolve() == (REPO / "cfg" / "imagenet1k.data").resolve() and top == 5 and device is None
 
 
 def test_missing_image_is_a_clear_error(reference, tmp_path):

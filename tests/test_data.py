@@ -114,7 +114,7 @@ def test_darknet_data_files_parse():
         config = read_data_file(REPO / "cfg" / f"{name}.data")
         assert config.classes == classes
     assert read_data_file(REPO / "cfg" / "voc.data").get_str("names") == "data/voc.names"
-    assert read_data_file(REPO / "cfg" / "coco.data").get_str("valid") == "coco_testdev"  # not the # line
+    assert read_data_file(REPO / "cfg" / "coco.data").get_str("valid") == "data/coco/val2014.txt"  # not a # line
 
 
 def test_data_paths_resolve_against_the_working_directory_first(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from pydarknet import load_inference_network
 from pydarknet.evaluate.inference import detect_images
 from pydarknet.fuse import FusedNetworkError
 from pydarknet.inference import InferenceNetwork
-from pydarknet.predict import detect
+from pydarknet.predict import detect_boxes
 
 FULL_SIZE_PROBABILITY_ABS = 1e-3   # README §9 for the full-size nets' region probabilities
 ONNXRUNTIME_REL = 1e-4   # of the largest |value|, against the torch fp32 inference net
@@ -107,18 +107,18 @@ def test_full_size_region_probabilities_within_tolerance(reference, weights_cach
 
 def test_detect_and_evaluation_run_on_every_backend(reference):
     """The same detections (boxes, probabilities) from the plain net and from the inference nets,
-    image by image (`detect`) and batched (`evaluate.inference.detect_images`)."""
+    image by image (`detect_boxes`) and batched (`evaluate.inference.detect_images`)."""
     files = mini_files(reference, "mini-yolov2-voc")
     images = [str(reference / "darknet" / "data" / f"{name}.jpg") for name in ("dog", "horses", "person")]
     plain = mini_network(reference, "mini-yolov2-voc")
-    want = [detect(plain, image, thresh=0.2) for image in images]
+    want = [detect_boxes(plain, image, thresh=0.2) for image in images]
     assert any(d.probs.any() for d in want[0])
     for backend in ("torch", "onnxruntime"):
         if backend == "onnxruntime":
             pytest.importorskip("onnxruntime")
         net = load_inference_network(*files, backend=backend)
         batched = [found.detections for found in detect_images(net, images, thresh=0.2, nms=0.45, batch=3)]
-        for got in [detect(net, image, thresh=0.2) for image in images], batched:
+        for got in [detect_boxes(net, image, thresh=0.2) for image in images], batched:
             assert [len(dets) for dets in got] == [len(dets) for dets in want]
             for got_dets, want_dets in zip(got, want):
                 np.testing.assert_allclose(np.stack([d.bbox for d in got_dets]), np.stack([d.bbox for d in want_dets]),

@@ -329,7 +329,7 @@ def test_detector_recall_prints_darknet_running_totals(reference, pngs, tmp_path
                         f"\tRecall:{100. * correct / total:.2f}%")
     assert correct == 2
     data = write_data(tmp_path, [pngs["dog"], pngs["person"]])
-    result = invoke("detector", "recall", data, cfg, weights, "--batch", "1")
+    result = invoke("-q", "detector", "recall", data, cfg, weights, "--batch", "1")   # -q: no layer table
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == expected
 

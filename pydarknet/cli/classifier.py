@@ -1,13 +1,14 @@
-"""`pydarknet classifier predict | train | valid`."""
+"""`pydarknet classifier predict | label | train | valid` and `pydarknet classify`."""
 from __future__ import annotations
 
 import time
 
 import click
 
-from ..data.files import read_data_file
-from .common import (classifier, data_cfg_weights, decoder_option, device_option, image_paths, names_for,
-                     open_network, report_skipped)
+from ..cfg import resolve_path
+from ..data.files import read_data_file, read_list
+from .common import (classifier, data_cfg_weights, decoder_option, device_option, existing_file, image_paths, main,
+                     names_for, open_network, report_skipped, shipped_file, shipped_or_given)
 
 
 @classifier.command("predict")
@@ -18,6 +19,23 @@ from .common import (classifier, data_cfg_weights, decoder_option, device_option
 @decoder_option
 def classifier_predict(data, cfg, weights, image, top, device, decoder) -> None:
     """Print the top classes of IMAGE as `darknet classifier predict`."""
+    _run_prediction(data, cfg, weights, image, top, device, decoder)
+
+
+@main.command("classify")
+@click.argument("cfg", type=shipped_file)
+@click.argument("weights", type=existing_file)
+@click.argument("image", required=False)
+@device_option
+@decoder_option
+def classify_command(cfg, weights, image, device, decoder) -> None:
+    """`darknet classify`: `classifier predict` with cfg/imagenet1k.data and the top 5."""
+    # DARKNET(darknet.c:main): classify is predict_classifier("cfg/imagenet1k.data", cfg, weights, image, 5)
+    _run_prediction(str(resolve_path("cfg/imagenet1k.data")), cfg, weights, image, 5, device, decoder)
+
+
+def _run_prediction(data: str, cfg: str, weights: str, image: str | None, top: int, device: str | None,
+                    decoder: str | None) -> None:
     from ..image import load_image
     from ..predict import classify, format_predictions
 
@@ -27,10 +45,29 @@ def classifier_predict(data, cfg, weights, image, top, device, decoder) -> None:
     net = open_network(cfg, weights, device)
     for path in image_paths(image):
         start = time.perf_counter()
-        predictions = classify(net, load_image(path, decoder or "stb"), top)
+        predictions = classify(net, load_image(shipped_or_given(path), decoder or "stb"), top)
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.", err=True)
         for line in format_predictions(predictions, names):
             click.echo(line)
+
+
+@classifier.command("label")
+@data_cfg_weights()
+@device_option
+def classifier_label(data, cfg, weights, device) -> None:
+    """Print the best label of every image of the data file's `test` list, as `darknet classifier label`.
+
+    .data keys: `test` (data/train.list), `names` (data/labels.list), `classes` (2).
+    """
+    from ..predict import label
+
+    # DARKNET(classifier.c:label_classifier): these keys and defaults
+    data_file = read_data_file(data)
+    names = names_for(data, default="data/labels.list")
+    classes = data_file.get_int("classes", 2)
+    net = open_network(cfg, weights, device)
+    for path in read_list(data_file.get_path("test", "data/train.list")):
+        click.echo(names[label(net, path, classes)])
 
 
 @classifier.command("train")

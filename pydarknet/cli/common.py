@@ -3,9 +3,14 @@
 A user's mistake (a typo'd cfg, a truncated weights file, a missing image) is a `DarknetError` or an
 `OSError` on one of their paths: it ends the command with one line `Error: …` and exit code 1.
 `--debug` or `PYDARKNET_DEBUG=1` shows the traceback instead.
+
+Darknet's own messages (the layer table, `Loading weights from …`, progress) go through the
+`pydarknet` logger to stderr: `-q` keeps only warnings and errors, `-v` adds debug lines.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -16,17 +21,85 @@ import click
 from .. import __version__
 from ..cfg import resolve_path
 from ..data.files import read_data_file, read_names
-from ..errors import DarknetError, DataError
+from ..errors import DarknetError, DataError, MissingFileError
 from ..image import DECODERS
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+log = logging.getLogger("pydarknet")
 
 existing_file = click.Path(exists=True, dir_okay=False)
-device_option = click.option("--device", default=None,
-                             help="cpu, cuda, cuda:N; default: CUDA when available, else CPU.")
 decoder_option = click.option("--decoder", type=click.Choice(DECODERS), default=None,
                               help="Image decoder: stb (Darknet's pixels, the default except for training) "
                                    "or opencv (faster).")
+
+
+class ShippedFile(click.ParamType):
+    """An existing file, or else one of the `cfg/`, `data/` files shipped with pydarknet by that name,
+    so `pydarknet detect cfg/yolov2.cfg …` works from any directory (and from a wheel)."""
+
+    name = "file"
+
+    def convert(self, value, param, ctx) -> str:
+        path = shipped_or_given(value)
+        if not Path(path).exists():
+            self.fail(f"'{value}' does not exist, here or among the files shipped with pydarknet", param, ctx)
+        if not Path(path).is_file():
+            self.fail(f"'{value}' is a directory", param, ctx)
+        return path
+
+
+shipped_file = ShippedFile()
+
+
+def shipped_or_given(name: str) -> str:
+    """`name` if it exists, else the shipped file of that name (`data/dog.jpg`), else `name` unchanged
+    (so that whoever opens it reports it missing)."""
+    try:
+        path = str(resolve_path(name))
+    except MissingFileError:
+        return name
+    if path != name:
+        log.debug(f"{name}: using {path}")
+    return path
+
+
+def _device_of(device: str | None, gpu_index: int | None, nogpu: bool, gpus: str | None) -> str | None:
+    """One device from --device or Darknet's -i N / -nogpu / -gpus N (at most one of them)."""
+    given = [name for name, value in (("--device", device), ("-i", gpu_index), ("-nogpu", nogpu or None),
+                                      ("-gpus", gpus)) if value is not None]
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} both choose the device: give one")
+    if nogpu:
+        return "cpu"   # DARKNET(darknet.c:main): -nogpu sets gpu_index = -1
+    if gpu_index is not None:
+        return f"cuda:{gpu_index}"   # DARKNET(darknet.c:main): -i N sets gpu_index
+    if gpus is not None:
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+        if len(ids) != 1:
+            raise click.UsageError(f"-gpus {gpus}: several GPUs are used by `detector train` only; give one")
+        return f"cuda:{ids[0]}"
+    return device
+
+
+def device_option(function=None, *, gpus: bool = True):
+    """--device, with Darknet's -i N, -nogpu and (unless `gpus=False`) -gpus N, passed on as `device`.
+
+    Use as `@device_option`, or `@device_option(gpus=False)` on a command with its own -gpus.
+    """
+    if function is None:
+        return functools.partial(device_option, gpus=gpus)
+
+    @functools.wraps(function)
+    def run(*args, device, gpu_index, nogpu, gpus=None, **kwargs):
+        return function(*args, device=_device_of(device, gpu_index, nogpu, gpus), **kwargs)
+
+    options = [click.option("--device", default=None, help="cpu, cuda, cuda:N; default: CUDA when available, else CPU."),
+               click.option("-i", "gpu_index", type=int, default=None, help="GPU index (Darknet's -i N: --device cuda:N)."),
+               click.option("-nogpu", "nogpu", is_flag=True, help="Run on the CPU (Darknet's -nogpu).")]
+    if gpus:
+        options.append(click.option("-gpus", "gpus", default=None, help="One GPU index (as -i)."))
+    for option in reversed(options):
+        run = option(run)
+    return run
 
 
 def debugging() -> bool:
@@ -54,12 +127,32 @@ def _enable_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> N
         os.environ["PYDARKNET_DEBUG"] = "1"
 
 
+class _EchoHandler(logging.Handler):
+    """Log records as plain lines on click's current stderr (the one CliRunner captures, too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def configure_logging(quiet: bool, verbose: bool) -> None:
+    """The `pydarknet` logger on stderr: INFO (Darknet's messages), WARNING with -q, DEBUG with -v."""
+    if not any(isinstance(handler, _EchoHandler) for handler in log.handlers):
+        log.addHandler(_EchoHandler())
+        log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
 @click.group(cls=DarknetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="pydarknet")
 @click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_enable_debug,
               help="Show the Python traceback of an error (also PYDARKNET_DEBUG=1).")
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr (no layer table, no progress).")
+@click.option("-v", "--verbose", is_flag=True, help="Also debug messages on stderr.")
+def main(quiet: bool, verbose: bool) -> None:
     """Darknet (YOLOv2 / YOLO9000) in PyTorch, with Darknet's commands and files."""
+    if quiet and verbose:
+        raise click.UsageError("-q and -v contradict each other: give one")
+    configure_logging(quiet, verbose)
 
 
 @main.group(cls=DarknetGroup)
@@ -69,7 +162,7 @@ def detector() -> None:
 
 @main.group(cls=DarknetGroup)
 def classifier() -> None:
-    """Classification: predict, train, valid."""
+    """Classification: predict, label, train, valid."""
 
 
 @main.group(cls=DarknetGroup)
@@ -79,7 +172,7 @@ def data() -> None:
 
 def data_cfg_weights(weights_required: bool = True):
     """The DATA CFG WEIGHTS arguments every Darknet verb starts with."""
-    arguments = (click.argument("data", type=existing_file), click.argument("cfg", type=existing_file),
+    arguments = (click.argument("data", type=shipped_file), click.argument("cfg", type=shipped_file),
                  click.argument("weights", type=existing_file, required=weights_required))
 
     def decorate(function):
@@ -115,9 +208,16 @@ def names_for(data_path: str | Path, default: str = "data/names.list", classes: 
 
 
 def open_network(cfg: str, weights: str | None, device: str | None, trained: bool = True):
-    """The net of a command that runs it: with `trained`, a weights file that fills no layer is an error."""
+    """Load the net, printing Darknet's layer table and weights line (on stderr, hidden by -q); with
+    `trained`, a weights file that fills no layer is an error."""
     from ..network import load_network
-    return load_network(cfg, weights, device, trained=trained)
+    from ..summary import layer_table, loading_weights_line
+
+    net = load_network(cfg, weights, device, trained=trained)
+    log.info("\n".join(layer_table(net)))
+    if weights:
+        log.info(loading_weights_line(weights))
+    return net
 
 
 def region_of(net, purpose: str):

@@ -16,7 +16,7 @@ def data_synth(out, train, valid, size, seed) -> None:
     """Write a synthetic detection dataset (images, labels, lists, .names, .data) under OUT."""
     from ..data.synth import make_synth
 
-    click.echo(make_synth(out, train, valid, size, seed))
+    click.echo(make_synth(out, train, valid, size, seed, progress=True))
 
 
 def _report(result) -> None:

@@ -10,28 +10,53 @@ from pathlib import Path
 import click
 
 from ..cfg import resolve_path
-from .common import (PACKAGE_ROOT, data_cfg_weights, decoder_option, detector, device_option, existing_file,
-                     image_paths, main, names_for, open_network, region_of, report_skipped)
+from .common import (data_cfg_weights, decoder_option, detector, device_option, existing_file, image_paths, main,
+                     names_for, open_network, region_of, report_skipped, shipped_file, shipped_or_given)
+
+
+class AnnotatedNames:
+    """Where each annotated image goes: Darknet's `<out>.jpg` for the one IMAGE argument; for images
+    typed at the prompt, `<out>_<image name>.jpg` (`<out>` defaults to `predictions`; a folder as
+    `<out>` gives `<folder>/<image name>.jpg`), numbered when two images share a name.
+
+    DIVERGES: Darknet writes every image of a list over the same predictions.jpg.
+    """
+
+    def __init__(self, out: str | None, one_image: bool):
+        self.prefix, self.one_image = out or "predictions", one_image
+        self.used: set[Path] = set()
+
+    def next(self, image_path: str) -> Path:
+        if self.one_image:
+            return Path(f"{self.prefix}.jpg")   # DARKNET(image.c:save_image): ".jpg" is appended to the -out name
+        stem = Path(image_path).stem
+        base = Path(self.prefix) / stem if Path(self.prefix).is_dir() else Path(f"{self.prefix}_{stem}")
+        name, copy = Path(f"{base}.jpg"), 1
+        while name in self.used:
+            copy += 1
+            name = Path(f"{base}_{copy}.jpg")
+        self.used.add(name)
+        return name
 
 
 def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float, hier: float,
                    out: str | None, json_path: str | None, device: str | None, decoder: str | None) -> None:
-    from ..decode import detections_to_json, format_detections
+    from ..decode import detected_objects, detections_to_json
     from ..image import draw_detections, load_image, save_image
-    from ..predict import detect
+    from ..predict import detect_boxes
 
     net = open_network(cfg, weights, device)
     names = names_for(data, classes=region_of(net, "detection").options.classes)
+    outputs = AnnotatedNames(out, one_image=image is not None)
     records = []
     for path in image_paths(image):
-        picture = load_image(path, decoder or "stb")
+        picture = load_image(shipped_or_given(path), decoder or "stb")   # data/dog.jpg from anywhere
         start = time.perf_counter()
-        dets = detect(net, picture, thresh, hier)
+        dets = detect_boxes(net, picture, thresh, hier)
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.")
-        for line in format_detections(dets, names, thresh):
-            click.echo(line)
-        # DARKNET(image.c:save_image): ".jpg" is appended to the -out name
-        save_image(f"{out or 'predictions'}.jpg", draw_detections(picture, dets, names, thresh))
+        for obj in detected_objects(dets, names, thresh, picture.shape[1], picture.shape[0]):
+            click.echo(obj.line())
+        save_image(outputs.next(path), draw_detections(picture, dets, names, thresh))
         records.append({"image": path, "width": picture.shape[1], "height": picture.shape[0],
                         "detections": detections_to_json(dets, names, thresh)})
     if json_path:
@@ -43,17 +68,19 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
 @click.argument("image", required=False)
 @click.option("-thresh", "thresh", type=float, default=0.5, show_default=True, help="Detection threshold.")
 @click.option("-hier", "hier", type=float, default=0.5, show_default=True, help="WordTree threshold.")
-@click.option("-out", "out", default=None, help="Output image name, without .jpg (default predictions).")
+@click.option("-out", "out", default=None,
+              help="Output image name without .jpg (default predictions); for images read from stdin, "
+                   "the prefix of <out>_<image name>.jpg, or a folder.")
 @click.option("--json", "json_path", default=None, help="Also write the detections as JSON here.")
 @device_option
 @decoder_option
 def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder) -> None:
-    """Detect objects in IMAGE (or in paths read from stdin) as `darknet detector test`."""
+    """Detect objects in IMAGE (or in each path read from stdin) as `darknet detector test`."""
     _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder)
 
 
 @main.command("detect")
-@click.argument("cfg", type=existing_file)
+@click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file)
 @click.argument("image", required=False)
 @click.option("-thresh", "thresh", type=float, default=0.5, show_default=True)
@@ -64,7 +91,7 @@ def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, devic
 def detect_command(cfg, weights, image, thresh, out, json_path, device, decoder) -> None:
     """`darknet detect`: `detector test` with cfg/coco.data."""
     # DARKNET(darknet.c:main): detect always reads cfg/coco.data
-    data = resolve_path("cfg/coco.data", PACKAGE_ROOT / "cfg" / "coco.data")
+    data = resolve_path("cfg/coco.data")
     _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device, decoder)
 
 
@@ -76,7 +103,7 @@ def detect_command(cfg, weights, image, thresh, out, json_path, device, decoder)
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loading processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of image sampling and augmentation.")
 @click.option("--max-batches", type=int, default=None, help="Override the cfg's max_batches.")
-@device_option
+@device_option(gpus=False)
 @decoder_option
 def detector_train(data, cfg, weights, gpus, clear, amp, workers, seed, max_batches, device, decoder) -> None:
     """Train a detector as `darknet detector train`; backups go to the .data backup folder."""

@@ -21,7 +21,6 @@ def _loader_args(workers: int | None, batch: int | None) -> dict[str, int]:
 
 
 
-
 @detector.command("valid")
 @data_cfg_weights()
 @click.option("-out", "outfile", default=None,
@@ -59,7 +58,9 @@ def detector_recall(data, cfg, weights, workers, batch, device) -> None:
     paths = valid_paths(read_data_file(data), RECALL_LIST)
     net = open_network(cfg, weights, device)
     for stats in validate_detector_recall(net, paths, **_loader_args(workers, batch)):
-        click.echo(stats.line(), err=True)   # DARKNET(detector.c:validate_detector_recall): on stderr
+        # DARKNET(detector.c:validate_detector_recall): a running-totals line per image on stderr, which
+        # is this job's progress report (a bar drawn between these lines would only garble them)
+        click.echo(stats.line(), err=True)
 
 
 @detector.command("map")

@@ -3,21 +3,22 @@ from __future__ import annotations
 
 import click
 
-from .common import DarknetGroup, existing_file, main, open_network
+from .common import DarknetGroup, existing_file, log, main, open_network, shipped_file
 
 
 @main.command("partial")
-@click.argument("cfg", type=existing_file)
+@click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file)
 @click.argument("output")
 @click.argument("count", type=int)
 def partial(cfg, weights, output, count) -> None:
     """Save the weights of the first COUNT layers (e.g. darknet19_448.conv.23) as `darknet partial`."""
+    from ..summary import saving_weights_line
     from ..weights import save_weights
 
     net = open_network(cfg, weights, "cpu", trained=False)
+    log.info(saving_weights_line(output))
     save_weights(net, output, cutoff=count)
-    click.echo(f"Saving weights to {output}", err=True)
 
 
 @main.group("export", cls=DarknetGroup)
@@ -26,7 +27,7 @@ def export() -> None:
 
 
 @export.command("onnx")
-@click.argument("cfg", type=existing_file)
+@click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file)
 @click.argument("output")
 @click.option("--decode", is_flag=True, help="Add the region decode: the ONNX outputs are boxes and probabilities.")
@@ -36,4 +37,4 @@ def export_onnx_command(cfg, weights, output, decode, opset) -> None:
     from ..export import DEFAULT_OPSET, export_onnx
 
     export_onnx(cfg, weights, output, decode=decode, opset=opset or DEFAULT_OPSET)
-    click.echo(f"Saved {output}", err=True)
+    log.info(f"Saved {output}")

@@ -11,12 +11,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._resources import shipped_root
 from ..errors import DataError, MissingFileError
 
 PathLike = str | os.PathLike
 
-# The `.names` files Darknet ships live in the repository's data/ folder
-BUNDLED_DATA = Path(__file__).resolve().parents[2] / "data"
+# The `.names` files Darknet ships: the repository's data/ folder, or a wheel's copy of it
+BUNDLED_DATA = shipped_root() / "data"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
+from ..progress import progress as progress_of
 
 MAX_OBJECTS = 4
 MAX_OVERLAP_IOU = 0.25      # keep occlusion mild so every labelled object stays recognisable
@@ -75,11 +76,11 @@ class ShapeScheme:
 
 
 def make_synth(out: str | os.PathLike, train: int, valid: int, size: int = 320, seed: int = 0,
-               scheme: ShapeScheme | None = None) -> Path:
+               scheme: ShapeScheme | None = None, progress: bool = False) -> Path:
     """Write the dataset under `out` and return the path of its `synth.data`.
 
     Image sides are drawn from [size // 2, size]. Image i of a split depends only on (seed, split, i),
-    so changing --train does not change the validation images.
+    so changing --train does not change the validation images. `progress`: report on stderr.
     """
     if train < 1 or valid < 1:
         raise DataError(f"need at least one train and one valid image, got train={train} valid={valid}")
@@ -89,7 +90,7 @@ def make_synth(out: str | os.PathLike, train: int, valid: int, size: int = 320, 
     out = Path(out).resolve()
     for folder in ("images", "labels", "backup"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    lists = {split: write_split(out, split, split_id, count, size, seed, scheme)
+    lists = {split: write_split(out, split, split_id, count, size, seed, scheme, progress)
              for split_id, (split, count) in enumerate((("train", train), ("valid", valid)))}
     (out / "synth.names").write_text("".join(f"{name}\n" for name in scheme.names))
     data_file = out / "synth.data"
@@ -157,9 +158,9 @@ def draw_object(image: np.ndarray, obj: DrawnObject) -> None:
 
 
 def write_split(out: Path, split: str, split_id: int, count: int, size: int, seed: int,
-                 scheme: ShapeScheme) -> Path:
+                 scheme: ShapeScheme, progress: bool = False) -> Path:
     paths = []
-    for i in range(count):
+    for i in progress_of(range(count), desc=f"{split} images", unit="img", enabled=progress):
         image, objects = synth_image(np.random.default_rng([seed, split_id, i]), size, scheme)
         image_path = out / "images" / f"{split}_{i:05d}.jpg"
         ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])

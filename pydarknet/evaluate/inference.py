@@ -17,13 +17,13 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data.files import DataConfig, read_list
 from ..decode import COORDS, Detection, do_nms_sort, get_region_detections
 from ..errors import DataError, MissingFileError
 from ..image import load_image, network_input
 from ..network import Darknet, require_region
+from ..progress import progress as progress_of
 from ..tree import WordTree
 
 VALID_THRESH = 0.005   # DARKNET(detector.c:validate_detector): keep nearly every box for the AP curve
@@ -86,14 +86,14 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     classes: keep only the first `classes` class probabilities (eval=imagenet), before the NMS.
     nms: 0 skips the NMS. workers: decoding threads (0: decode in this thread, no overlap).
     batch: images per forward pass; only float rounding depends on it.
-    progress: a tqdm bar on stderr when it is a terminal.
+    progress: report progress on stderr (a tqdm bar on a terminal, else periodic lines; see progress.py).
     """
     require_region(net, "evaluation")
     _check_images_exist(paths)
     inputs = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox),
                           paths, workers)
     index = 0
-    with torch.no_grad(), tqdm(total=len(paths), unit="img", disable=None if progress else True) as bar:
+    with torch.no_grad(), progress_of(total=len(paths), unit="img", enabled=progress) as bar:
         while chunk := list(islice(inputs, batch)):
             outputs = net(torch.stack([x for x, _, _ in chunk]).to(net.device)).float().cpu()   # [B, A, 5+C, H, W]
             for output, (_, width, height) in zip(outputs, chunk):

@@ -11,12 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..decode import do_nms_obj
 from ..errors import DataError
 from ..image import draw_detections, network_input
 from ..network import Darknet
+from ..progress import progress as progress_of
 from .inference import HIER_THRESH, ordered_map, region_detections
 
 DEMO_NMS = 0.4         # DARKNET(demo.c:detect_in_thread): do_nms_obj
@@ -58,7 +58,7 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
             # DARKNET(demo.c:fetch_in_thread): the next frame is letterboxed while this one is detected
             letterboxed = ordered_map(partial(_with_input, width=net.width, height=net.height),
                                        _video_frames(capture), workers=1)
-            for frame, inputs in tqdm(letterboxed, total=total, unit="frame", disable=None if progress else True):
+            for frame, inputs in progress_of(letterboxed, total=total, unit="frame", enabled=progress):
                 output = net(inputs[None].to(net.device))[0].float().cpu()
                 if history is None:
                     history = output.new_zeros(avg_frames, *output.shape)
