@@ -16,5 +16,5 @@ def partial(cfg, weights, output, count) -> None:
     from ..weights import save_weights
 
     net = open_network(cfg, weights, "cpu")
-    save_weights(net, output, cutoff=count)
+    save_weights(net, output, cutoff=count, seen=0)  # DARKNET(darknet.c:partial): load_network(..., 1) clears seen
     click.echo(f"Saving weights to {output}", err=True)
