@@ -53,6 +53,7 @@ class NetOptions:
     eps: float = 1e-7
     center: int = 0
     clip: float = 0.0
+    letter_box: int = 0   # AlexeyAB's key: letterbox the input in its `-ab` mode (pjreddie always letterboxes)
 
     @classmethod
     def from_section(cls, s: Section) -> "NetOptions":

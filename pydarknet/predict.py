@@ -7,16 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .alexeyab import with_unit_objectness
 from .decode import Detection, do_nms_sort, get_region_detections
-from .image import image_to_chw, letterbox_image, load_image
+from .image import image_to_chw, letterbox_image, load_image, resize_image
 from .network import Darknet
 
 NMS = 0.45  # DARKNET(detector.c:test_detector): fixed NMS threshold
 
 
-def network_input(net: Darknet, image: np.ndarray) -> torch.Tensor:
-    """Letterbox an (H, W, 3) uint8 RGB image to the net's size: a (1, 3, h, w) float batch on its device."""
-    chw = letterbox_image(image_to_chw(image), net.width, net.height)
+def network_input(net: Darknet, image: np.ndarray, letterbox: bool = True) -> torch.Tensor:
+    """Letterbox (or stretch) an (H, W, 3) uint8 RGB image to the net's size: a (1, 3, h, w) float batch on its device."""
+    chw = (letterbox_image if letterbox else resize_image)(image_to_chw(image), net.width, net.height)
     return torch.from_numpy(chw)[None].to(net.device)
 
 
@@ -26,19 +27,23 @@ def _as_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
 
 @torch.no_grad()
 def detect(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: float = 0.5, hier_thresh: float = 0.5,
-           nms: float = NMS) -> list[Detection]:
+           nms: float = NMS, letterbox: bool = True, ab: bool = False) -> list[Detection]:
     """Detections for one image, after Darknet's `do_nms_sort`, in the order Darknet prints them.
 
     `image` is a path or an (H, W, 3) uint8 RGB array; boxes are cxcywh relative to that image.
+    letterbox: False stretches the image to the net; ab: AlexeyAB's decoding (objectness 1).
     """
     region = net.region
     if region is None:
         raise ValueError(f"{net.cfg_path}: detection needs a [region] layer (YOLOv2); this cfg has none")
     image = _as_image(image)
-    output = net(network_input(net, image))[0].float().cpu()
+    output = net(network_input(net, image, letterbox))[0].float().cpu()
     im_h, im_w = image.shape[:2]
-    dets = get_region_detections(output, region.options.anchors, net.width, net.height, im_w, im_h,
+    fit_w, fit_h = (im_w, im_h) if letterbox else (net.width, net.height)  # a stretch has no letterbox to undo
+    dets = get_region_detections(output, region.options.anchors, net.width, net.height, fit_w, fit_h,
                                  thresh, hier_thresh, tree=region.tree)
+    if ab:
+        dets = with_unit_objectness(dets)
     return do_nms_sort(dets, region.options.classes, nms) if nms else dets
 
 

@@ -32,6 +32,7 @@ from .boxes import pairwise_iou
 from .cfg import resolve_path
 from .data.files import DataConfig, label_path, read_data_file, read_list, read_names, resolve_data_path
 from .data.labels import CLASSIFICATION_ONLY_MIN, read_labels
+from . import alexeyab
 from .decode import COORDS, Detection, do_nms_obj, do_nms_sort, get_region_detections
 from .errors import DataError, MissingFileError
 from .evaluate import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_detections
@@ -116,7 +117,7 @@ def _ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) -
 def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float, hier_thresh: float = HIER_THRESH,
                   class_map: np.ndarray | None = None, classes: int | None = None, letterbox: bool = True,
                   workers: int = DEFAULT_WORKERS, batch: int = DEFAULT_BATCH,
-                  progress: bool = False) -> Iterator[ImageDetections]:
+                  progress: bool = False, ab: bool = False) -> Iterator[ImageDetections]:
     """Detections for every image of `paths`, in list order, as `get_network_boxes` + `do_nms_sort`.
 
     letterbox: False stretches the image to the network size (`resize_image`), as
@@ -126,6 +127,7 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     nms: 0 skips the NMS. workers: decoding threads (0: decode in this thread, no overlap).
     batch: images per forward pass; only float rounding depends on it.
     progress: a tqdm bar on stderr when it is a terminal.
+    ab: AlexeyAB's decoding (`alexeyab.with_unit_objectness`) before the NMS.
     """
     _region_of(net)
     _check_images_exist(paths)
@@ -138,7 +140,7 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
             for output, (_, width, height) in zip(outputs, chunk):
                 # a stretched image has no letterbox to undo: decode it as if it had the net's size
                 fit_w, fit_h = (width, height) if letterbox else (net.width, net.height)
-                dets = region_detections(net, output, fit_w, fit_h, thresh, nms, hier_thresh, class_map, classes)
+                dets = region_detections(net, output, fit_w, fit_h, thresh, nms, hier_thresh, class_map, classes, ab)
                 yield ImageDetections(index, paths[index], width, height, dets)
                 index += 1
             bar.update(len(chunk))
@@ -146,7 +148,7 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
 
 def region_detections(net: Darknet, output: torch.Tensor, im_w: int, im_h: int, thresh: float, nms: float,
                       hier_thresh: float = HIER_THRESH, class_map: np.ndarray | None = None,
-                      classes: int | None = None) -> list[Detection]:
+                      classes: int | None = None, ab: bool = False) -> list[Detection]:
     """One image's (A, 5+C, H, W) region output -> detections after `do_nms_sort` (none when nms=0)."""
     region = _region_of(net)
     dets = get_region_detections(output, region.options.anchors, net.width, net.height, im_w, im_h,
@@ -158,6 +160,8 @@ def region_detections(net: Darknet, output: torch.Tensor, im_w: int, im_h: int, 
     if classes is not None:
         # NMS and printing see only the first `classes` probs
         dets = [Detection(det.bbox, det.objectness, det.probs[:classes]) for det in dets]
+    if ab:
+        dets = alexeyab.with_unit_objectness(dets)
     return do_nms_sort(dets, len(dets[0].probs), nms) if nms and dets else dets
 
 
@@ -282,21 +286,24 @@ class ValidSetup:
 
 
 def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = None, workers: int = DEFAULT_WORKERS,
-                      batch: int = DEFAULT_BATCH, progress: bool = False) -> list[Path]:
+                      batch: int = DEFAULT_BATCH, progress: bool = False, ab: bool = False,
+                      letterbox: bool = True) -> list[Path]:
     """DARKNET(detector.c:validate_detector): detect every listed image (thresh .005, NMS .45,
     letterbox) and write the `eval=` type's result files under `setup.results`; returns their paths.
 
     voc: `<results>/<outfile><class name>.txt` per class; coco: `<results>/<outfile>.json`;
     imagenet: `<results>/<outfile>.txt`. `outfile` defaults to DEFAULT_OUTFILES[eval].
     DIVERGES: the results folder is created when missing (Darknet's fopen fails).
+    ab: as AlexeyAB's validate_detector (thresh .001, NMS .6, its decoding); letterbox: False stretches.
     """
     outfile = outfile or DEFAULT_OUTFILES[setup.eval]
     classes = _output_classes(net, setup)
     setup.results.mkdir(parents=True, exist_ok=True)
     # DARKNET(detector.c:validate_detector): eval=imagenet keeps the first 200 classes only
     kept = IMAGENET_CLASSES if setup.eval == "imagenet" else None
-    images = detect_images(net, setup.paths, VALID_THRESH, VALID_NMS, class_map=setup.class_map, classes=kept,
-                           workers=workers, batch=batch, progress=progress)
+    thresh, nms = (alexeyab.VALID_THRESH, alexeyab.VALID_NMS) if ab else (VALID_THRESH, VALID_NMS)
+    images = detect_images(net, setup.paths, thresh, nms, class_map=setup.class_map, classes=kept, letterbox=letterbox,
+                           workers=workers, batch=batch, progress=progress, ab=ab)
     if setup.eval == "coco":
         path = setup.results / f"{outfile}.json"
         records = [record for image in images for record in coco_lines(image)]
@@ -352,7 +359,8 @@ class MapInputs:
 
 
 def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAULT_WORKERS,
-                       batch: int = DEFAULT_BATCH, progress: bool = False) -> MapInputs:
+                       batch: int = DEFAULT_BATCH, progress: bool = False, ab: bool = False,
+                       letterbox: bool = True) -> MapInputs:
     """Detect every labelled image of `paths` as validate_detector does and read its ground truth.
 
     Ground truth: the Darknet label file of the image (`data.files.label_path`), every object
@@ -360,6 +368,7 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
     `class x y w h` format) as difficult ones: the VOC objects that voc_label.py leaves out of the
     training labels. An image without a label file is skipped with a MissingLabelWarning.
     Detection boxes are clipped to the image, like the boxes of the `valid` result files.
+    ab: AlexeyAB's validate_detector_map: its decoding and unclipped boxes. letterbox: False stretches.
     """
     classes = _region_of(net).options.classes
     truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -371,11 +380,12 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
             warnings.warn(f"{path}: no label file {labels}; image skipped", MissingLabelWarning, stacklevel=2)
     kept = [path for path in paths if path in truths]
     records, ground_truths, sizes = [], [], []
-    for image in detect_images(net, kept, VALID_THRESH, VALID_NMS, workers=workers, batch=batch, progress=progress):
+    for image in detect_images(net, kept, VALID_THRESH, VALID_NMS, letterbox=letterbox, workers=workers, batch=batch,
+                               progress=progress, ab=ab):
         rows, difficult = truths[image.path]
         ground_truths.append(GroundTruth(rows[:, 4], pixel_xyxy(rows[:, :4], image.width, image.height), difficult))
         sizes.append((image.width, image.height))
-        records.append(detection_records(image))
+        records.append(detection_records(image, clip=not ab))
     detections = Detections.from_records(np.concatenate(records) if records else np.zeros((0, 7)))
     return MapInputs(detections, ground_truths, np.array(sizes, dtype=float).reshape(-1, 2), kept,
                      [path for path in paths if path not in truths])
@@ -398,11 +408,14 @@ def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], i
                                iou_thresh, points, conf_thresh)
 
 
-def detection_records(image: ImageDetections) -> np.ndarray:
-    """(M, 7) rows image index, class, score, xyxy pixels (clipped to the image) of every nonzero prob."""
+def detection_records(image: ImageDetections, clip: bool = True) -> np.ndarray:
+    """(M, 7) rows image index, class, score, xyxy pixels (clipped to the image) of every nonzero prob,
+    box by box and by class within a box."""
     boxes, classes, scores = _scored(image.detections)
     bboxes = np.array([image.detections[i].bbox for i in boxes]).reshape(-1, 4)
-    corners = np.clip(pixel_xyxy(bboxes, image.width, image.height), 0, [image.width, image.height] * 2)
+    corners = pixel_xyxy(bboxes, image.width, image.height)
+    if clip:
+        corners = np.clip(corners, 0, [image.width, image.height] * 2)
     return np.column_stack([np.full(len(boxes), image.index), classes, scores, corners])
 
 

@@ -10,25 +10,38 @@ from pathlib import Path
 import click
 
 from ..cfg import resolve_path
-from .common import (PACKAGE_ROOT, data_cfg_weights, detector, device_option, existing_file, image_paths, main,
-                     names_for, open_network, report_skipped)
+from .common import (PACKAGE_ROOT, alexeyab_mode_options, data_cfg_weights, detector, device_option, existing_file,
+                     image_paths, main, names_for, open_network, report_skipped)
 
 
-def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float, hier: float,
-                   out: str | None, json_path: str | None, device: str | None) -> None:
-    from ..decode import detections_to_json, format_detections
+def alexeyab_options(function):
+    """AlexeyAB's -ab / -letter_box, and its -dont_show (we never open a window) and -ext_output."""
+    function = click.option("-ext_output", "ext_output", is_flag=True,
+                            help="Print each box as AlexeyAB: (left_x: top_y: width: height:) in pixels.")(function)
+    function = click.option("-dont_show", "dont_show", is_flag=True, help="Accepted for AlexeyAB; no effect.")(function)
+    return alexeyab_mode_options(function)
+
+
+def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float | None, hier: float,
+                   out: str | None, json_path: str | None, device: str | None, habits: dict[str, bool]) -> None:
+    from .. import alexeyab
+    from ..decode import detections_to_json
     from ..image import draw_detections, load_image, save_image
     from ..predict import detect
 
     names = names_for(data)
     net = open_network(cfg, weights, device)
+    ab = habits["ab"]
+    thresh = thresh if thresh is not None else alexeyab.TEST_THRESH if ab else 0.5
+    letterbox = alexeyab.uses_letterbox(net, habits["letter_box"]) if ab else True
     records = []
     for path in image_paths(image):
         picture = load_image(path)
         start = time.perf_counter()
-        dets = detect(net, picture, thresh, hier)
+        dets = detect(net, picture, thresh, hier, letterbox=letterbox, ab=ab)
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.")
-        for line in format_detections(dets, names, thresh):
+        for line in alexeyab.printed_lines(dets, names, thresh, picture.shape[1], picture.shape[0],
+                                           alexeyab_order=ab, ext_output=habits["ext_output"]):
             click.echo(line)
         # DARKNET(image.c:save_image): ".jpg" is appended to the -out name
         save_image(f"{out or 'predictions'}.jpg", draw_detections(picture, dets, names, thresh))
@@ -41,29 +54,31 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
 @detector.command("test")
 @data_cfg_weights()
 @click.argument("image", required=False)
-@click.option("-thresh", "thresh", type=float, default=0.5, show_default=True, help="Detection threshold.")
+@click.option("-thresh", "thresh", type=float, default=None, help="Detection threshold.  [default: 0.5; -ab: 0.25]")
 @click.option("-hier", "hier", type=float, default=0.5, show_default=True, help="WordTree threshold.")
 @click.option("-out", "out", default=None, help="Output image name, without .jpg (default predictions).")
 @click.option("--json", "json_path", default=None, help="Also write the detections as JSON here.")
+@alexeyab_options
 @device_option
-def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device) -> None:
+def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device, **habits) -> None:
     """Detect objects in IMAGE (or in paths read from stdin) as `darknet detector test`."""
-    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device)
+    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device, habits)
 
 
 @main.command("detect")
 @click.argument("cfg", type=existing_file)
 @click.argument("weights", type=existing_file)
 @click.argument("image", required=False)
-@click.option("-thresh", "thresh", type=float, default=0.5, show_default=True)
+@click.option("-thresh", "thresh", type=float, default=None, help="[default: 0.5; -ab: 0.25]")
 @click.option("-out", "out", default=None)
 @click.option("--json", "json_path", default=None)
+@alexeyab_options
 @device_option
-def detect_command(cfg, weights, image, thresh, out, json_path, device) -> None:
+def detect_command(cfg, weights, image, thresh, out, json_path, device, **habits) -> None:
     """`darknet detect`: `detector test` with cfg/coco.data."""
     # DARKNET(darknet.c:main): detect always reads cfg/coco.data
     data = resolve_path("cfg/coco.data", PACKAGE_ROOT / "cfg" / "coco.data")
-    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device)
+    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device, habits)
 
 
 @detector.command("train")
