@@ -27,6 +27,29 @@ VALID_NMS = 0.6       # DARKNET(AlexeyAB detector.c:validate_detector)
 DONT_SHOW = "dont_show"  # DARKNET(AlexeyAB image.c:get_actual_detections): names never chosen as a box's class
 
 
+# DARKNET(AlexeyAB utils.c:replace_image_to_label): folder rules (first occurrence each), in this order;
+# any other image's labels lie beside it
+LABEL_FOLDERS = (("/images/train2017/", "/labels/train2017/"), ("/images/val2017/", "/labels/val2017/"),
+                 ("/JPEGImages/", "/labels/"),
+                 ("\\images\\train2017\\", "\\labels\\train2017\\"), ("\\images\\val2017\\", "\\labels\\val2017\\"),
+                 ("\\images\\train2014\\", "\\labels\\train2014\\"), ("\\images\\val2014\\", "\\labels\\val2014\\"),
+                 ("/images/train2014/", "/labels/train2014/"), ("/images/val2014/", "/labels/val2014/"),
+                 ("\\JPEGImages\\", "\\labels\\"))
+IMAGE_EXTENSIONS = (".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".bmp", ".BMP", ".ppm", ".PPM", ".tiff", ".TIFF")
+
+
+def label_path(image_path: str) -> str:
+    """The label file AlexeyAB's Darknet reads for an image: usually beside it, with a .txt extension."""
+    result = image_path
+    for find, replace in LABEL_FOLDERS:
+        result = result.replace(find, replace, 1)
+    result = result.strip(" \t")
+    for extension in IMAGE_EXTENSIONS:
+        if result.endswith(extension):
+            result = result[:-len(extension)] + ".txt"
+    return result
+
+
 def uses_letterbox(net, letter_box_flag: bool) -> bool:
     """AlexeyAB letterboxes only when asked: `-letter_box`, or `letter_box=1` in the cfg's [net]."""
     return letter_box_flag or bool(net.options.letter_box)

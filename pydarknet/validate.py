@@ -368,14 +368,19 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
     `class x y w h` format) as difficult ones: the VOC objects that voc_label.py leaves out of the
     training labels. An image without a label file is skipped with a MissingLabelWarning.
     Detection boxes are clipped to the image, like the boxes of the `valid` result files.
-    ab: AlexeyAB's validate_detector_map: its decoding and unclipped boxes. letterbox: False stretches.
+    ab: AlexeyAB's validate_detector_map: its decoding, unclipped boxes and label paths (`alexeyab.label_path`);
+    an image without labels counts with no object. letterbox: False stretches.
     """
     classes = _region_of(net).options.classes
     truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in paths:
-        labels = Path(label_path(path))
+        labels = Path(alexeyab.label_path(path) if ab else label_path(path))
         if labels.is_file():
             truths[path] = _read_truth(labels, classes)
+        elif ab:
+            # DARKNET(AlexeyAB detector.c:validate_detector_map): read_boxes warns, the image counts with no object
+            warnings.warn(f"{path}: no label file {labels}; evaluated with no object", MissingLabelWarning, stacklevel=2)
+            truths[path] = np.zeros((0, 5), np.float32), np.zeros(0, bool)
         else:
             warnings.warn(f"{path}: no label file {labels}; image skipped", MissingLabelWarning, stacklevel=2)
     kept = [path for path in paths if path in truths]
