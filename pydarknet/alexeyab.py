@@ -219,7 +219,9 @@ def _class_ap(is_tp: np.ndarray, truths: int, points: int) -> float:
     envelope = np.maximum.accumulate(precision[::-1])[::-1]   # max precision at this rank or later
     if points == ALL_POINTS:
         return float(np.sum(np.diff(recall) * envelope[:-1]) + recall[0] * envelope[0])
-    thresholds = np.arange(points) / (points - 1)
+    # DARKNET(AlexeyAB Makefile): -Ofast's reciprocal math makes point / (points - 1) a product
+    # point * (1 / (points - 1)): 3 * 0.1 = 0.30000000000000004, which a recall of 3/10 does not reach
+    thresholds = np.arange(points) * (1.0 / (points - 1))
     reached = recall[None, :] >= thresholds[:, None]                                  # [points, D]
     return float(np.where(reached, precision[None, :], 0).max(axis=1).sum() / points)
 
