@@ -125,6 +125,7 @@ class NetOptions:
     min_ratio: float = opt(derived=_per_width("min_crop"), minimum=0)
     center: int = opt(0)
     clip: float = opt(0.0)
+    letter_box: int = opt(0, minimum=0, maximum=1)   # AlexeyAB's key: letterbox in its `-ab` mode (pjreddie always does)
     angle: float = opt(0.0)
     aspect: float = opt(1.0)
     saturation: float = opt(1.0)

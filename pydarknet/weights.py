@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import MissingFileError, WeightsError
+from .errors import MissingFileError, TrainingError, WeightsError
 from .layers.conv import ConnectedLayer
 
 FLOAT = np.dtype("<f4")
+SEEN_OFFSET = 12            # byte offset of `seen` in the header
+ABSURD_SEEN = 2 ** 62       # more images than any training run sees: a corrupt header, not a count
+DARKNET_VERSION = (0, 2, 0)  # DARKNET(parser.c:save_weights_upto): what pjreddie's Darknet writes
 
 
 class PartialWeightsWarning(UserWarning):
@@ -61,8 +64,19 @@ class WeightsHeader:
         header = cls(major, minor, revision, 0)
         if header.seen_is_64bit and len(data) < 20:
             raise WeightsError(f"{path}: header of version {major}.{minor} needs 20 bytes, file has {len(data)}")
-        (seen,) = struct.unpack_from("<Q" if header.seen_is_64bit else "<I", data, 12)
+        (seen,) = struct.unpack_from("<Q" if header.seen_is_64bit else "<I", data, SEEN_OFFSET)
+        if seen >= ABSURD_SEEN:
+            raise WeightsError(f"{path}: byte offset {SEEN_OFFSET}: seen = {seen} images is absurd (>= 2^62): "
+                               f"a corrupt header, or not a Darknet weights file")
         return cls(major, minor, revision, seen)
+
+    def saved_version(self) -> tuple[int, int, int]:
+        """The (major, minor, revision) a re-save writes, so that load -> save is byte-identical."""
+        if self.transpose:
+            return DARKNET_VERSION  # connected weights are written outputs x inputs, so no longer transposed
+        # DIVERGES: Darknet always writes its own version (pjreddie 0.2.0, AlexeyAB 0.2.5); keeping the
+        # file's (and, for 0.1 files, its 32-bit seen) makes a re-save of either byte-identical
+        return self.major, self.minor, self.revision
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,7 @@ def load_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> Loa
         warnings.warn(f"{path}: partial weights file, loaded {loaded} of {total} layers with weights; "
                       f"the rest keep their initial values", PartialWeightsWarning, stacklevel=2)
     net.seen = header.seen
-    net.weights_version = (header.major, header.minor, header.revision)
+    net.weights_version = header.saved_version()
     return report
 
 
@@ -140,8 +154,9 @@ def _check_finite(values: np.ndarray, path: str, index: int, kind: str, start: i
 
 
 def weights_bytes(net, cutoff: int | None = None, seen: int | None = None) -> bytes:
-    """The bytes of a version 0.2 weights file for `net` (layers 0..cutoff-1), as Darknet writes it."""
-    header = WeightsHeader(0, 2, 0, net.seen if seen is None else seen)
+    """The bytes of a weights file for `net` (layers 0..cutoff-1), as Darknet writes it, with the header
+    version of the file `net` was loaded from (`net.weights_version`; Darknet's 0.2.0 for a new net)."""
+    header = WeightsHeader(*net.weights_version, net.seen if seen is None else seen)
     parts = [header.pack()]
     for _, _, tensors in _weighted_layers(net, cutoff, "dontsave"):
         parts.extend(t.detach().to("cpu", torch.float32).contiguous().numpy().astype(FLOAT).tobytes()
@@ -154,17 +169,39 @@ def save_weights(net, path: str | os.PathLike, cutoff: int | None = None, seen: 
     write_atomically(path, weights_bytes(net, cutoff, seen))
 
 
+def check_iterations_left(net, weights_path: str | os.PathLike | None) -> None:
+    """Raise TrainingError when training `net` would run no iteration: the `seen` loaded from
+    `weights_path` is already at or past `max_batches` (e.g. a full file that a Darknet user meant
+    to fine-tune from, where Darknet itself silently writes an untrained `_final.weights`).
+
+    Call it after `-clear` and any max_batches override have been applied.
+    """
+    images_per_iteration = net.options.mini_batch * net.options.subdivisions
+    done = net.seen // images_per_iteration  # DARKNET(network.c:get_current_batch)
+    if done >= net.options.max_batches:
+        # DIVERGES: Darknet's `while (get_current_batch(net) < net->max_batches)` just runs 0 iterations
+        raise TrainingError(
+            f"{weights_path}: seen = {net.seen} images is iteration {done}, already at max_batches = "
+            f"{net.options.max_batches}: training would run no iteration; add -clear to start from "
+            f"iteration 0 (or raise max_batches)")
+
+
 TEMPORARY_SUFFIX = ".tmp"   # `.<name>.<random>.tmp` beside the file being written
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside `path`, flush it to disk, rename it over `path`, and flush
-    the folder, so that after a crash `path` holds either the old or the new bytes, never a mix."""
+    the folder, so that after a crash `path` holds either the old or the new bytes, never a mix.
+
+    The file gets the mode `fopen` would give it: an existing file's, else 0666 less the umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # mkstemp creates 0600
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -191,3 +228,12 @@ def remove_stale_temporaries(folder: str | os.PathLike,
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)  # the only portable way to read it is to set it
+        os.umask(umask)
+        return 0o666 & ~umask

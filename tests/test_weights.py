@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import struct
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from pydarknet.errors import TrainingError
 from pydarknet.network import Darknet
-from pydarknet.weights import (PartialWeightsWarning, WeightsError, WeightsHeader, load_weights, save_weights,
-                               weights_bytes)
+from pydarknet.weights import (PartialWeightsWarning, WeightsError, WeightsHeader, check_iterations_left, load_weights,
+                               save_weights, weights_bytes, write_atomically)
 from reference import decompressed_weights, mini_network, network_input
 
 
@@ -139,3 +142,107 @@ def test_non_finite_weights_are_refused_with_their_offset(tmp_path, value):
     with pytest.raises(WeightsError, match=rf"bad.weights: layer 0 \(convolutional\) holds a non-finite value "
                                            rf"\({value}\) at byte offset 44: the file is corrupt$"):
         load_weights(net, tmp_path / "bad.weights")
+
+
+def _with_header(data: bytes, major: int, minor: int, revision: int) -> bytes:
+    return struct.pack("<3i", major, minor, revision) + data[12:]
+
+
+@pytest.mark.parametrize("version", [(0, 2, 5), (0, 2, 7)])
+def test_alexeyab_header_round_trips_byte_identically(reference, tmp_path, version):
+    # AlexeyAB's save_weights_upto writes 0.2.5 (MAJOR/MINOR/PATCH_VERSION in src/version.h)
+    data = _with_header((reference / "mini" / "mini-yolov2-voc.weights").read_bytes(), *version)
+    (tmp_path / "ab.weights").write_bytes(data)
+    net = Darknet.from_cfg(reference / "mini" / "mini-yolov2-voc.cfg")
+    load_weights(net, tmp_path / "ab.weights")
+    assert weights_bytes(net) == data
+    save_weights(net, tmp_path / "again.weights", cutoff=23)  # partial files keep it too
+    assert (tmp_path / "again.weights").read_bytes()[:12] == struct.pack("<3i", *version)
+
+
+def test_old_header_round_trips_with_32bit_seen(reference):
+    old = (reference / "mini" / "mini-yolov2-tiny-voc.minor1.weights").read_bytes()
+    net = Darknet.from_cfg(reference / "mini" / "mini-yolov2-tiny-voc.cfg")
+    load_weights(net, reference / "mini" / "mini-yolov2-tiny-voc.minor1.weights")
+    assert weights_bytes(net) == old
+
+
+def test_new_net_writes_darknets_header(tmp_path):
+    assert weights_bytes(_tiny_net(tmp_path))[:20] == struct.pack("<3iQ", 0, 2, 0, 0)
+
+
+def test_transposed_file_is_resaved_untransposed(tmp_path):
+    net = _tiny_net(tmp_path)
+    (tmp_path / "t.weights").write_bytes(WeightsHeader(0, 1001, 0, 7).pack() + weights_bytes(net)[20:])
+    load_weights(net, tmp_path / "t.weights")
+    assert weights_bytes(net)[:20] == struct.pack("<3iQ", 0, 2, 0, 7)
+
+
+def test_absurd_seen_names_file_and_offset(reference, tmp_path):
+    data = bytearray((reference / "mini" / "mini-yolov2-voc.weights").read_bytes())
+    data[12:20] = struct.pack("<Q", 2 ** 62)
+    (tmp_path / "absurd.weights").write_bytes(bytes(data))
+    net = Darknet.from_cfg(reference / "mini" / "mini-yolov2-voc.cfg")
+    with pytest.raises(WeightsError, match=r"absurd.weights: byte offset 12: seen = 4611686018427387904"):
+        load_weights(net, tmp_path / "absurd.weights")
+    data[12:20] = struct.pack("<Q", 2 ** 62 - 1)  # the largest seen that loads
+    (tmp_path / "absurd.weights").write_bytes(bytes(data))
+    load_weights(net, tmp_path / "absurd.weights")
+    assert net.seen == 2 ** 62 - 1
+
+
+def test_no_iteration_left_is_an_error_naming_clear(reference):
+    net = mini_network(reference, "mini-yolov2-voc")  # seen 5000000064: far past any max_batches
+    with pytest.raises(TrainingError, match=r"full.weights: seen = 5000000064 images .*no iteration.*-clear"):
+        check_iterations_left(net, "full.weights")
+
+
+def test_iterations_left_at_the_boundary(tmp_path):
+    net = _tiny_net(tmp_path)
+    net.options.max_batches = 10
+    images_per_iteration = net.options.mini_batch * net.options.subdivisions
+    net.seen = 10 * images_per_iteration - 1  # iteration 9: one left
+    check_iterations_left(net, "w.weights")
+    net.seen += 1
+    with pytest.raises(TrainingError, match="iteration 10, already at max_batches = 10"):
+        check_iterations_left(net, "w.weights")
+
+
+def test_partial_of_a_full_file_can_be_trained(reference, tmp_path):
+    from click.testing import CliRunner
+
+    from pydarknet.cli import main
+    out = tmp_path / "conv.13.weights"
+    result = CliRunner().invoke(main, ["partial", str(reference / "mini" / "mini-yolov2-voc.cfg"),
+                                       str(reference / "mini" / "mini-yolov2-voc.weights"), str(out), "13"])
+    assert result.exit_code == 0, result.output
+    net = Darknet.from_cfg(reference / "mini" / "mini-yolov2-voc.train.cfg")
+    with pytest.warns(PartialWeightsWarning):
+        load_weights(net, out)
+    assert net.seen == 0
+    check_iterations_left(net, out)  # the README's fine-tuning command starts at iteration 0
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_new_files_get_the_umask_mode(tmp_path, umask_022):
+    save_weights(_tiny_net(tmp_path), tmp_path / "new.weights")
+    write_atomically(tmp_path / "backup" / "chart.png", b"png")
+    assert (tmp_path / "new.weights").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "backup" / "chart.png").stat().st_mode & 0o777 == 0o644
+    os.umask(0o077)
+    write_atomically(tmp_path / "private.weights", b"x")
+    assert (tmp_path / "private.weights").stat().st_mode & 0o777 == 0o600
+
+
+def test_rewrite_keeps_an_existing_files_mode(tmp_path, umask_022):
+    target = tmp_path / "shared.weights"
+    target.write_bytes(b"old")
+    target.chmod(0o664)
+    write_atomically(target, b"new")
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o664

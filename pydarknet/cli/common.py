@@ -9,6 +9,7 @@ Darknet's own messages (the layer table, `Loading weights from …`, progress) g
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
@@ -106,8 +107,41 @@ def debugging() -> bool:
     return os.environ.get("PYDARKNET_DEBUG", "") not in ("", "0")
 
 
+class DarknetCommand(click.Command):
+    """A click command that rejects an unknown single-dash option by its whole name.
+
+    Darknet's options are single-dash words (`-thresh`, `-dont_show`); click reads an unknown one as
+    bundled short flags and complains about its first letter (`No such option: -d`).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        options = {name: param for param in self.get_params(ctx) if isinstance(param, click.Option)
+                   for name in param.opts + param.secondary_opts}
+        takes_value = False
+        for arg in args:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if not takes_value and _single_dash_word(name) and name not in options:
+                raise click.NoSuchOption(name, possibilities=difflib.get_close_matches(name, options), ctx=ctx)
+            takes_value = not takes_value and name in options and not options[name].is_flag and "=" not in arg
+        return super().parse_args(ctx, args)
+
+
+def _single_dash_word(arg: str) -> bool:
+    if not arg.startswith("-") or arg.startswith("--") or len(arg) < 3:
+        return False
+    try:
+        float(arg)   # a negative number is a value, not an option
+    except ValueError:
+        return True
+    return False
+
+
 class DarknetGroup(click.Group):
     """A click group whose commands report user errors as one line (Darknet prints one line and exits)."""
+
+    command_class = DarknetCommand
 
     def invoke(self, ctx: click.Context):
         try:
@@ -180,6 +214,14 @@ def data_cfg_weights(weights_required: bool = True):
             function = argument(function)
         return function
     return decorate
+
+
+def alexeyab_mode_options(function):
+    """-ab (AlexeyAB's defaults, see pydarknet.alexeyab) and -letter_box (its letterbox switch)."""
+    function = click.option("-letter_box", "letter_box", is_flag=True,
+                            help="With -ab: letterbox the image (AlexeyAB stretches it unless letter_box=1).")(function)
+    return click.option("-ab", "ab", is_flag=True,
+                        help="AlexeyAB's Darknet: its defaults, decoding and printed layout.")(function)
 
 
 def image_paths(image: str | None) -> Iterator[str]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from ..cfg import resolve_path
-from .common import (data_cfg_weights, decoder_option, detector, device_option, existing_file, image_paths, main,
-                     names_for, open_network, region_of, report_skipped, shipped_file, shipped_or_given)
+from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option, existing_file,
+                     image_paths, main, names_for, open_network, region_of, report_skipped, shipped_file,
+                     shipped_or_given)
 
 
 class AnnotatedNames:
@@ -39,23 +40,37 @@ class AnnotatedNames:
         return name
 
 
-def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float, hier: float,
-                   out: str | None, json_path: str | None, device: str | None, decoder: str | None) -> None:
-    from ..decode import detected_objects, detections_to_json
+def alexeyab_options(function):
+    """AlexeyAB's -ab / -letter_box, and its -dont_show (we never open a window) and -ext_output."""
+    function = click.option("-ext_output", "ext_output", is_flag=True,
+                            help="Print each box as AlexeyAB: (left_x: top_y: width: height:) in pixels.")(function)
+    function = click.option("-dont_show", "dont_show", is_flag=True, help="Accepted for AlexeyAB; no effect.")(function)
+    return alexeyab_mode_options(function)
+
+
+def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float | None, hier: float,
+                   out: str | None, json_path: str | None, device: str | None, decoder: str | None,
+                   habits: dict[str, bool]) -> None:
+    from .. import alexeyab
+    from ..decode import detections_to_json
     from ..image import draw_detections, load_image, save_image
     from ..predict import detect_boxes
 
     net = open_network(cfg, weights, device)
     names = names_for(data, classes=region_of(net, "detection").options.classes)
     outputs = AnnotatedNames(out, one_image=image is not None)
+    ab = habits["ab"]
+    thresh = thresh if thresh is not None else alexeyab.TEST_THRESH if ab else 0.5
+    letterbox = alexeyab.uses_letterbox(net, habits["letter_box"]) if ab else True
     records = []
     for path in image_paths(image):
         picture = load_image(shipped_or_given(path), decoder or "stb")   # data/dog.jpg from anywhere
         start = time.perf_counter()
-        dets = detect_boxes(net, picture, thresh, hier)
+        dets = detect_boxes(net, picture, thresh, hier, letterbox=letterbox, ab=ab)
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.")
-        for obj in detected_objects(dets, names, thresh, picture.shape[1], picture.shape[0]):
-            click.echo(obj.line())
+        for line in alexeyab.printed_lines(dets, names, thresh, picture.shape[1], picture.shape[0],
+                                           alexeyab_order=ab, ext_output=habits["ext_output"]):
+            click.echo(line)
         save_image(outputs.next(path), draw_detections(picture, dets, names, thresh))
         records.append({"image": path, "width": picture.shape[1], "height": picture.shape[0],
                         "detections": detections_to_json(dets, names, thresh)})
@@ -66,33 +81,35 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
 @detector.command("test")
 @data_cfg_weights()
 @click.argument("image", required=False)
-@click.option("-thresh", "thresh", type=float, default=0.5, show_default=True, help="Detection threshold.")
+@click.option("-thresh", "thresh", type=float, default=None, help="Detection threshold.  [default: 0.5; -ab: 0.25]")
 @click.option("-hier", "hier", type=float, default=0.5, show_default=True, help="WordTree threshold.")
 @click.option("-out", "out", default=None,
               help="Output image name without .jpg (default predictions); for images read from stdin, "
                    "the prefix of <out>_<image name>.jpg, or a folder.")
 @click.option("--json", "json_path", default=None, help="Also write the detections as JSON here.")
+@alexeyab_options
 @device_option
 @decoder_option
-def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder) -> None:
+def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder, **habits) -> None:
     """Detect objects in IMAGE (or in each path read from stdin) as `darknet detector test`."""
-    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder)
+    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder, habits)
 
 
 @main.command("detect")
 @click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file)
 @click.argument("image", required=False)
-@click.option("-thresh", "thresh", type=float, default=0.5, show_default=True)
+@click.option("-thresh", "thresh", type=float, default=None, help="[default: 0.5; -ab: 0.25]")
 @click.option("-out", "out", default=None)
 @click.option("--json", "json_path", default=None)
+@alexeyab_options
 @device_option
 @decoder_option
-def detect_command(cfg, weights, image, thresh, out, json_path, device, decoder) -> None:
+def detect_command(cfg, weights, image, thresh, out, json_path, device, decoder, **habits) -> None:
     """`darknet detect`: `detector test` with cfg/coco.data."""
     # DARKNET(darknet.c:main): detect always reads cfg/coco.data
     data = resolve_path("cfg/coco.data")
-    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device, decoder)
+    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device, decoder, habits)
 
 
 @detector.command("train")

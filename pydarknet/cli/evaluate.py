@@ -8,7 +8,8 @@ import click
 
 from ..data.files import read_data_file
 from ..errors import DataError
-from .common import data_cfg_weights, detector, device_option, names_for, open_network, region_of
+from .common import (alexeyab_mode_options, data_cfg_weights, detector, device_option, names_for, open_network,
+                     region_of)
 
 workers_option = click.option("--workers", type=int, default=None,
                               help="Image decoding threads (0: decode between forwards, no overlap).")
@@ -25,17 +26,21 @@ def _loader_args(workers: int | None, batch: int | None) -> dict[str, int]:
 @data_cfg_weights()
 @click.option("-out", "outfile", default=None,
               help="Result file prefix (default comp4_det_test_, coco_results or imagenet-detection).")
+@alexeyab_mode_options
 @workers_option
 @batch_option
 @device_option
-def detector_valid(data, cfg, weights, outfile, workers, batch, device) -> None:
+def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, device) -> None:
     """Write Darknet's result files for the data file's `valid` list, as `darknet detector valid`."""
+    from ..alexeyab import uses_letterbox
     from ..evaluate import ValidSetup, validate_detector
 
     setup = ValidSetup.from_data(data)
     net = open_network(cfg, weights, device)
     start = time.perf_counter()
-    written = validate_detector(net, setup, outfile, progress=True, **_loader_args(workers, batch))
+    written = validate_detector(net, setup, outfile, progress=True, ab=ab,
+                                letterbox=uses_letterbox(net, letter_box) if ab else True,
+                                **_loader_args(workers, batch))
     seconds = time.perf_counter() - start
     click.echo(f"Total Detection Time: {seconds:f} Seconds", err=True)
     click.echo(f"{len(setup.paths)} images, {len(setup.paths) / seconds:.2f} images/s; wrote {len(written)} "
@@ -71,25 +76,32 @@ def detector_recall(data, cfg, weights, workers, batch, device) -> None:
               help="Confidence threshold of the precision / recall / F1 / IoU line.")
 @click.option("-points", "points", type=int, default=0, show_default=True,
               help="AP interpolation: 0 all points (VOC2010+), 11 (VOC2007), 101 (COCO).")
+@alexeyab_mode_options
 @workers_option
 @batch_option
 @device_option
-def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch, device) -> None:
+def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box, workers, batch, device) -> None:
     """Per-class AP and mAP on the data file's `valid` list (AlexeyAB's `detector map` report).
 
     Difficult objects go in an optional `<label>.difficult` file beside each label file (same
     `class x y w h` lines); they are neither positives nor false positives. Images without a label
     file are skipped and counted. With `eval=coco` the pycocotools AP@[.5:.95], AP50, AP75 follow.
+    With -ab: AlexeyAB's inference (stretched images unless -letter_box / letter_box=1), matching of
+    unclipped boxes and report, line for line (alexeyab.evaluate_map).
     """
+    from .. import alexeyab
     from ..evaluate import coco_ap, evaluate_detections, format_map_report
     from ..evaluate import MissingLabelWarning, collect_map_inputs, valid_paths
 
     data_file = read_data_file(data)
     net = open_network(cfg, weights, device)
     names = names_for(data, classes=region_of(net, "detector map").options.classes)
+    # DIVERGES: AlexeyAB's map reads only the cfg's letter_box and ignores -letter_box; -letter_box is honoured
+    letterbox = alexeyab.uses_letterbox(net, letter_box) if ab else True
     with warnings.catch_warnings(record=True) as missing:
         warnings.simplefilter("always", MissingLabelWarning)
-        inputs = collect_map_inputs(net, valid_paths(data_file), progress=True, **_loader_args(workers, batch))
+        inputs = collect_map_inputs(net, valid_paths(data_file), progress=True, ab=ab, letterbox=letterbox,
+                                    **_loader_args(workers, batch))
     for warning in missing:
         click.echo(f"Warning: {warning.message}", err=True)
     if inputs.skipped:
@@ -98,6 +110,11 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, workers, batch,
     if not inputs.paths:
         raise DataError(f"{data}: no image of the valid list has a label file: nothing to evaluate")
     classes = net.region.options.classes
+    if ab:
+        report = alexeyab.evaluate_map(inputs.detections, inputs.ground_truths, classes, iou_thresh, points, thresh)
+        for line in alexeyab.format_map_report(report, names[:classes]):
+            click.echo(line)
+        return
     result = evaluate_detections(inputs.detections, inputs.ground_truths, classes, iou_thresh, points, thresh)
     for line in format_map_report(result, names[:classes]):
         click.echo(line)

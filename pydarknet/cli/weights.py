@@ -18,7 +18,7 @@ def partial(cfg, weights, output, count) -> None:
 
     net = open_network(cfg, weights, "cpu", trained=False)
     log.info(saving_weights_line(output))
-    save_weights(net, output, cutoff=count)
+    save_weights(net, output, cutoff=count, seen=0)  # DARKNET(darknet.c:partial): load_network(..., 1) clears seen
 
 
 @main.group("export", cls=DarknetGroup)

@@ -30,7 +30,7 @@ from ..data.files import read_data_file
 from ..errors import CfgError, TrainingError
 from ..image import TRAINING_DECODER
 from ..network import Darknet, network_mode, select_device
-from ..weights import load_weights, remove_stale_temporaries, save_weights
+from ..weights import check_iterations_left, load_weights, remove_stale_temporaries, save_weights
 from .chart import save_chart
 from .heads import Head
 from .sgd import DarknetSGD
@@ -102,6 +102,7 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
     if options.max_batches <= 0:
         raise CfgError(f"{cfg_path}: max_batches must be positive "
                        f"(DIVERGES: Darknet trains forever with max_batches=0)")
+    check_iterations_left(net, weights)
     options.learning_rate *= world  # DARKNET(detector.c:train_detector): rate times the GPU count
     device = _device_for_rank(device, rank, world)
     net.to(device, memory_format=torch.channels_last)  # NHWC convolutions: faster on oneDNN and cuDNN

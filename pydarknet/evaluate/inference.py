@@ -18,6 +18,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from ..alexeyab import with_unit_objectness
 from ..data.files import DataConfig, read_list
 from ..decode import COORDS, Detection, do_nms_sort, get_region_detections
 from ..errors import DataError, MissingFileError
@@ -49,9 +50,9 @@ class ImageDetections:
     detections: list[Detection]
 
 
-def _decoded_input(path: str, width: int, height: int, letterbox: bool) -> tuple[torch.Tensor, int, int]:
+def _decoded_input(path: str, width: int, height: int, letterbox: bool, decoder: str) -> tuple[torch.Tensor, int, int]:
     """Decode an image and fit it to the network: (3, height, width) input, original width and height."""
-    image = load_image(path)
+    image = load_image(path, decoder)
     return torch.from_numpy(network_input(image, width, height, letterbox)), image.shape[1], image.shape[0]
 
 
@@ -76,8 +77,8 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) ->
 
 def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float, hier_thresh: float = HIER_THRESH,
                   class_map: np.ndarray | None = None, classes: int | None = None, letterbox: bool = True,
-                  workers: int = DEFAULT_WORKERS, batch: int = DEFAULT_BATCH,
-                  progress: bool = False) -> Iterator[ImageDetections]:
+                  workers: int = DEFAULT_WORKERS, batch: int = DEFAULT_BATCH, progress: bool = False,
+                  ab: bool = False, decoder: str = "stb") -> Iterator[ImageDetections]:
     """Detections for every image of `paths`, in list order, as `get_network_boxes` + `do_nms_sort`.
 
     letterbox: False stretches the image to the network size (`resize_image`), as
@@ -87,11 +88,13 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     nms: 0 skips the NMS. workers: decoding threads (0: decode in this thread, no overlap).
     batch: images per forward pass; only float rounding depends on it.
     progress: report progress on stderr (a tqdm bar on a terminal, else periodic lines; see progress.py).
+    ab: AlexeyAB's decoding (`alexeyab.with_unit_objectness`) before the NMS.
+    decoder: the image decoder (`image.load_image`: "stb", Darknet's pixels, or "opencv").
     """
     require_region(net, "evaluation")
     _check_images_exist(paths)
-    inputs = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox),
-                          paths, workers)
+    inputs = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox,
+                                 decoder=decoder), paths, workers)
     index = 0
     with torch.no_grad(), progress_of(total=len(paths), unit="img", enabled=progress) as bar:
         while chunk := list(islice(inputs, batch)):
@@ -99,7 +102,7 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
             for output, (_, width, height) in zip(outputs, chunk):
                 # a stretched image has no letterbox to undo: decode it as if it had the net's size
                 fit_w, fit_h = (width, height) if letterbox else (net.width, net.height)
-                dets = region_detections(net, output, fit_w, fit_h, thresh, nms, hier_thresh, class_map, classes)
+                dets = region_detections(net, output, fit_w, fit_h, thresh, nms, hier_thresh, class_map, classes, ab)
                 yield ImageDetections(index, paths[index], width, height, dets)
                 index += 1
             bar.update(len(chunk))
@@ -107,7 +110,7 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
 
 def region_detections(net: Darknet, output: torch.Tensor, im_w: int, im_h: int, thresh: float, nms: float,
                       hier_thresh: float = HIER_THRESH, class_map: np.ndarray | None = None,
-                      classes: int | None = None) -> list[Detection]:
+                      classes: int | None = None, ab: bool = False) -> list[Detection]:
     """One image's (A, 5+C, H, W) region output -> detections after `do_nms_sort` (none when nms=0)."""
     region = require_region(net, "evaluation")
     dets = get_region_detections(output, region.options.anchors, net.width, net.height, im_w, im_h,
@@ -119,6 +122,8 @@ def region_detections(net: Darknet, output: torch.Tensor, im_w: int, im_h: int, 
     if classes is not None:
         # NMS and printing see only the first `classes` probs
         dets = [Detection(det.bbox, det.objectness, det.probs[:classes]) for det in dets]
+    if ab:
+        dets = with_unit_objectness(dets)
     return do_nms_sort(dets, len(dets[0].probs), nms) if nms and dets else dets
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import alexeyab
 from ..cfg import resolve_path
 from ..data.files import read_data_file, read_names, resolve_data_path
 from ..data.coco import COCO_IDS, coco_image_id, read_image_ids
@@ -113,21 +114,25 @@ class ValidSetup:
 
 
 def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = None, workers: int = DEFAULT_WORKERS,
-                      batch: int = DEFAULT_BATCH, progress: bool = False) -> list[Path]:
+                      batch: int = DEFAULT_BATCH, progress: bool = False, ab: bool = False,
+                      letterbox: bool = True, decoder: str = "stb") -> list[Path]:
     """DARKNET(detector.c:validate_detector): detect every listed image (thresh .005, NMS .45,
     letterbox) and write the `eval=` type's result files under `setup.results`; returns their paths.
 
     voc: `<results>/<outfile><class name>.txt` per class; coco: `<results>/<outfile>.json`;
     imagenet: `<results>/<outfile>.txt`. `outfile` defaults to DEFAULT_OUTFILES[eval].
     DIVERGES: the results folder is created when missing (Darknet's fopen fails).
+    ab: as AlexeyAB's validate_detector (thresh .001, NMS .6, its decoding); letterbox: False stretches;
+    decoder: see `image.load_image`.
     """
     outfile = outfile or DEFAULT_OUTFILES[setup.eval]
     classes = _output_classes(net, setup)
     setup.results.mkdir(parents=True, exist_ok=True)
     # DARKNET(detector.c:validate_detector): eval=imagenet keeps the first 200 classes only
     kept = IMAGENET_CLASSES if setup.eval == "imagenet" else None
-    images = detect_images(net, setup.paths, VALID_THRESH, VALID_NMS, class_map=setup.class_map, classes=kept,
-                           workers=workers, batch=batch, progress=progress)
+    thresh, nms = (alexeyab.VALID_THRESH, alexeyab.VALID_NMS) if ab else (VALID_THRESH, VALID_NMS)
+    images = detect_images(net, setup.paths, thresh, nms, class_map=setup.class_map, classes=kept, letterbox=letterbox,
+                           workers=workers, batch=batch, progress=progress, ab=ab, decoder=decoder)
     if setup.eval == "coco":
         path = setup.results / f"{outfile}.json"
         records = [record for image in images for record in coco_lines(image, setup.image_ids)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import alexeyab
 from ..boxes import pairwise_iou, pixel_xyxy
 from ..data.files import label_path, read_data_file
 from ..data.labels import CLASSIFICATION_ONLY_MIN, read_labels
@@ -44,7 +45,8 @@ class MapInputs:
 
 
 def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAULT_WORKERS,
-                       batch: int = DEFAULT_BATCH, progress: bool = False) -> MapInputs:
+                       batch: int = DEFAULT_BATCH, progress: bool = False, ab: bool = False,
+                       letterbox: bool = True, decoder: str = "stb") -> MapInputs:
     """Detect every labelled image of `paths` as validate_detector does and read its ground truth.
 
     Ground truth: the Darknet label file of the image (`data.files.label_path`), every object
@@ -52,22 +54,29 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
     `class x y w h` format) as difficult ones: the VOC objects that voc_label.py leaves out of the
     training labels. An image without a label file is skipped with a MissingLabelWarning.
     Detection boxes are clipped to the image, like the boxes of the `valid` result files.
+    ab: AlexeyAB's validate_detector_map: its decoding, unclipped boxes and label paths (`alexeyab.label_path`);
+    an image without labels counts with no object. letterbox: False stretches. decoder: see `image.load_image`.
     """
     classes = require_region(net, "evaluation").options.classes
     truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in paths:
-        labels = Path(label_path(path))
+        labels = Path(alexeyab.label_path(path) if ab else label_path(path))
         if labels.is_file():
             truths[path] = _read_truth(labels, classes)
+        elif ab:
+            # DARKNET(AlexeyAB detector.c:validate_detector_map): read_boxes warns, the image counts with no object
+            warnings.warn(f"{path}: no label file {labels}; evaluated with no object", MissingLabelWarning, stacklevel=2)
+            truths[path] = np.zeros((0, 5), np.float32), np.zeros(0, bool)
         else:
             warnings.warn(f"{path}: no label file {labels}; image skipped", MissingLabelWarning, stacklevel=2)
     kept = [path for path in paths if path in truths]
     records, ground_truths, sizes = [], [], []
-    for image in detect_images(net, kept, VALID_THRESH, VALID_NMS, workers=workers, batch=batch, progress=progress):
+    for image in detect_images(net, kept, VALID_THRESH, VALID_NMS, letterbox=letterbox, workers=workers, batch=batch,
+                               progress=progress, ab=ab, decoder=decoder):
         rows, difficult = truths[image.path]
         ground_truths.append(GroundTruth(rows[:, 4], pixel_xyxy(rows[:, :4], image.width, image.height), difficult))
         sizes.append((image.width, image.height))
-        records.append(detection_records(image))
+        records.append(detection_records(image, clip=not ab))
     detections = Detections.from_records(np.concatenate(records) if records else np.zeros((0, 7)))
     return MapInputs(detections, ground_truths, np.array(sizes, dtype=float).reshape(-1, 2), kept,
                      [path for path in paths if path not in truths])
@@ -90,11 +99,14 @@ def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], i
                                iou_thresh, points, conf_thresh)
 
 
-def detection_records(image: ImageDetections) -> np.ndarray:
-    """(M, 7) rows image index, class, score, xyxy pixels (clipped to the image) of every nonzero prob."""
+def detection_records(image: ImageDetections, clip: bool = True) -> np.ndarray:
+    """(M, 7) rows image index, class, score, xyxy pixels (clipped to the image unless `clip=False`) of
+    every nonzero prob, box by box and by class within a box."""
     boxes, classes, scores = scored_probs(image.detections)
     bboxes = np.array([image.detections[i].bbox for i in boxes]).reshape(-1, 4)
-    corners = np.clip(pixel_xyxy(bboxes, image.width, image.height), 0, [image.width, image.height] * 2)
+    corners = pixel_xyxy(bboxes, image.width, image.height)
+    if clip:
+        corners = np.clip(corners, 0, [image.width, image.height] * 2)
     return np.column_stack([np.full(len(boxes), image.index), classes, scores, corners])
 
 

@@ -1,0 +1,260 @@
+"""AlexeyAB's Darknet (the fork most users run): its printed detections and its `detector map`.
+
+pjreddie's Darknet stays the default everywhere; the commands' `-ab` switch selects what is here.
+What AlexeyAB does differently, for a YOLOv2 `[region]` net (checked against src/ of
+github.com/AlexeyAB/darknet, built for CPU):
+- the image is stretched to the net (`resize_image`) unless `-letter_box` or `letter_box=1` in [net];
+- every box gets objectness 1 (network.c:custom_get_region_detections), so `do_nms_sort` ranks all of them;
+- `detector test` prints the best class of each box first, boxes sorted by their left edge;
+- `detector map` matches unclipped boxes as it finds them, image by image, and reports its own
+  "average IoU": the summed IoU of the true positives over TP + FP.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .boxes import pairwise_iou, xyxy_to_cxcywh
+from .decode import Detection
+from .evaluate.metrics import ALL_POINTS, Detections, GroundTruth
+
+TEST_THRESH = 0.25   # DARKNET(AlexeyAB darknet.c / detector.c:run_detector): -thresh default
+VALID_THRESH = 0.001  # DARKNET(AlexeyAB detector.c:validate_detector)
+VALID_NMS = 0.6       # DARKNET(AlexeyAB detector.c:validate_detector)
+DONT_SHOW = "dont_show"  # DARKNET(AlexeyAB image.c:get_actual_detections): names never chosen as a box's class
+
+
+# DARKNET(AlexeyAB utils.c:replace_image_to_label): folder rules (first occurrence each), in this order;
+# any other image's labels lie beside it
+LABEL_FOLDERS = (("/images/train2017/", "/labels/train2017/"), ("/images/val2017/", "/labels/val2017/"),
+                 ("/JPEGImages/", "/labels/"),
+                 ("\\images\\train2017\\", "\\labels\\train2017\\"), ("\\images\\val2017\\", "\\labels\\val2017\\"),
+                 ("\\images\\train2014\\", "\\labels\\train2014\\"), ("\\images\\val2014\\", "\\labels\\val2014\\"),
+                 ("/images/train2014/", "/labels/train2014/"), ("/images/val2014/", "/labels/val2014/"),
+                 ("\\JPEGImages\\", "\\labels\\"))
+IMAGE_EXTENSIONS = (".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".bmp", ".BMP", ".ppm", ".PPM", ".tiff", ".TIFF")
+
+
+def label_path(image_path: str) -> str:
+    """The label file AlexeyAB's Darknet reads for an image: usually beside it, with a .txt extension."""
+    result = image_path
+    for find, replace in LABEL_FOLDERS:
+        result = result.replace(find, replace, 1)
+    result = result.strip(" \t")
+    for extension in IMAGE_EXTENSIONS:
+        if result.endswith(extension):
+            result = result[:-len(extension)] + ".txt"
+    return result
+
+
+def uses_letterbox(net, letter_box_flag: bool) -> bool:
+    """AlexeyAB letterboxes only when asked: `-letter_box`, or `letter_box=1` in the cfg's [net]."""
+    return letter_box_flag or bool(net.options.letter_box)
+
+
+def with_unit_objectness(dets: Sequence[Detection]) -> list[Detection]:
+    """DARKNET(AlexeyAB network.c:custom_get_region_detections): objectness = 1 for every box."""
+    return [Detection(det.bbox, 1.0, det.probs) for det in dets]
+
+
+# ---------------------------------------------------------------------------- printed detections
+
+def printed_lines(dets: Sequence[Detection], names: Sequence[str], thresh: float, im_w: int, im_h: int,
+                  alexeyab_order: bool, ext_output: bool) -> list[str]:
+    """The `name: NN%` lines of `detector test`, in pjreddie's order (box by box, classes by index) or
+    AlexeyAB's (image.c:draw_detections_v3); `ext_output` adds AlexeyAB's `(left_x: ...)` box."""
+    pairs = _alexeyab_pairs(dets, names, thresh) if alexeyab_order else _darknet_pairs(dets, thresh)
+    return [_line(det, j, names, im_w, im_h, ext_output) for det, j in pairs]
+
+
+def _darknet_pairs(dets: Sequence[Detection], thresh: float) -> list[tuple[Detection, int]]:
+    t = np.float32(thresh)
+    return [(det, int(j)) for det in dets for j in np.flatnonzero(det.probs > t)]
+
+
+def _alexeyab_pairs(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
+    t = np.float32(thresh)
+    showable = np.array([not name.startswith(DONT_SHOW) for name in names[:len(dets[0].probs)]]) if dets else None
+    selected = []
+    for det in dets:
+        candidates = np.where((det.probs > t) & showable, det.probs, -np.inf)
+        if np.isfinite(candidates).any():
+            selected.append((det, int(np.argmax(candidates))))   # the first of equal probs, as its strict >
+    # DARKNET(AlexeyAB image.c:compare_by_lefts): glibc's stable qsort on the float32 left edge
+    selected.sort(key=lambda pair: float(pair[0].bbox[0] - pair[0].bbox[2] / np.float32(2)))
+    pairs = []
+    for det, best in selected:
+        pairs.append((det, best))
+        pairs.extend((det, int(j)) for j in np.flatnonzero(det.probs > t) if j != best)
+    return pairs
+
+
+def _line(det: Detection, j: int, names: Sequence[str], im_w: int, im_h: int, ext_output: bool) -> str:
+    # DARKNET(image.c:draw_detections): prob*100 is a float32 product, printed with %.0f
+    line = f"{names[j]}: {float(det.probs[j] * np.float32(100)):.0f}%"
+    return line + ext_output_box(det.bbox, im_w, im_h) if ext_output else line
+
+
+def ext_output_box(bbox_cxcywh: np.ndarray, im_w: int, im_h: int) -> str:
+    """DARKNET(AlexeyAB image.c:draw_detections_v3): `\\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f
+    height: %4.0f)` of round() of the float32 pixel values (halves away from zero)."""
+    x, y, w, h = (np.float32(v) for v in bbox_cxcywh)
+    values = ((x - w / np.float32(2)) * np.float32(im_w), (y - h / np.float32(2)) * np.float32(im_h),
+              w * np.float32(im_w), h * np.float32(im_h))
+    left, top, width, height = (_c_round(float(v)) for v in values)
+    return f"\t(left_x: {left:4.0f}   top_y: {top:4.0f}   width: {width:4.0f}   height: {height:4.0f})"
+
+
+def _c_round(value: float) -> float:
+    return math.copysign(math.floor(abs(value) + 0.5), value) if math.isfinite(value) else value
+
+
+# ---------------------------------------------------------------------------- `detector map`
+
+@dataclass(frozen=True)
+class AlexeyABMap:
+    """What AlexeyAB's validate_detector_map prints.
+
+    ap: (K,) per class; tp, fp: (K,) detections above conf_thresh; truths: (K,) labelled objects;
+    iou_sum: float32 sum of the IoU of those true positives; ranked: detections in the ranking.
+    """
+    ap: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    truths: np.ndarray
+    iou_sum: np.float32
+    ranked: int
+    iou_thresh: float
+    conf_thresh: float
+    points: int
+
+    @property
+    def mean_ap(self) -> float:
+        # DARKNET(AlexeyAB detector.c:validate_detector_map): over all classes, those without objects too
+        return float(self.ap.sum() / len(self.ap))
+
+
+def evaluate_map(detections: Detections, ground_truths: Sequence[GroundTruth], num_classes: int,
+                 iou_thresh: float = 0.5, points: int = ALL_POINTS, conf_thresh: float = 0.25) -> AlexeyABMap:
+    """AlexeyAB's `detector map` on detections listed image by image, each image's in Darknet's array
+    order (box, then class), with unclipped boxes. Difficult objects play the part of its `difficult=` list.
+
+    Each detection takes the same-class object of its image with the highest IoU > iou_thresh when it
+    is found (taken or not); a detection that only hits a difficult object leaves the ranking.
+    In the ranking (by score, stable) an object's first detection is a TP, the others FPs.
+    Above conf_thresh, a detection is a TP when no earlier detection of its image took its object.
+    """
+    truth_index, truth_iou, dropped = _match_as_found(detections, ground_truths, iou_thresh)
+    above = detections.scores > np.float32(conf_thresh)
+    # its `found` loop: an earlier detection of the image took the object (indices are global, so
+    # the first taker in list order is the first of its image)
+    counted_tp = above & _first_takers(truth_index)
+    counted_fp = above & ~counted_tp
+    kept = ~dropped
+    # DARKNET(AlexeyAB detector.c:detections_comparator): glibc's qsort is a stable merge sort
+    order = np.argsort(-detections.scores[kept], kind="stable")
+    ranked_tp = _first_takers(truth_index[kept][order])
+    classes = detections.classes[kept][order]
+    normal = [t.classes[~t.difficult] for t in ground_truths]
+    truths = np.bincount(np.concatenate([np.zeros(0, np.int64), *normal]), minlength=num_classes)
+    ap = np.array([_class_ap(ranked_tp[classes == c], truths[c], points) for c in range(num_classes)])
+    return AlexeyABMap(ap=ap, tp=np.bincount(detections.classes[counted_tp], minlength=num_classes),
+                       fp=np.bincount(detections.classes[counted_fp], minlength=num_classes), truths=truths,
+                       iou_sum=np.cumsum(truth_iou[counted_tp], dtype=np.float32)[-1] if counted_tp.any()
+                       else np.float32(0),
+                       ranked=int(kept.sum()), iou_thresh=iou_thresh, conf_thresh=conf_thresh, points=points)
+
+
+def _match_as_found(detections: Detections, ground_truths: Sequence[GroundTruth], iou_thresh: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per detection: global index of the object it takes (-1: none), float32 IoU with it, and whether
+    it hits only a difficult object (then it is not ranked)."""
+    truth_index = np.full(len(detections), -1)
+    truth_iou = np.zeros(len(detections), np.float32)
+    dropped = np.zeros(len(detections), bool)
+    offset = 0
+    for image, truth in enumerate(ground_truths):
+        mine = np.flatnonzero(detections.image_ids == image)
+        normal = ~truth.difficult
+        if len(mine):
+            iou = _iou(detections.boxes_xyxy[mine], truth.boxes_xyxy)                    # [n, G]
+            hit = (iou > np.float32(iou_thresh)) & (detections.classes[mine, None] == truth.classes[None])
+            normal_iou = np.where(hit & normal, iou, -1)[:, normal]                       # [n, G normal]
+            if normal_iou.shape[1]:
+                best = normal_iou.argmax(axis=1)   # the first of equal IoUs, as its strict >
+                found = normal_iou[np.arange(len(mine)), best] > -1
+                truth_index[mine[found]] = offset + best[found]
+                truth_iou[mine[found]] = normal_iou[np.arange(len(mine)), best][found]
+            dropped[mine] = (truth_index[mine] < 0) & (hit & truth.difficult).any(axis=1)
+        offset += int(normal.sum())
+    return truth_index, truth_iou, dropped
+
+
+def _iou(boxes1_xyxy: np.ndarray, boxes2_xyxy: np.ndarray) -> np.ndarray:
+    # DARKNET(box.c:box_iou): float32; a 0/0 of empty boxes is no overlap
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = pairwise_iou(xyxy_to_cxcywh(boxes1_xyxy).astype(np.float32), xyxy_to_cxcywh(boxes2_xyxy).astype(np.float32))
+    return np.nan_to_num(iou.astype(np.float32))
+
+
+def _first_takers(truth_index: np.ndarray) -> np.ndarray:
+    """(D,) bool: True at the first position of each object index (>= 0) in this order."""
+    first = np.zeros(len(truth_index), bool)
+    taken = np.flatnonzero(truth_index >= 0)
+    _, first_positions = np.unique(truth_index[taken], return_index=True)
+    first[taken[first_positions]] = True
+    return first
+
+
+def _class_ap(is_tp: np.ndarray, truths: int, points: int) -> float:
+    """One class's AP from its detections' TP flags in ranking order, as validate_detector_map sums it."""
+    if len(is_tp) == 0:
+        return 0.0
+    tp = np.cumsum(is_tp)
+    precision = tp / np.arange(1, len(tp) + 1)
+    recall = tp / truths if truths else np.zeros(len(tp))
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]   # max precision at this rank or later
+    if points == ALL_POINTS:
+        return float(np.sum(np.diff(recall) * envelope[:-1]) + recall[0] * envelope[0])
+    # DARKNET(AlexeyAB Makefile): -Ofast's reciprocal math makes point / (points - 1) a product
+    # point * (1 / (points - 1)): 3 * 0.1 = 0.30000000000000004, which a recall of 3/10 does not reach
+    thresholds = np.arange(points) * (1.0 / (points - 1))
+    reached = recall[None, :] >= thresholds[:, None]                                  # [points, D]
+    return float(np.where(reached, precision[None, :], 0).max(axis=1).sum() / points)
+
+
+def format_map_report(result: AlexeyABMap, names: Sequence[str]) -> list[str]:
+    """The lines AlexeyAB's `detector map` prints on stdout from `detections_count` on, progress left out."""
+    lines = ["", f" detections_count = {result.ranked}, unique_truth_count = {result.truths.sum()}  "]
+    lines += [f"class_id = {c}, name = {names[c]}, ap = {100 * ap:2.2f}%   \t (TP = {tp}, FP = {fp}) "
+              for c, (ap, tp, fp) in enumerate(zip(result.ap, result.tp, result.fp))]
+    tp, fp, truths = (np.float32(v) for v in (result.tp.sum(), result.fp.sum(), result.truths.sum()))
+    precision, recall = _c_div(tp, tp + fp), _c_div(tp, tp + (truths - tp))
+    f1 = _c_div(np.float32(2) * precision * recall, precision + recall)
+    average_iou = result.iou_sum / (tp + fp) if tp + fp > 0 else result.iou_sum
+    conf = result.conf_thresh
+    method = f"used {result.points} Recall-points" if result.points else "used Area-Under-Curve for each unique Recall"
+    lines += ["", f" for conf_thresh = {conf:1.2f}, precision = {_c_float(precision, '1.2f')}, "
+                  f"recall = {_c_float(recall, '1.2f')}, F1-score = {_c_float(f1, '1.2f')} ",
+              f" for conf_thresh = {conf:0.2f}, TP = {int(tp)}, FP = {int(fp)}, FN = {int(truths - tp)}, "
+              f"average IoU = {float(average_iou * np.float32(100)):2.2f} % ",
+              "", f" IoU threshold = {result.iou_thresh * 100:2.0f} %, {method} ",
+              f" mean average precision (mAP@{result.iou_thresh:0.2f}) = {result.mean_ap:f}, "
+              f"or {result.mean_ap * 100:2.2f} % ",
+              "", "Set -points flag:", " `-points 101` for MS COCO ",
+              " `-points 11` for PascalVOC 2007 (uncomment `difficult` in voc.data) ",
+              " `-points 0` (AUC) for ImageNet, PascalVOC 2010-2012, your custom dataset"]
+    return lines
+
+
+def _c_div(numerator: np.float32, denominator: np.float32) -> np.float32:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.float32(numerator) / np.float32(denominator)
+
+
+def _c_float(value: np.float32, spec: str) -> str:
+    # DARKNET(AlexeyAB detector.c): 0.f/0.f is the x86 default NaN, which glibc prints as -nan
+    return "-nan" if math.isnan(value) else format(float(value), spec)
