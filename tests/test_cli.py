@@ -279,3 +279,13 @@ def test_detect_is_the_api_function_before_and_after_importing_every_submodule()
             "from pydarknet import detect\n"
             "assert callable(first) and detect is first and pydarknet.detect is first, pydarknet.detect\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_decoder_opencv_is_an_explicit_choice(reference, jpegs, tmp_path):
+    """`--decoder opencv` (libjpeg) is there for speed; only the default stb decoder gives Darknet's lines."""
+    net = "mini-yolov2-voc"
+    args = ["detector", "test", REPO / "cfg" / "voc.data", reference / "mini" / f"{net}.cfg",
+            reference / "mini" / f"{net}.weights", jpegs["dog"], "-thresh", "0.10", "-out", tmp_path / "pred"]
+    expected = read_json(reference / "forward" / net / "dog" / "dets_t0.10.json")["printed"]
+    assert _printed_lines(_invoke(args + ["--decoder", "stb"], tmp_path).stdout) == expected
+    assert _printed_lines(_invoke(args + ["--decoder", "opencv"], tmp_path).stdout) != expected

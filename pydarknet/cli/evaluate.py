@@ -8,18 +8,18 @@ import click
 
 from ..data.files import read_data_file
 from ..errors import DataError
-from .common import (alexeyab_mode_options, data_cfg_weights, detector, device_option, names_for, open_network,
-                     region_of)
+from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option, names_for,
+                     open_network, region_of)
 
 workers_option = click.option("--workers", type=int, default=None,
                               help="Image decoding threads (0: decode between forwards, no overlap).")
 batch_option = click.option("--batch", type=int, default=None, help="Images per forward pass.")
 
 
-def _loader_args(workers: int | None, batch: int | None) -> dict[str, int]:
+def _loader_args(workers: int | None, batch: int | None, decoder: str | None) -> dict[str, int | str]:
     """Only the options given, so that the API's defaults stay the single source of them."""
-    return {key: value for key, value in (("workers", workers), ("batch", batch)) if value is not None}
-
+    given = (("workers", workers), ("batch", batch), ("decoder", decoder))
+    return {key: value for key, value in given if value is not None}
 
 
 @detector.command("valid")
@@ -30,7 +30,8 @@ def _loader_args(workers: int | None, batch: int | None) -> dict[str, int]:
 @workers_option
 @batch_option
 @device_option
-def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, device) -> None:
+@decoder_option
+def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, device, decoder) -> None:
     """Write Darknet's result files for the data file's `valid` list, as `darknet detector valid`."""
     from ..alexeyab import uses_letterbox
     from ..evaluate import ValidSetup, validate_detector
@@ -40,7 +41,7 @@ def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, 
     start = time.perf_counter()
     written = validate_detector(net, setup, outfile, progress=True, ab=ab,
                                 letterbox=uses_letterbox(net, letter_box) if ab else True,
-                                **_loader_args(workers, batch))
+                                **_loader_args(workers, batch, decoder))
     seconds = time.perf_counter() - start
     click.echo(f"Total Detection Time: {seconds:f} Seconds", err=True)
     click.echo(f"{len(setup.paths)} images, {len(setup.paths) / seconds:.2f} images/s; wrote {len(written)} "
@@ -52,7 +53,8 @@ def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, 
 @workers_option
 @batch_option
 @device_option
-def detector_recall(data, cfg, weights, workers, batch, device) -> None:
+@decoder_option
+def detector_recall(data, cfg, weights, workers, batch, device, decoder) -> None:
     """Proposal recall on the data file's `valid` list, as `darknet detector recall`.
 
     DIVERGES: Darknet ignores the data file and always reads data/coco_val_5k.list; here that is
@@ -62,7 +64,7 @@ def detector_recall(data, cfg, weights, workers, batch, device) -> None:
 
     paths = valid_paths(read_data_file(data), RECALL_LIST)
     net = open_network(cfg, weights, device)
-    for stats in validate_detector_recall(net, paths, **_loader_args(workers, batch)):
+    for stats in validate_detector_recall(net, paths, **_loader_args(workers, batch, decoder)):
         # DARKNET(detector.c:validate_detector_recall): a running-totals line per image on stderr, which
         # is this job's progress report (a bar drawn between these lines would only garble them)
         click.echo(stats.line(), err=True)
@@ -80,7 +82,9 @@ def detector_recall(data, cfg, weights, workers, batch, device) -> None:
 @workers_option
 @batch_option
 @device_option
-def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box, workers, batch, device) -> None:
+@decoder_option
+def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box, workers, batch, device,
+                 decoder) -> None:
     """Per-class AP and mAP on the data file's `valid` list (AlexeyAB's `detector map` report).
 
     Difficult objects go in an optional `<label>.difficult` file beside each label file (same
@@ -101,7 +105,7 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box,
     with warnings.catch_warnings(record=True) as missing:
         warnings.simplefilter("always", MissingLabelWarning)
         inputs = collect_map_inputs(net, valid_paths(data_file), progress=True, ab=ab, letterbox=letterbox,
-                                    **_loader_args(workers, batch))
+                                    **_loader_args(workers, batch, decoder))
     for warning in missing:
         click.echo(f"Warning: {warning.message}", err=True)
     if inputs.skipped:

@@ -84,7 +84,7 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
 
 def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], iou_thresh: float = 0.5,
                 conf_thresh: float = 0.25, points: int = ALL_POINTS, workers: int = DEFAULT_WORKERS,
-                batch: int = DEFAULT_BATCH) -> EvalResult:
+                batch: int = DEFAULT_BATCH, decoder: str = "stb") -> EvalResult:
     """Per-class AP, mAP and precision / recall / F1 / average IoU at `conf_thresh` on a valid set.
 
     data_or_list: a `.data` file (its `valid=` list is used) or the image paths themselves.
@@ -94,7 +94,7 @@ def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], i
     paths = valid_paths(read_data_file(data_or_list)) if isinstance(data_or_list, (str, os.PathLike)) \
         else list(data_or_list)
     with network_mode(net, False):
-        inputs = collect_map_inputs(net, paths, workers, batch)
+        inputs = collect_map_inputs(net, paths, workers, batch, decoder=decoder)
     return evaluate_detections(inputs.detections, inputs.ground_truths, require_region(net, "evaluation").options.classes,
                                iou_thresh, points, conf_thresh)
 
@@ -144,7 +144,8 @@ class RecallStats:
 
 
 def validate_detector_recall(net: Darknet, paths: Sequence[str], workers: int = DEFAULT_WORKERS,
-                    batch: int = DEFAULT_BATCH, progress: bool = False) -> Iterator[RecallStats]:
+                             batch: int = DEFAULT_BATCH, progress: bool = False,
+                             decoder: str = "stb") -> Iterator[RecallStats]:
     """DARKNET(detector.c:validate_detector_recall): proposal recall, the running totals per image.
 
     The image is stretched to the network size (no letterbox); boxes with objectness > .001 that
@@ -155,7 +156,7 @@ def validate_detector_recall(net: Darknet, paths: Sequence[str], workers: int = 
     classes = require_region(net, "evaluation").options.classes
     stats = RecallStats(0, 0, 0, 0, np.float32(0))
     for image in detect_images(net, paths, RECALL_THRESH, 0, letterbox=False, workers=workers, batch=batch,
-                               progress=progress):
+                               progress=progress, decoder=decoder):
         truth = read_labels(label_path(image.path), classes)[:, :4]                  # [T, 4] cxcywh
         dets = do_nms_obj(image.detections, RECALL_NMS)
         proposals = np.array([det.bbox for det in dets if det.objectness > np.float32(RECALL_THRESH)],
