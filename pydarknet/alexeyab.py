@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .boxes import pairwise_iou, xyxy_to_cxcywh
-from .decode import Detection
+from .decode import Detection, classes_above
 from .evaluate.metrics import ALL_POINTS, Detections, GroundTruth
 
 TEST_THRESH = 0.25   # DARKNET(AlexeyAB darknet.c / detector.c:run_detector): -thresh default
@@ -66,13 +66,12 @@ def printed_lines(dets: Sequence[Detection], names: Sequence[str], thresh: float
                   alexeyab_order: bool, ext_output: bool) -> list[str]:
     """The `name: NN%` lines of `detector test`, in pjreddie's order (box by box, classes by index) or
     AlexeyAB's (image.c:draw_detections_v3); `ext_output` adds AlexeyAB's `(left_x: ...)` box."""
-    pairs = _alexeyab_pairs(dets, names, thresh) if alexeyab_order else _darknet_pairs(dets, thresh)
+    pairs = _alexeyab_pairs(dets, names, thresh) if alexeyab_order else _darknet_pairs(dets, names, thresh)
     return [_line(det, j, names, im_w, im_h, ext_output) for det, j in pairs]
 
 
-def _darknet_pairs(dets: Sequence[Detection], thresh: float) -> list[tuple[Detection, int]]:
-    t = np.float32(thresh)
-    return [(det, int(j)) for det in dets for j in np.flatnonzero(det.probs > t)]
+def _darknet_pairs(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
+    return [(det, int(j)) for det, classes in zip(dets, classes_above(dets, names, thresh)) for j in classes]
 
 
 def _alexeyab_pairs(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:

@@ -235,7 +235,7 @@ def detected_objects(dets: Sequence[Detection], names: Sequence[str], thresh: fl
     """The (box, class) pairs with prob > thresh, in Darknet's printing order (box by box in array
     order, by class index within a box), for an `im_w` x `im_h` image."""
     objects = []
-    for det, classes in zip(dets, _classes_above(dets, names, thresh)):
+    for det, classes in zip(dets, classes_above(dets, names, thresh)):
         box_rel = tuple(float(v) for v in det.bbox)
         box_px = pixel_box(det.bbox, im_w, im_h)
         objects.extend(DetectedObject(names[j], int(j), float(det.probs[j]), box_rel, box_px) for j in classes)
@@ -246,7 +246,7 @@ def format_detections(dets: Sequence[Detection], names: Sequence[str], thresh: f
     """The lines image.c:draw_detections prints: ``"<name>: <prob>%"`` for every class > thresh,
     box by box in array order and by class index within a box."""
     return [_printed_line(names[j], det.probs[j])
-            for det, classes in zip(dets, _classes_above(dets, names, thresh)) for j in classes]
+            for det, classes in zip(dets, classes_above(dets, names, thresh)) for j in classes]
 
 
 def _printed_line(name: str, prob: float) -> str:
@@ -262,7 +262,7 @@ def detections_to_json(dets: Sequence[Detection], names: Sequence[str], thresh: 
     ``best_class``/``best_prob``/``best_name`` (highest prob, lowest index on ties).
     """
     records = []
-    for index, (det, classes) in enumerate(zip(dets, _classes_above(dets, names, thresh))):
+    for index, (det, classes) in enumerate(zip(dets, classes_above(dets, names, thresh))):
         if classes.size == 0:
             continue
         best = int(np.argmax(det.probs))
@@ -278,8 +278,9 @@ def detections_to_json(dets: Sequence[Detection], names: Sequence[str], thresh: 
     return records
 
 
-def _classes_above(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[np.ndarray]:
-    """For each detection, the class indices with prob > thresh; each must have a name."""
+def classes_above(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[np.ndarray]:
+    """For each detection, the class indices with prob > thresh (Darknet's printing order within a
+    box); each must have a name."""
     t = np.float32(thresh)
     classes = [np.flatnonzero(det.probs > t) for det in dets]
     unnamed = [int(c[-1]) for c in classes if c.size and c[-1] >= len(names)]
