@@ -32,6 +32,7 @@ DECODERS = ("stb", "opencv")
 # DIVERGES: training decodes with OpenCV unless asked otherwise: the stb-exact decoder is 1.4-2.5x slower
 # per augmented sample on images above 416x416, and the random crops make exact pixels moot there
 TRAINING_DECODER = "opencv"
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"   # SOI, EOI markers
 
 
 def load_image(path: str | Path, decoder: str = "stb") -> np.ndarray:
@@ -49,7 +50,11 @@ def load_image(path: str | Path, decoder: str = "stb") -> np.ndarray:
         return decode_image(path)
     if decoder != "opencv":
         raise ValueError(f"load_image: decoder must be 'stb' or 'opencv', got {decoder!r}")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    data = path.read_bytes()
+    if data[:2] == JPEG_START and data.rstrip(b"\0\r\n\t ")[-2:] != JPEG_END:
+        # libjpeg would decode a cut-off file as a half-grey image, saying only "Premature end of JPEG file"
+        raise DataError(f"Cannot load image {str(path)!r}: truncated JPEG (no end-of-image marker)")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise DataError(f"Cannot load image {str(path)!r}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

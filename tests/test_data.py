@@ -11,10 +11,13 @@ import pytest
 import torch
 
 from pydarknet.cfg import CfgError
+from torch.utils.data import DataLoader
+
 from pydarknet.data.augment import (AugmentOptions, Placement, augment_detection, correct_boxes, distort_image,
                                     fill_truth, hsv_to_rgb, place_image, rand_scale, random_placement, rgb_to_hsv)
 from pydarknet.data.dataset import (MULTISCALE_EVERY, BadSampleWarning, DarknetBatchSampler, DetectionDataset,
-                                    SkippedSample, letterbox_sample, multiscale_dim, train_loader, valid_loader)
+                                    DetectionLoader, SkippedSample, collate_detections, letterbox_sample, multiscale_dim,
+                                    train_loader)
 from pydarknet.data.files import label_path, read_data_file, read_list, read_names, resolve_data_path
 from pydarknet.data.labels import CLASSIFICATION_ONLY, LabelError, parse_labels, read_labels
 from pydarknet.image import image_to_chw, letterbox_image
@@ -434,7 +437,8 @@ def test_dataset_returns_tensors_and_skipped_samples(sample_dir):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_skips_and_counts_bad_samples(sample_dir, workers):
     dataset = DetectionDataset.from_list(sample_dir / "list.txt", classes=3, size=(32, 32))
-    loader = valid_loader(dataset, batch_size=2, workers=workers)
+    loader = DetectionLoader(DataLoader(dataset, batch_size=2, num_workers=workers,   # every image once, in order
+                                        collate_fn=collate_detections))
     with pytest.warns(BadSampleWarning) as record:
         batches = list(loader)
     assert [images.shape[0] for images, _ in batches] == [2]     # batch 2 has only bad samples, batch 3 one bad

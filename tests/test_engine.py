@@ -67,3 +67,26 @@ def test_both_heads_send_minus_delta_into_the_loss_layer_input(tmp_path):
     torch.testing.assert_close(head.input_gradient(probs, loss), probs - truths)
     assert loss.cost == pytest.approx(float(-(truths * torch.log(probs)).sum()), rel=1e-6)
     np.testing.assert_array_equal(loss.delta.numpy(), (truths - probs).numpy())
+
+
+def test_training_prints_darknets_messages_on_stderr(tmp_path, dataset):  # noqa: F811
+    """The layer table when the cfg is loaded and `Saving weights to …` before each file, as Darknet."""
+    import logging
+
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY_CFG.format(lr=0.001, burn_in=0))
+    logger = logging.getLogger("pydarknet")   # its own handler: CLI runs in this process may stop propagation
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        result = _train(dataset, cfg, max_batches=1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    messages = [record.getMessage() for record in records]
+    assert messages[0].startswith("layer     filters    size")
+    assert f"Saving weights to {result.final_weights}" in messages

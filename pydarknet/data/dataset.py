@@ -229,9 +229,3 @@ def train_loader(dataset: DetectionDataset, batch: int, subdivisions: int, max_b
                                   start_batch, random, seed)
     return DetectionLoader(DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                       collate_fn=collate_detections))
-
-
-def valid_loader(dataset: DetectionDataset, batch_size: int, workers: int = 2) -> DetectionLoader:
-    """Every image once, in list order, at `dataset.size` (letterboxed if `augment=False`)."""
-    return DetectionLoader(DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                      collate_fn=collate_detections))

@@ -12,6 +12,7 @@ DistributedDataParallel averages the gradients; as Darknet, the learning rate is
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ from ..data.files import read_data_file
 from ..errors import CfgError, TrainingError
 from ..image import TRAINING_DECODER
 from ..network import Darknet, network_mode, select_device
+from ..summary import layer_table, loading_weights_line, saving_weights_line
 from ..weights import check_iterations_left, load_weights, remove_stale_temporaries, save_weights
 from .chart import save_chart
 from .heads import Head
@@ -37,6 +39,7 @@ from .sgd import DarknetSGD
 from .step import train_step
 
 CHART_EVERY = 10            # iterations between redraws of <backup>/chart.png
+messages = logging.getLogger("pydarknet")   # Darknet's stderr messages (layer table, weights files); -q hides them
 
 
 @dataclass
@@ -92,8 +95,12 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
     data = read_data_file(data_path)
     net = Darknet.from_cfg(cfg_path, seed=seed)
     head = head_type(net)
+    if rank == 0:
+        messages.info("\n".join(layer_table(net)))   # DARKNET(parser.c:parse_network_cfg): on stderr
     if weights is not None:
         load_weights(net, weights)
+        if rank == 0:
+            messages.info(loading_weights_line(weights))
     if clear:
         net.seen = 0  # DARKNET(network.c:load_network): -clear starts the counters again
     options = net.options
@@ -194,6 +201,7 @@ class WeightsKeeper:
         if problem:
             raise TrainingError(f"the weights are not finite after iteration {batch} ({problem}); {path} was not "
                                 f"written; the last good weights are {self.last_good_text()}")
+        messages.info(saving_weights_line(path))   # DARKNET(parser.c:save_weights_upto): before writing
         try:
             save_weights(self.net, path)
         except OSError as error:
