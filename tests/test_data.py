@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from pydarknet.cfg import CfgError
-from torch.utils.data import DataLoader
 
 from pydarknet.data.augment import (AugmentOptions, Placement, augment_detection, correct_boxes, distort_image,
                                     fill_truth, hsv_to_rgb, place_image, rand_scale, random_placement, rgb_to_hsv)

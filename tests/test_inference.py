@@ -23,9 +23,11 @@ from pydarknet.predict import detect_boxes
 
 FULL_SIZE_PROBABILITY_ABS = 1e-3   # README §9 for the full-size nets' region probabilities
 ONNXRUNTIME_REL = 1e-4   # of the largest |value|, against the torch fp32 inference net
-# bf16 keeps 8 bits of mantissa through ~20 convs; measured on the full-size yolov2(-tiny)-voc region
-# probabilities (x, y, objectness, classes): max |error| TBD
-BF16_PROBABILITY_ABS = 0.1
+# bf16 keeps 8 bits of mantissa through ~20 convs; measured on the pack's full-size (random, quantised)
+# region probabilities (x, y, objectness, classes), max |error| over dog/horses/person:
+# yolov2-tiny-voc 0.025, yolov2-voc 0.159. What bf16 costs on a *trained* net is issue 12's open question.
+BF16_PROBABILITY_ABS = {"yolov2-tiny-voc": 0.03, "yolov2-voc": 0.2}
+BF16_MINI_PROBABILITY_ABS = 0.1   # mini-yolov2-tiny-voc: 0.028 measured
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +88,14 @@ def test_bf16_mini_net_probabilities_within_tolerance(reference):
             output = net(network_input(reference, image, MINI_NETS[name]))[0].numpy()
         want = np.load(reference / "forward" / name / image / "region.npy")
         probabilities = np.r_[0, 1, 4:want.shape[1]]
-        assert 0.001 < np.abs(output[:, probabilities] - want[:, probabilities]).max() <= BF16_PROBABILITY_ABS
+        assert 0.001 < np.abs(output[:, probabilities] - want[:, probabilities]).max() <= BF16_MINI_PROBABILITY_ABS
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision, tolerance", [("fp32", FULL_SIZE_PROBABILITY_ABS), ("bf16", BF16_PROBABILITY_ABS)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", ["yolov2-tiny-voc", "yolov2-voc"])
-def test_full_size_region_probabilities_within_tolerance(reference, weights_cache, name, precision, tolerance):
+def test_full_size_region_probabilities_within_tolerance(reference, weights_cache, name, precision):
+    tolerance = FULL_SIZE_PROBABILITY_ABS if precision == "fp32" else BF16_PROBABILITY_ABS[name]
     cfg = reference / "darknet" / "cfg" / f"{name}.cfg"
     net = load_inference_network(cfg, decompressed_weights(reference, name, weights_cache), precision=precision)
     for image in images_for(name):
@@ -159,5 +162,5 @@ def test_cuda_inference_net_matches_cpu(reference, precision):
         got = load_inference_network(*mini_files(reference, name), device="cuda", precision=precision)(x.cuda())
     assert got.dtype == torch.float32 and got.device.type == "cuda"
     probabilities = np.r_[0, 1, 4:want.shape[2]]
-    tolerance = 1e-3 if precision == "fp32" else BF16_PROBABILITY_ABS
+    tolerance = 1e-3 if precision == "fp32" else BF16_MINI_PROBABILITY_ABS
     assert (got.cpu() - want)[:, :, probabilities].abs().max() <= tolerance

@@ -90,8 +90,9 @@ def device_option(function=None, *, gpus: bool = True):
         return functools.partial(device_option, gpus=gpus)
 
     @functools.wraps(function)
-    def run(*args, device, gpu_index, nogpu, gpus=None, **kwargs):
-        return function(*args, device=_device_of(device, gpu_index, nogpu, gpus), **kwargs)
+    def run(*args, device, gpu_index, nogpu, **kwargs):
+        one_gpu = kwargs.pop("gpus", None) if gpus else None   # with gpus=False, -gpus is the command's own
+        return function(*args, device=_device_of(device, gpu_index, nogpu, one_gpu), **kwargs)
 
     options = [click.option("--device", default=None, help="cpu, cuda, cuda:N; default: CUDA when available, else CPU."),
                click.option("-i", "gpu_index", type=int, default=None, help="GPU index (Darknet's -i N: --device cuda:N)."),
