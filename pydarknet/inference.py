@@ -19,9 +19,6 @@ from .network import Darknet, load_network
 
 PRECISIONS = ("fp32", "bf16")
 BACKENDS = ("torch", "onnxruntime")
-# inductor with the weights frozen into constants (conv weights prepacked for oneDNN) and autotuned
-# kernels: 1.4-1.6x the fused net's speed on 2 CPU cores, the first call compiles (20 s to minutes)
-COMPILE_OPTIONS = {"freezing": True, "max_autotune": True, "triton.cudagraphs": False}
 
 
 class InferenceNetwork(nn.Module):
@@ -32,24 +29,19 @@ class InferenceNetwork(nn.Module):
     (region / softmax) in float32 on the up-cast features, so that group sums keep float32 accuracy.
     backend "onnxruntime": the exported ONNX graph (`export.export_network`) in one session built here,
     with as many intra-op threads as torch uses; inputs are moved to the CPU for it.
-    compile=True (torch backend): the fused net through `torch.compile` (inductor, `COMPILE_OPTIONS`).
     """
 
-    def __init__(self, net: Darknet, precision: str = "fp32", backend: str = "torch", compile: bool = False):
+    def __init__(self, net: Darknet, precision: str = "fp32", backend: str = "torch"):
         super().__init__()
         _check_choice("precision", precision, PRECISIONS)
         _check_choice("backend", backend, BACKENDS)
         if backend == "onnxruntime" and (precision != "fp32" or net.device.type != "cpu"):
             raise ValueError(f"the onnxruntime backend runs fp32 on the cpu (asked: {precision} on {net.device})")
-        if compile and (backend != "torch" or precision != "fp32"):
-            raise ValueError(f"compile=True applies to the torch backend in fp32, not {backend} {precision}")
         if precision == "bf16" and len(net._heads) > 1:
             raise ValueError(f"{net.cfg_path}: bf16 inference supports one output layer, this net has "
                              f"{len(net._heads)} [yolo] heads")
         self.precision, self.backend = precision, backend
         self.net = fuse_for_inference(net)
-        # the bound forward, not the module: the fused net stays the one submodule
-        self._forward = torch.compile(self.net.forward, options=COMPILE_OPTIONS) if compile else self.net.forward
         self._session = _onnxruntime_session(net) if backend == "onnxruntime" else None
         self.eval()
 
@@ -71,7 +63,7 @@ class InferenceNetwork(nn.Module):
             return torch.from_numpy(output)
         if self.precision == "bf16":
             return self._bf16_forward(x)
-        return self._forward(x)
+        return self.net(x)
 
     def _bf16_forward(self, x: Tensor) -> Tensor:
         net = self.net
@@ -102,7 +94,6 @@ def _onnxruntime_session(net: Darknet):
 
 
 def load_inference_network(cfg: str | os.PathLike, weights: str | os.PathLike, device: str | torch.device = "cpu",
-                           precision: str = "fp32", backend: str = "torch", compile: bool = False
-                           ) -> InferenceNetwork:
+                           precision: str = "fp32", backend: str = "torch") -> InferenceNetwork:
     """Load a cfg and its weights as an `InferenceNetwork` (eval mode, gradients off) on `device`."""
-    return InferenceNetwork(load_network(cfg, weights, device), precision, backend, compile)
+    return InferenceNetwork(load_network(cfg, weights, device), precision, backend)

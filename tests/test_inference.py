@@ -57,16 +57,6 @@ def test_fp32_inference_net_matches_darknet(reference, name):
         assert_matches_pack(output[0].numpy(), reference / "forward" / name / image, name, f"{name}/{image}")
 
 
-@pytest.mark.slow
-def test_compiled_inference_net_matches_darknet(reference):
-    name = "mini-yolov2-tiny-voc"
-    net = load_inference_network(*mini_files(reference, name), compile=True)
-    for image in images_for(name):
-        with torch.inference_mode():
-            output = net(network_input(reference, image, MINI_NETS[name]))
-        assert_matches_pack(output[0].numpy(), reference / "forward" / name / image, name, f"compiled {name}/{image}")
-
-
 @pytest.mark.parametrize("name", MINI_NETS)
 def test_onnxruntime_backend_matches_torch(reference, name):
     pytest.importorskip("onnxruntime")
@@ -144,7 +134,6 @@ def test_inference_net_exposes_what_detect_reads(reference):
     ({"precision": "fp16"}, "precision must be one of fp32, bf16; got 'fp16'"),
     ({"backend": "tensorrt"}, "backend must be one of torch, onnxruntime"),
     ({"backend": "onnxruntime", "precision": "bf16"}, "onnxruntime backend runs fp32 on the cpu"),
-    ({"backend": "onnxruntime", "compile": True}, "compile=True applies to the torch backend in fp32"),
 ])
 def test_bad_options_are_rejected(reference, options, message):
     with pytest.raises(ValueError, match=message):
