@@ -300,3 +300,9 @@ def test_speed_of_tree_softmax(tree9k: WordTree):
     assert top.shape == (1, NUM, 17, 17) and 0 <= top.min() and top.max() < N_9K
     print(f"tree softmax (1, 3, 9418, 17, 17): {soft * 1e3:.1f} ms; hierarchy + top: "
           f"{(time.perf_counter() - start) * 1e3:.1f} ms")
+
+
+def test_exportable_tree_softmax_equals_the_segment_one(tree9k: WordTree):
+    """The padded-table form used for ONNX export gives the index_reduce softmax's values."""
+    x = torch.randn(2, 3, tree9k.n, 4, 5, generator=torch.Generator().manual_seed(0)) * 4
+    torch.testing.assert_close(tree9k._exportable_softmax(x, 2), tree9k.softmax(x, 2), rtol=1e-6, atol=1e-7)
