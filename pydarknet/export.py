@@ -57,30 +57,10 @@ def decode_region(region: Tensor, anchors: Tensor, tree: WordTree | None = None)
         # DARKNET(region_layer.c:get_region_detections): prob = objectness * P(class), float32
         probs = objectness.unsqueeze(2) * class_probs
     else:
-        probs = hierarchy_probabilities(tree, class_probs, dim=2)
+        probs = tree.hierarchy_predictions(class_probs, dim=2)   # the gather form under export
     classes = class_probs.shape[2]
     probs = probs.permute(0, 1, 3, 4, 2).reshape(batch, num * h * w, classes)
     return boxes, objectness.reshape(batch, num * h * w), probs
-
-
-def hierarchy_probabilities(tree: WordTree, p: Tensor, dim: int) -> Tensor:
-    """`WordTree.hierarchy_predictions` in ops ONNX has (gather, multiply, concatenate); same floats.
-
-    DARKNET(tree.c:hierarchy_predictions): ``p[j] *= p[parent[j]]`` with the parent already absolute;
-    here one depth level at a time: the nodes sorted by depth, each level's products gathered from the
-    levels before it, then put back in node order.
-    """
-    by_depth = tree.depth.argsort(kind="stable")
-    position = by_depth.argsort()                                 # node -> its place in depth order
-    sorted_p = p.index_select(dim, torch.as_tensor(by_depth, device=p.device))
-    depth_sorted = tree.depth[by_depth]
-    done = sorted_p.narrow(dim, 0, int((depth_sorted == 0).sum()))
-    for level in range(1, int(tree.depth.max()) + 1):
-        start, count = int((depth_sorted < level).sum()), int((depth_sorted == level).sum())
-        parents = torch.as_tensor(position[tree.parent[by_depth[start:start + count]]], device=p.device)
-        level_p = sorted_p.narrow(dim, start, count) * done.index_select(dim, parents)
-        done = torch.cat((done, level_p), dim)
-    return done.index_select(dim, torch.as_tensor(position, device=p.device))
 
 
 class DecodedRegion(nn.Module):

@@ -281,11 +281,31 @@ class WordTree:
         float products (``p[j] * P(parent)``) with a vectorised step per level.
         """
         dim = self._check_dim(p, dim)
+        if torch.onnx.is_in_onnx_export():   # ONNX has no index_copy
+            return self._exportable_hierarchy_predictions(p, dim)
         p = p.clone()
         for nodes, parents in self.index(p.device).levels:
             # in place is safe for autograd: index_select keeps only the shape of its input
             p.index_copy_(dim, nodes, p.index_select(dim, nodes) * p.index_select(dim, parents))
         return p
+
+    def _exportable_hierarchy_predictions(self, p: Tensor, dim: int) -> Tensor:
+        """`hierarchy_predictions` in ops ONNX has (gather, multiply, concatenate); the same floats.
+
+        One depth level at a time: the nodes sorted by depth, each level's products gathered from
+        the levels before it, then put back in node order.
+        """
+        by_depth = self.depth.argsort(kind="stable")
+        position = by_depth.argsort()                                 # node -> its place in depth order
+        sorted_p = p.index_select(dim, torch.as_tensor(by_depth, device=p.device))
+        depth_sorted = self.depth[by_depth]
+        done = sorted_p.narrow(dim, 0, int((depth_sorted == 0).sum()))
+        for level in range(1, int(self.depth.max()) + 1):
+            start, count = int((depth_sorted < level).sum()), int((depth_sorted == level).sum())
+            parents = torch.as_tensor(position[self.parent[by_depth[start:start + count]]], device=p.device)
+            level_p = sorted_p.narrow(dim, start, count) * done.index_select(dim, parents)
+            done = torch.cat((done, level_p), dim)
+        return done.index_select(dim, torch.as_tensor(position, device=p.device))
 
     def path_probability(self, p: Tensor, node: int, dim: int) -> Tensor:
         """Product of ``p`` along the path from ``node`` to its root; ``p`` with ``dim`` removed.

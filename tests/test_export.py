@@ -16,7 +16,7 @@ from reference import (
 
 from pydarknet.decode import get_region_detections
 from pydarknet.errors import CfgError
-from pydarknet.export import DECODED_OUTPUTS, DecodedRegion, export_network, export_onnx, hierarchy_probabilities
+from pydarknet.export import DECODED_OUTPUTS, DecodedRegion, export_network, export_onnx
 from pydarknet.tree import WordTree
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -111,9 +111,9 @@ def test_hierarchy_probabilities_equal_hierarchy_predictions(reference):
     data = reference / "darknet" / "data"
     tree = WordTree.read(data / "9k.tree")
     p = torch.rand(2, 3, tree.n, 2, 2, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(hierarchy_probabilities(tree, p, dim=2), tree.hierarchy_predictions(p, dim=2))
+    assert torch.equal(tree._exportable_hierarchy_predictions(p, dim=2), tree.hierarchy_predictions(p, dim=2))
     toy = WordTree(list("ABCDEF"), [-1, -1, 0, 0, 2, 2])
-    got = hierarchy_probabilities(toy, torch.tensor([0.9, 0.1, 0.6, 0.4, 0.5, 0.5]), dim=0)
+    got = toy._exportable_hierarchy_predictions(torch.tensor([0.9, 0.1, 0.6, 0.4, 0.5, 0.5]), dim=0)
     np.testing.assert_allclose(got.numpy(), [0.9, 0.1, 0.54, 0.36, 0.27, 0.27], rtol=1e-6)
 
 
