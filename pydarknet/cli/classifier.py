@@ -6,6 +6,7 @@ import time
 import click
 
 from ..cfg import resolve_path
+from ..image import TRAINING_DECODER
 from ..data.files import read_data_file, read_list
 from .common import (classifier, data_cfg_weights, decoder_option, device_option, existing_file, image_paths, main,
                      names_for, open_network, report_skipped, shipped_file, shipped_or_given)
@@ -83,7 +84,7 @@ def classifier_train(data, cfg, weights, clear, workers, seed, max_batches, devi
     from ..engine.classifier import train_classifier
 
     result = train_classifier(data, cfg, weights, clear=clear, device=device, workers=workers, seed=seed,
-                              max_batches=max_batches, log=click.echo, **({"decoder": decoder} if decoder else {}))
+                              max_batches=max_batches, log=click.echo, decoder=decoder or TRAINING_DECODER)
     report_skipped(result.skipped_samples)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..cfg import resolve_path
+from ..image import TRAINING_DECODER
 from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option, existing_file,
                      image_paths, main, names_for, open_network, region_of, report_skipped, shipped_file,
                      shipped_or_given)
@@ -132,7 +133,7 @@ def detector_train(data, cfg, weights, gpus, clear, amp, workers, seed, max_batc
     if len(gpu_ids) == 1 and device is None:
         device = f"cuda:{gpu_ids[0]}"
     result = train_detector(data, cfg, weights, clear=clear, device=device, amp=amp, workers=workers, seed=seed,
-                            max_batches=max_batches, log=click.echo, **({"decoder": decoder} if decoder else {}))
+                            max_batches=max_batches, log=click.echo, decoder=decoder or TRAINING_DECODER)
     report_skipped(result.skipped_samples)
 
 
