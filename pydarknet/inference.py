@@ -13,22 +13,26 @@ import os
 import torch
 from torch import Tensor, nn
 
+from .choices import BACKENDS, PRECISIONS
 from .export import INPUT_NAME, export_network
 from .fuse import fuse_for_inference
 from .network import Darknet, load_network
+from .prepack import prepack_convolutions, prepacking_available
 
-PRECISIONS = ("fp32", "bf16")
-BACKENDS = ("torch", "onnxruntime")
 
 
 class InferenceNetwork(nn.Module):
     """A fused (batch norm folded) Darknet net; `forward` returns float32 like `Darknet.forward`.
 
-    precision "fp32": the fused net itself, within the reference pack's tolerances of Darknet.
-    precision "bf16": the layers before the head under CPU/CUDA autocast to bfloat16, the head
-    (region / softmax) in float32 on the up-cast features, so that group sums keep float32 accuracy.
+    precision "fp32": the fused net, on the CPU with its convs prepacked for oneDNN (`prepack`), within
+    the reference pack's tolerances of Darknet (and of the fused net to rounding).
+    precision "bf16": the layers before the head hold bfloat16 weights (prepacked on the CPU) and run on
+    bfloat16 features, accumulating in float32; the head (region / softmax) runs in float32 on the
+    up-cast features, so that its group sums keep float32 accuracy.
     backend "onnxruntime": the exported ONNX graph (`export.export_network`) in one session built here,
     with as many intra-op threads as torch uses; inputs are moved to the CPU for it.
+
+    A prepacked net holds opaque oneDNN tensors: it cannot be copied or moved to another device.
     """
 
     def __init__(self, net: Darknet, precision: str = "fp32", backend: str = "torch"):
@@ -41,9 +45,22 @@ class InferenceNetwork(nn.Module):
             raise ValueError(f"{net.cfg_path}: bf16 inference supports one output layer, this net has "
                              f"{len(net._heads)} [yolo] heads")
         self.precision, self.backend = precision, backend
+        self._device = net.device
         self.net = fuse_for_inference(net)
         self._session = _onnxruntime_session(net) if backend == "onnxruntime" else None
+        if backend == "torch":
+            self._prepare_trunk(torch.bfloat16 if precision == "bf16" else torch.float32)
         self.eval()
+
+    def _prepare_trunk(self, dtype: torch.dtype) -> None:
+        """Cast the layers before the head to `dtype` (bf16 only) and prepack the convs on the CPU."""
+        head = len(self.net.layers) - 1
+        upto = head if dtype != torch.float32 else None
+        if upto is not None:
+            for layer in self.net.layers[:upto]:
+                layer.to(dtype)
+        if prepacking_available(self._device):
+            prepack_convolutions(self.net, dtype, upto)
 
     # what detect(), classify() and validation read from a Darknet, answered by the fused net
     region = property(lambda self: self.net.region)
@@ -55,7 +72,7 @@ class InferenceNetwork(nn.Module):
     cfg_path = property(lambda self: self.net.cfg_path)
     options = property(lambda self: self.net.options)
     output_shape = property(lambda self: self.net.output_shape)
-    device = property(lambda self: self.net.device)
+    device = property(lambda self: self._device)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._session is not None:
@@ -68,9 +85,9 @@ class InferenceNetwork(nn.Module):
     def _bf16_forward(self, x: Tensor) -> Tensor:
         net = self.net
         head = len(net.layers) - 1
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            outputs = net.run(x, keep=set(net.sources[head]), upto=head)
-        return net.layers[head](*(outputs[source].float() for source in net.sources[head]))
+        sources = net.info[head].sources
+        outputs = net.run(x.to(torch.bfloat16), keep=set(sources), upto=head)
+        return net.layers[head](*(outputs[source].float() for source in sources))
 
     def extra_repr(self) -> str:
         return f"precision={self.precision}, backend={self.backend}"

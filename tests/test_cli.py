@@ -242,8 +242,9 @@ def test_classify_is_predict_with_imagenet1k_data(monkeypatch, tmp_path):
     monkeypatch.setattr(cli_classifier, "_run_prediction", lambda *args: calls.append(args))
     result = CliRunner().invoke(main, ["classify", str(cfg), str(weights), "data/dog.jpg"])
     assert result.exit_code == 0, result.output
-    (data, *_, top, device, _decoder), = calls
+    (data, *_, top, device, _decoder, inference), = calls
     assert Path(data).resolve() == (REPO / "cfg" / "imagenet1k.data").resolve() and top == 5 and device is None
+    assert inference == {"precision": "fp32", "backend": "torch"}
 
 
 def test_missing_image_is_a_clear_error(reference, tmp_path):
@@ -289,3 +290,45 @@ def test_decoder_opencv_is_an_explicit_choice(reference, jpegs, tmp_path):
     expected = read_json(reference / "forward" / net / "dog" / "dets_t0.10.json")["printed"]
     assert _printed_lines(_invoke(args + ["--decoder", "stb"], tmp_path).stdout) == expected
     assert _printed_lines(_invoke(args + ["--decoder", "opencv"], tmp_path).stdout) != expected
+
+
+@pytest.mark.parametrize("options", [["-backend", "onnxruntime"], ["--precision", "fp32", "--backend", "torch"]])
+def test_fp32_inference_options_keep_darknets_lines(reference, jpegs, tmp_path, options):
+    if "onnxruntime" in options:
+        pytest.importorskip("onnxruntime")
+    net = "mini-yolov2-voc"
+    result = _invoke(["detector", "test", REPO / "cfg" / "voc.data", reference / "mini" / f"{net}.cfg",
+                      reference / "mini" / f"{net}.weights", jpegs["horses"], "-thresh", "0.10",
+                      "-out", tmp_path / "pred", *options], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert _printed_lines(result.stdout) == read_json(reference / "forward" / net / "horses" / "dets_t0.10.json")["printed"]
+
+
+def test_bf16_option_runs_the_bf16_inference_net(reference, jpegs, tmp_path):
+    """`-precision bf16` prints what the bf16 `InferenceNetwork` finds (the random mini weights move some
+    probabilities by up to 0.17 in bf16, so these are not Darknet's lines)."""
+    from pydarknet import alexeyab, load_inference_network
+    from pydarknet.data.files import read_names
+    from pydarknet.predict import detect_boxes
+
+    net = "mini-yolov2-voc"
+    cfg, weights = reference / "mini" / f"{net}.cfg", reference / "mini" / f"{net}.weights"
+    result = _invoke(["detector", "test", REPO / "cfg" / "voc.data", cfg, weights, jpegs["dog"], "-thresh", "0.10",
+                      "-out", tmp_path / "pred", "-precision", "bf16"], tmp_path)
+    assert result.exit_code == 0, result.output
+    picture = cv2.imread(str(jpegs["dog"]))
+    dets = detect_boxes(load_inference_network(cfg, weights, precision="bf16"), str(jpegs["dog"]), 0.10)
+    want = alexeyab.printed_lines(dets, read_names(REPO / "data" / "voc.names"), 0.10, picture.shape[1],
+                                  picture.shape[0], alexeyab_order=False, ext_output=False)
+    assert want and _printed_lines(result.stdout) == want
+
+
+def test_inference_options_a_net_cannot_run_are_one_line_usage_errors(reference, tmp_path):
+    pytest.importorskip("onnxruntime")
+    net = "mini-yolov2-voc"
+    result = CliRunner().invoke(main, ["detector", "test", str(REPO / "cfg" / "voc.data"),
+                                       str(reference / "mini" / f"{net}.cfg"), str(reference / "mini" / f"{net}.weights"),
+                                       "data/dog.jpg", "-backend", "onnxruntime", "-precision", "bf16"])
+    assert result.exit_code == 2
+    assert "the onnxruntime backend runs fp32 on the cpu (asked: bf16 on cpu)" in result.output
+    assert "Traceback" not in result.output

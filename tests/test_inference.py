@@ -16,10 +16,58 @@ from reference import (
 )
 
 from pydarknet import load_inference_network
+from pydarknet.cfg import parse_cfg_text
 from pydarknet.evaluate.inference import detect_images
-from pydarknet.fuse import FusedNetworkError
+from pydarknet.fuse import FusedNetworkError, fuse_for_inference
 from pydarknet.inference import InferenceNetwork
+from pydarknet.network import Darknet
 from pydarknet.predict import detect_boxes
+from pydarknet.prepack import PrepackedConvolution, prepacking_available
+
+needs_prepacking = pytest.mark.skipif(not prepacking_available(torch.device("cpu")),
+                                      reason="this PyTorch build has no oneDNN convolution op")
+# every activation path: oneDNN post-ops (leaky, linear, relu, relie), one applied after the call
+# (logistic), grouped and strided convs, a conv reading a route, and a conv with its own bias
+ACTIVATIONS_CFG = """
+[net]
+width=24
+height=20
+channels=3
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+filters=8
+size=3
+stride=2
+pad=1
+groups=2
+activation=logistic
+[convolutional]
+batch_normalize=1
+filters=6
+size=1
+stride=1
+activation=relu
+[route]
+layers=-1,-2
+[convolutional]
+batch_normalize=1
+filters=5
+size=3
+stride=1
+pad=1
+activation=relie
+[convolutional]
+filters=4
+size=1
+stride=1
+activation=linear
+"""
 
 FULL_SIZE_PROBABILITY_ABS = 1e-3   # README §9 for the full-size nets' region probabilities
 ONNXRUNTIME_REL = 1e-4   # of the largest |value|, against the torch fp32 inference net
@@ -67,6 +115,46 @@ def test_onnxruntime_backend_matches_torch(reference, name):
     got = load_inference_network(*files, backend="onnxruntime")(x)
     assert got.dtype == torch.float32 and got.shape == want.shape
     assert (got - want).abs().max() <= ONNXRUNTIME_REL * want.abs().max()
+
+
+@needs_prepacking
+@pytest.mark.parametrize("name", MINI_NETS)
+def test_prepacked_convolutions_give_the_fused_nets_floats(reference, name):
+    """The fp32 CPU inference net runs every conv prepacked; its output is the fused net's to the last bit when
+    both run the same oneDNN kernel."""
+    net = mini_network(reference, name)
+    x = torch.cat([network_input(reference, image, MINI_NETS[name]) for image in images_for(name)])
+    inference = InferenceNetwork(net)
+    convolutions = [kind for kind in net.kinds if kind in ("convolutional", "conv")]
+    assert sum(isinstance(layer, PrepackedConvolution) for layer in inference.net.layers) == len(convolutions)
+    with torch.inference_mode():
+        batch = inference(x)
+        assert torch.equal(batch, fuse_for_inference(net)(x))
+        # at batch 1 oneDNN picks other kernels for both, which round differently (as PyTorch's own conv
+        # differs from itself between batch 1 and 3, by 1e-5 of the max)
+        single = inference(x[:1])
+        assert (single - fuse_for_inference(net)(x[:1])).abs().max() <= 1e-5 * single.abs().max()
+
+
+@needs_prepacking
+def test_prepacked_activations_groups_strides_and_routes_equal_the_fused_net():
+    torch.manual_seed(0)
+    net = Darknet(parse_cfg_text(ACTIVATIONS_CFG, "activations.cfg"))
+    net.reset_parameters(seed=3)
+    for layer in net.layers:
+        if getattr(layer, "bn", None) is not None:   # non-trivial folded statistics
+            layer.bn.running_mean.uniform_(-0.5, 0.5)
+            layer.bn.running_var.uniform_(0.5, 2.0)
+    inference = InferenceNetwork(net.eval())
+    post_ops = [layer.post_op[0] for layer in inference.net.layers if isinstance(layer, PrepackedConvolution)]
+    assert post_ops == ["leaky_relu", "none", "relu", "leaky_relu", "none"]
+    assert inference.net.layers[1].activation.name == "logistic"
+    x = torch.rand(2, 3, 20, 24) * 2 - 1
+    with torch.inference_mode():
+        want = fuse_for_inference(net)(x)
+        assert torch.equal(inference(x), want)
+        other_size = torch.rand(1, 3, 36, 40)   # not the size the weights were packed for
+        assert torch.equal(inference(other_size), fuse_for_inference(net)(other_size))
 
 
 def test_bf16_mini_net_probabilities_within_tolerance(reference):

@@ -8,8 +8,8 @@ import click
 from ..cfg import resolve_path
 from ..image import TRAINING_DECODER
 from ..data.files import read_data_file, read_list
-from .common import (classifier, data_cfg_weights, decoder_option, device_option, existing_file, image_paths, main,
-                     names_for, open_network, report_skipped, shipped_file, shipped_or_given)
+from .common import (classifier, data_cfg_weights, decoder_option, device_option, existing_file, image_paths,
+                     inference_options, main, names_for, open_network, report_skipped, shipped_file, shipped_or_given)
 
 
 @classifier.command("predict")
@@ -18,9 +18,10 @@ from .common import (classifier, data_cfg_weights, decoder_option, device_option
 @click.option("-t", "top", type=int, default=0, help="How many classes to print (default: the data file's top, else 1).")
 @device_option
 @decoder_option
-def classifier_predict(data, cfg, weights, image, top, device, decoder) -> None:
+@inference_options
+def classifier_predict(data, cfg, weights, image, top, device, decoder, inference) -> None:
     """Print the top classes of IMAGE as `darknet classifier predict`."""
-    _run_prediction(data, cfg, weights, image, top, device, decoder)
+    _run_prediction(data, cfg, weights, image, top, device, decoder, inference)
 
 
 @main.command("classify")
@@ -29,21 +30,22 @@ def classifier_predict(data, cfg, weights, image, top, device, decoder) -> None:
 @click.argument("image", required=False)
 @device_option
 @decoder_option
-def classify_command(cfg, weights, image, device, decoder) -> None:
+@inference_options
+def classify_command(cfg, weights, image, device, decoder, inference) -> None:
     """`darknet classify`: `classifier predict` with cfg/imagenet1k.data and the top 5."""
     # DARKNET(darknet.c:main): classify is predict_classifier("cfg/imagenet1k.data", cfg, weights, image, 5)
-    _run_prediction(str(resolve_path("cfg/imagenet1k.data")), cfg, weights, image, 5, device, decoder)
+    _run_prediction(str(resolve_path("cfg/imagenet1k.data")), cfg, weights, image, 5, device, decoder, inference)
 
 
 def _run_prediction(data: str, cfg: str, weights: str, image: str | None, top: int, device: str | None,
-                    decoder: str | None) -> None:
+                    decoder: str | None, inference: dict[str, str]) -> None:
     from ..image import load_image
     from ..predict import classify, format_predictions
 
     # DARKNET(classifier.c:predict_classifier): -t, else the data file's top=, else 1
     top = top or read_data_file(data).get_int("top", 1)
     names = names_for(data, default="data/labels.list")
-    net = open_network(cfg, weights, device)
+    net = open_network(cfg, weights, device, **inference)
     for path in image_paths(image):
         start = time.perf_counter()
         predictions = classify(net, load_image(shipped_or_given(path), decoder or "stb"), top)
@@ -92,8 +94,9 @@ def classifier_train(data, cfg, weights, clear, workers, seed, max_batches, devi
 @data_cfg_weights()
 @click.option("--workers", type=int, default=2, show_default=True, help="Image decoding processes.")
 @device_option
-def classifier_valid(data, cfg, weights, workers, device) -> None:
+@inference_options
+def classifier_valid(data, cfg, weights, workers, device, inference) -> None:
     """Top-1 / top-k accuracy on the .data valid list, as `darknet classifier valid`."""
     from ..evaluate import validate_classifier
 
-    validate_classifier(open_network(cfg, weights, device), data, workers=workers, log=click.echo)
+    validate_classifier(open_network(cfg, weights, device, **inference), data, workers=workers, log=click.echo)

@@ -21,6 +21,7 @@ import click
 
 from .. import __version__
 from ..cfg import resolve_path
+from ..choices import BACKENDS, PRECISIONS
 from ..data.files import read_data_file, read_names
 from ..errors import DarknetError, DataError, MissingFileError
 from ..image import DECODERS
@@ -31,6 +32,24 @@ existing_file = click.Path(exists=True, dir_okay=False)
 decoder_option = click.option("--decoder", type=click.Choice(DECODERS), default=None,
                               help="Image decoder: stb (Darknet's pixels, the default except for training) "
                                    "or opencv (faster).")
+
+
+# DIVERGES: Darknet has no such options; they choose how `InferenceNetwork` runs the net (fp32 torch:
+# batch norm folded, oneDNN-prepacked convs, within the reference tolerances)
+
+
+def inference_options(function):
+    """-precision fp32|bf16 and -backend torch|onnxruntime, passed on as `inference`, the keywords of
+    `open_network` that make it an `InferenceNetwork`."""
+    @functools.wraps(function)
+    def run(*args, precision, backend, **kwargs):
+        return function(*args, inference={"precision": precision, "backend": backend}, **kwargs)
+
+    run = click.option("-backend", "--backend", "backend", type=click.Choice(BACKENDS), default="torch",
+                       show_default=True, help="What runs the net: PyTorch, or onnxruntime (CPU, fp32).")(run)
+    return click.option("-precision", "--precision", "precision", type=click.Choice(PRECISIONS), default="fp32",
+                        show_default=True, help="fp32 (Darknet's numbers) or bf16 (faster on CPUs with AVX512-BF16/AMX "
+                                                "and on GPUs; the layers before the head in bfloat16).")(run)
 
 
 class ShippedFile(click.ParamType):
@@ -250,9 +269,11 @@ def names_for(data_path: str | Path, default: str = "data/names.list", classes: 
     return names
 
 
-def open_network(cfg: str, weights: str | None, device: str | None, trained: bool = True):
+def open_network(cfg: str, weights: str | None, device: str | None, trained: bool = True,
+                 precision: str | None = None, backend: str = "torch"):
     """Load the net, printing Darknet's layer table and weights line (on stderr, hidden by -q); with
-    `trained`, a weights file that fills no layer is an error."""
+    `trained`, a weights file that fills no layer is an error. With a `precision`, the net to run
+    detections or classifications on: an `InferenceNetwork` of that precision and `backend`."""
     from ..network import load_network
     from ..summary import layer_table, loading_weights_line
 
@@ -260,7 +281,13 @@ def open_network(cfg: str, weights: str | None, device: str | None, trained: boo
     log.info("\n".join(layer_table(net)))
     if weights:
         log.info(loading_weights_line(weights))
-    return net
+    if precision is None:
+        return net
+    from ..inference import InferenceNetwork
+    try:
+        return InferenceNetwork(net, precision, backend)
+    except ValueError as error:   # a choice this net or device cannot run
+        raise click.UsageError(str(error)) from None
 
 
 def region_of(net, purpose: str):

@@ -12,7 +12,7 @@ import click
 from ..cfg import resolve_path
 from ..image import TRAINING_DECODER
 from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option, existing_file,
-                     image_paths, main, names_for, open_network, region_of, report_skipped, shipped_file,
+                     image_paths, inference_options, main, names_for, open_network, region_of, report_skipped, shipped_file,
                      shipped_or_given)
 
 
@@ -51,13 +51,13 @@ def alexeyab_options(function):
 
 def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float | None, hier: float,
                    out: str | None, json_path: str | None, device: str | None, decoder: str | None,
-                   habits: dict[str, bool]) -> None:
+                   inference: dict[str, str], habits: dict[str, bool]) -> None:
     from .. import alexeyab
     from ..decode import detections_to_json
     from ..image import draw_detections, load_image, save_image
     from ..predict import detect_boxes
 
-    net = open_network(cfg, weights, device)
+    net = open_network(cfg, weights, device, **inference)
     names = names_for(data, classes=region_of(net, "detection").options.classes)
     outputs = AnnotatedNames(out, one_image=image is not None)
     ab = habits["ab"]
@@ -91,9 +91,11 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
 @alexeyab_options
 @device_option
 @decoder_option
-def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder, **habits) -> None:
+@inference_options
+def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder, inference,
+                  **habits) -> None:
     """Detect objects in IMAGE (or in each path read from stdin) as `darknet detector test`."""
-    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder, habits)
+    _run_detection(data, cfg, weights, image, thresh, hier, out, json_path, device, decoder, inference, habits)
 
 
 @main.command("detect")
@@ -106,11 +108,12 @@ def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, devic
 @alexeyab_options
 @device_option
 @decoder_option
-def detect_command(cfg, weights, image, thresh, out, json_path, device, decoder, **habits) -> None:
+@inference_options
+def detect_command(cfg, weights, image, thresh, out, json_path, device, decoder, inference, **habits) -> None:
     """`darknet detect`: `detector test` with cfg/coco.data."""
     # DARKNET(darknet.c:main): detect always reads cfg/coco.data
     data = resolve_path("cfg/coco.data")
-    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device, decoder, habits)
+    _run_detection(str(data), cfg, weights, image, thresh, 0.5, out, json_path, device, decoder, inference, habits)
 
 
 @detector.command("train")

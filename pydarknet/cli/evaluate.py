@@ -8,8 +8,8 @@ import click
 
 from ..data.files import read_data_file
 from ..errors import DataError
-from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option, names_for,
-                     open_network, region_of)
+from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option,
+                     inference_options, names_for, open_network, region_of)
 
 workers_option = click.option("--workers", type=int, default=None,
                               help="Image decoding threads (0: decode between forwards, no overlap).")
@@ -31,13 +31,14 @@ def _loader_args(workers: int | None, batch: int | None, decoder: str | None) ->
 @batch_option
 @device_option
 @decoder_option
-def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, device, decoder) -> None:
+@inference_options
+def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, device, decoder, inference) -> None:
     """Write Darknet's result files for the data file's `valid` list, as `darknet detector valid`."""
     from ..alexeyab import uses_letterbox
     from ..evaluate import ValidSetup, validate_detector
 
     setup = ValidSetup.from_data(data)
-    net = open_network(cfg, weights, device)
+    net = open_network(cfg, weights, device, **inference)
     start = time.perf_counter()
     written = validate_detector(net, setup, outfile, progress=True, ab=ab,
                                 letterbox=uses_letterbox(net, letter_box) if ab else True,
@@ -54,7 +55,8 @@ def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, 
 @batch_option
 @device_option
 @decoder_option
-def detector_recall(data, cfg, weights, workers, batch, device, decoder) -> None:
+@inference_options
+def detector_recall(data, cfg, weights, workers, batch, device, decoder, inference) -> None:
     """Proposal recall on the data file's `valid` list, as `darknet detector recall`.
 
     DIVERGES: Darknet ignores the data file and always reads data/coco_val_5k.list; here that is
@@ -63,7 +65,7 @@ def detector_recall(data, cfg, weights, workers, batch, device, decoder) -> None
     from ..evaluate import RECALL_LIST, valid_paths, validate_detector_recall
 
     paths = valid_paths(read_data_file(data), RECALL_LIST)
-    net = open_network(cfg, weights, device)
+    net = open_network(cfg, weights, device, **inference)
     for stats in validate_detector_recall(net, paths, **_loader_args(workers, batch, decoder)):
         # DARKNET(detector.c:validate_detector_recall): a running-totals line per image on stderr, which
         # is this job's progress report (a bar drawn between these lines would only garble them)
@@ -83,8 +85,9 @@ def detector_recall(data, cfg, weights, workers, batch, device, decoder) -> None
 @batch_option
 @device_option
 @decoder_option
+@inference_options
 def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box, workers, batch, device,
-                 decoder) -> None:
+                 decoder, inference) -> None:
     """Per-class AP and mAP on the data file's `valid` list (AlexeyAB's `detector map` report).
 
     Difficult objects go in an optional `<label>.difficult` file beside each label file (same
@@ -98,7 +101,7 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box,
     from ..evaluate import MissingLabelWarning, collect_map_inputs, valid_paths
 
     data_file = read_data_file(data)
-    net = open_network(cfg, weights, device)
+    net = open_network(cfg, weights, device, **inference)
     names = names_for(data, classes=region_of(net, "detector map").options.classes)
     # DIVERGES: AlexeyAB's map reads only the cfg's letter_box and ignores -letter_box; -letter_box is honoured
     letterbox = alexeyab.uses_letterbox(net, letter_box) if ab else True
@@ -136,11 +139,12 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box,
 @click.option("-out_filename", "out_filename", default="out.mp4", show_default=True,
               help="Annotated video (.avi: MJPG, else mp4v).")
 @device_option
-def detector_demo(data, cfg, weights, video, thresh, hier, avg, out_filename, device) -> None:
+@inference_options
+def detector_demo(data, cfg, weights, video, thresh, hier, avg, out_filename, device, inference) -> None:
     """Detect objects in every frame of VIDEO and write an annotated copy (no window is opened)."""
     from ..evaluate import annotate_video
 
-    net = open_network(cfg, weights, device)
+    net = open_network(cfg, weights, device, **inference)
     names = names_for(data, classes=region_of(net, "detector demo").options.classes)
     click.echo(f"video file: {video}", err=True)
     stats = annotate_video(net, video, out_filename, names, thresh, hier, avg, progress=True)
