@@ -1,31 +1,36 @@
-"""Inference speed: yolov2-voc at 416 (pydarknet vs OpenCV 4.x DNN) and yolo9000 at 544 (tree softmax share).
+"""Inference latency and throughput: one table of every system, model and batch, with its ratio to
+OpenCV DNN measured in the same run, interleaved (A B C A B C ...), medians over --runs calls.
 
-For each device (CPU; CUDA when present) and batch 1 and 8, the cases are timed interleaved
-(A B C A B C ...) in one process, medians over --runs calls after --warmup calls:
+Systems (CPU): pydarknet as loaded (`load_network`), pydarknet fp32 and bf16 (`load_inference_network`:
+batch norm folded, convs prepacked for oneDNN), pydarknet's onnxruntime backend, OpenVINO fp32 and
+bf16 on pydarknet's ONNX export (when the `openvino` package is installed: `pip install openvino`),
+and OpenCV 4.x DNN on the same cfg and weights (its own virtualenv, see opencv_dnn.py). On CUDA:
+pydarknet fp32 and bf16 at batch 1 and 64.
 
-* ``pydarknet``: `load_network` as is (eval mode, batch norm as a separate op);
-* ``pydarknet fused``: `fuse_for_inference` (batch norm folded, channels_last);
-* ``pydarknet fused+compile`` (with --compile): that net through `torch.compile` (inductor, frozen
-  weights; each batch size compiles once, in the warm-up);
-* ``opencv``: `cv2.dnn.readNetFromDarknet` on the same cfg and weights (CPU only), in a child
-  process under the OpenCV 4.x virtualenv of opencv_dnn.py (made on first use).
+Models: yolov2-tiny-voc and yolov2-voc at 416 (the pack's weights), yolov2 at 608 (cfg/yolov2.cfg;
+random weights: the pack has no COCO weights, and the time does not depend on the values), the
+yolo9000 trunk at 544 (its cfg without [region], which OpenCV cannot run: the WordTree) and the whole
+yolo9000 for pydarknet, in ratio to OpenCV's trunk. Then the GEMM rate of this machine, and the share
+of yolo9000's fused forward spent in its WordTree softmax.
 
-Both libraries use --threads threads (torch.set_num_threads / cv2.setNumThreads). The weights are
-the pack's (shared/reference/weights/*.xz), decompressed into a temp dir. Then yolo9000 at 544,
-batch 1: forward latency and the share of it spent in the `[region]` layer and in its WordTree softmax.
-
-Usage: python benchmarks/bench_inference.py [--out results/bench/inference.json] [--runs 7]
+Usage: python benchmarks/bench_inference.py [--out results/bench/inference.json] [--runs 7] [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
+import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import common  # before torch: sets OMP_WAIT_POLICY, which OpenMP reads when torch loads it
 import torch
 from common import (
+    REPO,
     Timing,
     devices,
     interleave,
@@ -37,20 +42,55 @@ from common import (
     write_json,
 )
 from opencv_dnn import OpenCVUnavailable, OpenCVWorker
-from torch._inductor import config as inductor_config
 
+from pydarknet.export import export_network
 from pydarknet.fuse import fuse_for_inference
+from pydarknet.inference import load_inference_network
 from pydarknet.network import Darknet, load_network
+from pydarknet.weights import save_weights
 
-DETECTOR = "yolov2-voc"
-TREE_DETECTOR = "yolo9000"
-BATCHES = (1, 8)
+OPENCV = "OpenCV DNN"
+CPU_BATCHES = {"yolov2-tiny-voc": (1, 8), "yolov2-voc": (1, 8), "yolov2": (1,), "yolo9000 trunk": (1,),
+               "yolo9000": (1,)}
+CUDA_BATCHES = (1, 64)
 
 
-def forward_case(net: Darknet, batch: int, device: torch.device, model: Callable | None = None) -> Callable[[], float]:
-    """One timed forward of `model` (default `net`) on a fixed random batch of `net`'s input size."""
-    x = torch.rand(batch, net.channels, net.height, net.width, device=device)
-    model = net if model is None else model
+@dataclass(frozen=True)
+class Model:
+    """A cfg and weights as the table names them; `opencv_model` is the row OpenCV times in its place."""
+
+    name: str
+    cfg: Path
+    weights: Path
+    opencv_model: str | None
+
+    def load(self, device: torch.device) -> Darknet:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the original cfgs repeat batch= and subdivisions= in [net]
+            return load_network(self.cfg, self.weights, device)
+
+
+def models(scratch: Path, quick: bool) -> list[Model]:
+    tiny = Model("yolov2-tiny-voc", reference_cfg("yolov2-tiny-voc"), reference_weights("yolov2-tiny-voc"),
+                 "yolov2-tiny-voc")
+    if quick:
+        return [tiny]
+    trunk_cfg = scratch / "yolo9000-trunk.cfg"
+    text = reference_cfg("yolo9000").read_text()
+    trunk_cfg.write_text(text[:text.rindex("[region]")])
+    coco_weights = scratch / "yolov2-random.weights"
+    save_weights(Darknet.from_cfg(REPO / "cfg" / "yolov2.cfg", seed=0), coco_weights)
+    return [tiny,
+            Model("yolov2-voc", reference_cfg("yolov2-voc"), reference_weights("yolov2-voc"), "yolov2-voc"),
+            Model("yolov2", REPO / "cfg" / "yolov2.cfg", coco_weights, "yolov2"),
+            Model("yolo9000 trunk", trunk_cfg, reference_weights("yolo9000"), "yolo9000 trunk"),
+            Model("yolo9000", reference_cfg("yolo9000"), reference_weights("yolo9000"), None)]
+
+
+def torch_case(model: Callable, batch: int, net: Darknet, device: torch.device,
+               dtype: torch.dtype = torch.float32) -> Callable[[], float]:
+    """One timed forward of `model` on a fixed random batch of `net`'s input size."""
+    x = torch.rand(batch, net.channels, net.height, net.width, device=device, dtype=dtype)
 
     @torch.inference_mode()
     def case() -> float:
@@ -58,100 +98,138 @@ def forward_case(net: Darknet, batch: int, device: torch.device, model: Callable
     return case
 
 
-def compiled(net: Darknet) -> Callable:
-    """`torch.compile` with inductor's freezing: the weights become constants, so oneDNN gets them
-    prepacked and the leaky ReLUs are fused into the convs. Static shapes: one graph per batch size."""
-    inductor_config.freezing = True
-    return torch.compile(net, dynamic=False)
+def openvino_cases(net: Darknet, batch: int, threads: int) -> dict[str, Callable[[], float]]:
+    """OpenVINO fp32 and bf16 on the ONNX export of `net` (nothing when openvino is not installed)."""
+    if importlib.util.find_spec("openvino") is None:
+        return {}
+    import numpy as np
+    import openvino
+
+    core = openvino.Core()
+    onnx = io.BytesIO()
+    export_network(net, onnx)
+    ov_model = core.read_model(onnx.getvalue())
+    ov_model.reshape([batch, net.channels, net.height, net.width])
+    x = np.random.default_rng(0).random((batch, net.channels, net.height, net.width), dtype=np.float32)
+    cases = {}
+    for precision in ("fp32", "bf16"):
+        compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                        "INFERENCE_PRECISION_HINT": precision.replace("fp", "f")})
+        request = compiled.create_infer_request()
+        cases[f"OpenVINO {precision}"] = partial(timed, partial(request.infer, [x]), torch.device("cpu"))
+    return cases
 
 
-def load(name: str, device: torch.device) -> Darknet:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # the original cfgs repeat batch= and subdivisions= in [net]
-        return load_network(reference_cfg(name), reference_weights(name), device)
+def cpu_cases(model: Model, net: Darknet, batch: int, opencv: OpenCVWorker | None,
+              threads: int) -> dict[str, Callable[[], float]]:
+    cpu = torch.device("cpu")
+    fp32 = load_inference_network(model.cfg, model.weights, cpu)
+    cases = {"pydarknet as loaded": torch_case(net, batch, net, cpu),
+             "pydarknet fp32": torch_case(fp32, batch, net, cpu),
+             "pydarknet bf16": torch_case(load_inference_network(model.cfg, model.weights, cpu, precision="bf16"),
+                                          batch, net, cpu)}
+    if importlib.util.find_spec("onnxruntime") is not None:
+        cases["pydarknet onnxruntime"] = torch_case(
+            load_inference_network(model.cfg, model.weights, cpu, backend="onnxruntime"), batch, net, cpu)
+    cases.update(openvino_cases(net, batch, threads))
+    if opencv is not None:
+        cases[OPENCV] = partial(opencv.forward_seconds, batch, net.height, net.width)
+    return cases
 
 
-def detector_timings(device: torch.device, opencv: OpenCVWorker | None, compile_: bool, warmup: int,
-                     runs: int) -> list[dict]:
-    net = load(DETECTOR, device)
-    fused = fuse_for_inference(net)
-    fused_compiled = compiled(fused) if compile_ else None
+def cuda_cases(model: Model, net: Darknet, batch: int) -> dict[str, Callable[[], float]]:
+    cuda = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    return {f"pydarknet {precision}": torch_case(load_inference_network(model.cfg, model.weights, cuda,
+                                                                        precision=precision), batch, net, cuda)
+            for precision in ("fp32", "bf16")}
+
+
+def start_opencv(model: Model, threads: int) -> OpenCVWorker | None:
+    try:
+        return OpenCVWorker(model.cfg, model.weights, threads)
+    except OpenCVUnavailable as exc:
+        print(f"OpenCV DNN baseline skipped for {model.name}: {exc}")
+        return None
+
+
+def timings(model_list: list[Model], threads: int, warmup: int, runs: int, no_opencv: bool) -> list[dict]:
     rows = []
-    for batch in BATCHES:
-        cases = {"pydarknet": forward_case(net, batch, device), "pydarknet fused": forward_case(fused, batch, device)}
-        if fused_compiled is not None:
-            cases["pydarknet fused+compile"] = forward_case(fused, batch, device, fused_compiled)
-        if opencv is not None:
-            cases["opencv"] = partial(opencv.forward_seconds, batch, net.height, net.width)
-        for name, seconds in interleave(cases, warmup, runs).items():
-            timing = Timing(name, batch, seconds)
-            rows.append({"device": device.type, "net": DETECTOR, "size": net.width, "batch": batch,
-                         **timing.as_dict()})
+    for device in devices():
+        for model in model_list:
+            net = model.load(device)
+            opencv = None
+            if device.type == "cpu" and not no_opencv and model.opencv_model == model.name:
+                opencv = start_opencv(model, threads)
+            try:
+                for batch in CPU_BATCHES[model.name] if device.type == "cpu" else CUDA_BATCHES:
+                    cases = (cpu_cases(model, net, batch, opencv, threads) if device.type == "cpu"
+                             else cuda_cases(model, net, batch))
+                    print(f"timing {model.name} at {net.width}, batch {batch}, {device.type}: {', '.join(cases)}",
+                          flush=True)
+                    for name, seconds in interleave(cases, warmup, runs).items():
+                        rows.append({"device": device.type, "model": model.name, "size": net.width, "batch": batch,
+                                     "opencv_model": model.opencv_model, **Timing(name, batch, seconds).as_dict()})
+            finally:
+                if opencv is not None:
+                    opencv.close()
     return rows
 
 
-def tree_softmax_share(device: torch.device, warmup: int, runs: int) -> dict:
-    """yolo9000 at 544, batch 1: latency, and the share of the region layer and of its tree softmax."""
-    net = load(TREE_DETECTOR, device)
-    fused = fuse_for_inference(net)
+def gemm_rate(threads: int, size: int = 2048, runs: int = 5) -> dict[str, float]:
+    """GFLOP/s of a square matrix product (float32, and bfloat16), best of `runs`: the machine's ceiling."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.rand(size, size, dtype=dtype), torch.rand(size, size, dtype=dtype)
+        seconds = min(timed(lambda: a @ b, torch.device("cpu")) for _ in range(runs + 1))
+        rates[str(dtype).removeprefix("torch.")] = 2 * size ** 3 / seconds / 1e9
+    return rates
+
+
+def tree_softmax_share(model: Model, warmup: int, runs: int) -> dict:
+    """yolo9000 at 544, batch 1: the share of its fused forward spent in the region layer and its tree softmax."""
+    cpu = torch.device("cpu")
+    fused = fuse_for_inference(model.load(cpu))
     region = fused.region
     captured: list[torch.Tensor] = []
     # registered after fuse_for_inference's own pre-hook, so it sees the input the layer really gets
     handle = region.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0]))
-    forward = forward_case(fused, 1, device)
+    forward = torch_case(fused, 1, fused, cpu)
     forward()
     handle.remove()
     raw = captured[0]                                                    # (1, A*(5+C), H, W)
     o = region.options
     classes = raw.view(1, o.num, o.coords + 1 + o.classes, *raw.shape[2:])[:, :, o.coords + 1:]
-
-    @torch.inference_mode()
-    def region_case() -> float:
-        return timed(lambda: region(raw), device)
-
-    @torch.inference_mode()
-    def softmax_case() -> float:
-        return timed(lambda: region.tree.softmax(classes, dim=2), device)
-
-    cases = {"pydarknet": forward_case(net, 1, device), "pydarknet fused": forward,
-             "region layer": region_case, "tree softmax": softmax_case}
-    timings = {name: Timing(name, 1, seconds).as_dict() for name, seconds in interleave(cases, warmup, runs).items()}
-    fused_median = timings["pydarknet fused"]["median_s"]
-    return {"device": device.type, "net": TREE_DETECTOR, "size": net.width, "batch": 1, "timings": timings,
-            "region_share": timings["region layer"]["median_s"] / fused_median,
-            "tree_softmax_share": timings["tree softmax"]["median_s"] / fused_median}
+    cases = {"fused forward": forward,
+             "region layer": torch.inference_mode()(partial(timed, partial(region, raw), cpu)),
+             "tree softmax": torch.inference_mode()(partial(timed, partial(region.tree.softmax, classes, dim=2), cpu))}
+    t = {name: Timing(name, 1, seconds).median for name, seconds in interleave(cases, warmup, runs).items()}
+    return {name: t[name] / t["fused forward"] for name in ("region layer", "tree softmax")}
 
 
-def start_opencv(threads: int) -> OpenCVWorker | None:
-    try:
-        return OpenCVWorker(reference_cfg(DETECTOR), reference_weights(DETECTOR), threads)
-    except OpenCVUnavailable as exc:
-        print(f"OpenCV DNN baseline skipped: {exc}")
-        return None
-
-
-def report(rows: list[dict], trees: list[dict]) -> dict:
-    """Print the tables; return the headline figures."""
-    summary = {}
-    table = []
+def report(rows: list[dict], gemm: dict[str, float], tree: dict | None, threads: int) -> dict:
+    """Print the one table (and the GEMM rate, the tree softmax share); return the headline figures."""
+    summary, table = {}, []
     for row in rows:
-        opencv = next((r for r in rows if r["name"] == "opencv" and r["device"] == row["device"]
-                       and r["batch"] == row["batch"]), None)
-        speedup = f"{opencv['median_s'] / row['median_s']:.2f}x" if opencv else "-"
-        table.append([row["device"], row["batch"], row["name"], f"{1e3 * row['median_s']:.1f}",
-                      f"{1e3 * row['min_s']:.1f}", f"{row['items_per_s']:.2f}", speedup])
-        summary[f"{DETECTOR} {row['device']} batch {row['batch']} {row['name']} median ms"] = 1e3 * row["median_s"]
-    print(f"\n{DETECTOR} at 416")
-    print_table(table, ["device", "batch", "implementation", "median ms", "min ms", "images/s", "OpenCV time / this"])
-    for tree in trees:
-        t = tree["timings"]
-        print(f"\n{TREE_DETECTOR} at {tree['size']}, batch 1, {tree['device']}: pydarknet "
-              f"{1e3 * t['pydarknet']['median_s']:.1f} ms, fused {1e3 * t['pydarknet fused']['median_s']:.1f} ms; "
-              f"region layer {1e3 * t['region layer']['median_s']:.1f} ms ({100 * tree['region_share']:.1f}%), "
-              f"tree softmax {1e3 * t['tree softmax']['median_s']:.1f} ms ({100 * tree['tree_softmax_share']:.1f}% "
-              f"of the fused forward; target < 15%)")
-        summary[f"{TREE_DETECTOR} {tree['device']} batch 1 fused median ms"] = 1e3 * t["pydarknet fused"]["median_s"]
-        summary[f"{TREE_DETECTOR} {tree['device']} tree softmax share"] = tree["tree_softmax_share"]
+        opencv = next((r for r in rows if r["name"] == OPENCV and r["device"] == row["device"]
+                       and r["model"] == row["opencv_model"] and r["batch"] == row["batch"]), None)
+        ratio = row["median_s"] / opencv["median_s"] if opencv else None
+        model = row["model"] if row["opencv_model"] == row["model"] else f"{row['model']} (vs {row['opencv_model']})"
+        table.append([row["device"], f"{model} {row['size']}", row["batch"], row["name"], f"{1e3 * row['median_s']:.1f}",
+                      f"{1e3 * row['min_s']:.1f}", f"{row['items_per_s']:.1f}", f"{ratio:.2f}x" if ratio else "-"])
+        key = f"{row['device']} {row['model']} batch {row['batch']} {row['name']}"
+        summary[f"{key} median ms"] = 1e3 * row["median_s"]
+        if ratio:
+            summary[f"{key} / OpenCV"] = ratio
+    print(f"\nInference, {threads} threads; ratio = median time / OpenCV DNN's median in the same interleaved run "
+          f"(below 1: faster than OpenCV)")
+    print_table(table, ["device", "model", "batch", "system", "median ms", "min ms", "images/s", "vs OpenCV"])
+    print("GEMM (2048^2, torch, best of 5): " + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in gemm.items()))
+    summary.update({f"GEMM {name} GFLOP/s": rate for name, rate in gemm.items()})
+    if tree:
+        print(f"yolo9000 544 fused fp32: region layer {100 * tree['region layer']:.1f}%, WordTree softmax "
+              f"{100 * tree['tree softmax']:.1f}% of the forward")
+        summary["yolo9000 tree softmax share"] = tree["tree softmax"]
     return summary
 
 
@@ -160,27 +238,19 @@ def main() -> None:
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--runs", type=int, default=7, help="timed calls per case (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per case first")
-    parser.add_argument("--threads", type=int, default=common.THREADS, help="CPU threads, both libraries")
+    parser.add_argument("--threads", type=int, default=common.THREADS, help="CPU threads, every library")
     parser.add_argument("--no-opencv", action="store_true", help="skip the OpenCV DNN baseline")
-    parser.add_argument("--compile", action="store_true", help="also time the fused net under torch.compile "
-                        "(needs a C++ compiler; about 40 s of compiling per batch size on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="yolov2-tiny-voc only (a check that it all runs)")
     args = parser.parse_args()
     set_threads(args.threads)
-
-    opencv = None if args.no_opencv else start_opencv(args.threads)
-    rows, trees = [], []
-    try:
-        for device in devices():
-            rows += detector_timings(device, opencv if device.type == "cpu" else None, args.compile, args.warmup,
-                                     args.runs)
-            trees.append(tree_softmax_share(device, args.warmup, args.runs))
-    finally:
-        if opencv is not None:
-            opencv.close()
-    summary = report(rows, trees)
-    write_json(args.out, {"inference": rows, "tree_softmax": trees, "summary": summary,
-                          "opencv_version": opencv.version if opencv else None,
-                          "runs": args.runs, "warmup": args.warmup, "threads": args.threads, "compile": args.compile})
+    with tempfile.TemporaryDirectory() as scratch:
+        model_list = models(Path(scratch), args.quick)
+        rows = timings(model_list, args.threads, args.warmup, args.runs, args.no_opencv)
+        tree = None if args.quick else tree_softmax_share(model_list[-1], args.warmup, args.runs)
+    gemm = gemm_rate(args.threads)
+    summary = report(rows, gemm, tree, args.threads)
+    write_json(args.out, {"inference": rows, "gemm_gflops": gemm, "tree_share": tree, "summary": summary,
+                          "runs": args.runs, "warmup": args.warmup, "threads": args.threads})
 
 
 if __name__ == "__main__":

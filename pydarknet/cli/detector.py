@@ -120,7 +120,8 @@ def detect_command(cfg, weights, image, thresh, out, json_path, device, decoder,
 @data_cfg_weights(weights_required=False)
 @click.option("-gpus", "gpus", default=None, help="GPU indices, e.g. 0,1,2,3: one torchrun process each.")
 @click.option("-clear", "clear", is_flag=True, help="Start seen (and so the schedule) from 0.")
-@click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) on CUDA.")
+@click.option("--amp", is_flag=True, help="Mixed precision: bfloat16 autocast (CUDA, and CPUs with AVX512-BF16/AMX: "
+              "1.8x faster there); not Darknet's floats.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loading processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of image sampling and augmentation.")
 @click.option("--max-batches", type=int, default=None, help="Override the cfg's max_batches.")
