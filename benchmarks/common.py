@@ -5,7 +5,6 @@ loads it.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import lzma
 import os
@@ -19,33 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-# OpenMP's default is to spin between parallel regions. On a 2-core machine that anything else also
-# uses, the spinning threads steal the cores: yolov2-voc batch 1 measured 0.95 s with the default
-# and 0.23 s with PASSIVE in back-to-back runs. An explicit OMP_WAIT_POLICY in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OMP_WAIT_POLICY=PASSIVE and glibc keeping freed memory, as the CLI gets them (pydarknet/runtime.py;
+# OpenCV DNN allocates its blobs once, so without the latter the comparison would time page zeroing)
+from pydarknet.runtime import tune_process  # noqa: E402  (imports no torch)
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc <malloc.h>
-KEEP_FREED_BYTES = 2**31 - 1
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc reuse freed feature maps instead of returning them to the OS; False if not applied.
-
-    By default glibc serves large allocations (from 128 KiB, a threshold it raises up to 32 MiB) with a
-    fresh mmap and unmaps them on free, so every forward page-faults its activations in again: 40k
-    faults and 20% of the time of a yolov2-voc forward at batch 1 (270k faults, 20% at batch 8).
-    OpenCV DNN allocates its blobs once, so without this the comparison would time the kernel's page
-    zeroing. Skipped when $GLIBC_TUNABLES is set (the user's own malloc settings; its
-    `glibc.malloc.mmap_threshold` and `glibc.malloc.trim_threshold` do the same).
-    """
-    if "GLIBC_TUNABLES" in os.environ or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES) and libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
-
-
-MALLOC_TUNED = keep_freed_memory()
+MALLOC_TUNED = tune_process()
 
 import torch  # noqa: E402  (after OMP_WAIT_POLICY, see above)
 

@@ -20,6 +20,7 @@ run() {  # run NAME SCRIPT ARGS...: log to $OUT/NAME.log; a failing benchmark do
 rm -f "$OUT/failed.txt"
 run inference benchmarks/bench_inference.py --out "$OUT/inference.json"
 run train benchmarks/bench_train.py --out "$OUT/train.json"
+run train_loop benchmarks/bench_train_loop.py --out "$OUT/train_loop.json"
 run decode benchmarks/bench_decode.py --out "$OUT/decode.json"
 if [[ -f benchmarks/bench_valid.py ]]; then
     run valid benchmarks/bench_valid.py

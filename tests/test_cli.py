@@ -332,3 +332,13 @@ def test_inference_options_a_net_cannot_run_are_one_line_usage_errors(reference,
     assert result.exit_code == 2
     assert "the onnxruntime backend runs fp32 on the cpu (asked: bf16 on cpu)" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_makes_openmp_threads_sleep_unless_told_otherwise(preset, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": preset} if preset else {})
+    code = "import os, pydarknet.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=REPO)
+    assert done.stdout.strip() == expected
