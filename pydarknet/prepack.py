@@ -37,8 +37,9 @@ def prepacking_available(device: torch.device) -> bool:
 
 
 class PrepackedConvolution(_FusedMixin, nn.Module):
-    """A `[convolutional]` layer without batch norm (folded, or none in the cfg) as one oneDNN call: prepacked `dtype` weights, float32 bias,
-    the activation as a post-op when oneDNN's is exact (`EXACT_POST_OPS`), else after the call."""
+    """A `[convolutional]` layer without batch norm (folded, or none in the cfg) as one oneDNN call:
+    prepacked `dtype` weights, float32 bias, the activation as a post-op when oneDNN's is exact
+    (`EXACT_POST_OPS`), else after the call."""
 
     def __init__(self, layer: ConvolutionalLayer, input_shape: Shape, dtype: torch.dtype):
         super().__init__()
