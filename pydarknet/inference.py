@@ -59,7 +59,7 @@ class InferenceNetwork(nn.Module):
         if upto is not None:
             for layer in self.net.layers[:upto]:
                 layer.to(dtype)
-        if prepacking_available(self._device):
+        if prepacking_available(self._device, dtype):
             prepack_convolutions(self.net, dtype, upto)
 
     # what detect(), classify() and validation read from a Darknet, answered by the fused net

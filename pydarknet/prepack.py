@@ -30,10 +30,13 @@ EXACT_POST_OPS: dict[str, tuple[str, list[float]]] = {
 }
 
 
-def prepacking_available(device: torch.device) -> bool:
-    """True on a CPU with PyTorch's oneDNN build (the op is absent elsewhere)."""
-    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+def prepacking_available(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """True on a CPU with PyTorch's oneDNN build (the op is absent elsewhere), for bfloat16 only where
+    oneDNN runs it (AVX512-BF16 or AMX; elsewhere the plain bf16 layers run instead)."""
+    if not (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        return False
+    return dtype == torch.float32 or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class PrepackedConvolution(_FusedMixin, nn.Module):

@@ -157,6 +157,22 @@ def test_prepacked_activations_groups_strides_and_routes_equal_the_fused_net():
         assert torch.equal(inference(other_size), fuse_for_inference(net)(other_size))
 
 
+def test_without_prepacking_the_plain_layers_run(reference, monkeypatch):
+    """Where oneDNN cannot run the prepacked op (CUDA, bf16 on a CPU without AVX512-BF16/AMX), the fused
+    layers run as they are, in bf16 for the trunk."""
+    import pydarknet.inference
+
+    monkeypatch.setattr(pydarknet.inference, "prepacking_available", lambda device, dtype: False)
+    net = mini_network(reference, "mini-yolov2-tiny-voc")
+    x = network_input(reference, "dog", MINI_NETS["mini-yolov2-tiny-voc"])
+    with torch.inference_mode():
+        want = fuse_for_inference(net)(x)
+        fp32, bf16 = InferenceNetwork(net), InferenceNetwork(net, precision="bf16")
+        assert not any(isinstance(layer, PrepackedConvolution) for layer in [*fp32.net.layers, *bf16.net.layers])
+        assert torch.equal(fp32(x), want)
+        assert 0.001 < (bf16(x) - want).abs().max() <= BF16_MINI_PROBABILITY_ABS * want.abs().max()
+
+
 def test_bf16_mini_net_probabilities_within_tolerance(reference):
     """The mini net with the smallest bf16 error (0.028 measured; mini-yolov2-voc: 0.17, too deep for bf16)."""
     name = "mini-yolov2-tiny-voc"
