@@ -57,15 +57,17 @@ _FUSED_CLASS = {ConvolutionalLayer: FusedConvolutionalLayer, ConnectedLayer: Fus
 
 
 @torch.no_grad()
-def fold_batch_norm(op: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> nn.Conv2d | nn.Linear:
-    """A copy of `op` with a bias that computes ``bn(op(x))`` with `bn`'s rolling statistics.
+def fold_batch_norm(op: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d,
+                    in_place: bool = False) -> nn.Conv2d | nn.Linear:
+    """A copy of `op` (`op` itself with `in_place`) with a bias that computes ``bn(op(x))`` with `bn`'s
+    rolling statistics.
 
     The per-channel factor is computed in float64 so that folding adds only the final rounding.
     """
     # DARKNET(batchnorm_layer.c, cuDNN inference): epsilon inside the sqrt, as BatchNorm2d
     factor = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)          # (C_out,)
     bias = op.bias.double() if op.bias is not None else torch.zeros_like(factor)
-    fused = copy.deepcopy(op)
+    fused = op if in_place else copy.deepcopy(op)
     if fused.bias is None:
         fused.bias = nn.Parameter(torch.empty_like(bn.bias))
     shape = (-1,) + (1,) * (op.weight.dim() - 1)                                        # broadcast over C_out
@@ -74,20 +76,31 @@ def fold_batch_norm(op: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm
     return fused
 
 
-def fuse_layer(layer: nn.Module) -> nn.Module:
-    """The folded equivalent of a conv/connected layer with batch norm; any other layer unchanged."""
+def fuse_layer(layer: nn.Module, in_place: bool = False) -> nn.Module:
+    """The folded equivalent of a conv/connected layer with batch norm; any other layer unchanged.
+    With `in_place` the folded layer holds the layer's own op (whose tensors are overwritten)."""
     fused_class = _FUSED_CLASS.get(type(layer))
     if fused_class is None or layer.bn is None:
         return layer
-    return fused_class(fold_batch_norm(layer.op, layer.bn), None, layer.activation)
+    return fused_class(fold_batch_norm(layer.op, layer.bn, in_place), None, layer.activation)
 
 
 def _contiguous_inputs(_module: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return tuple(x.contiguous() for x in inputs)
 
 
-def fuse_for_inference(net: Darknet, channels_last: bool = True) -> Darknet:
-    """An eval-mode deep copy of `net` with every batch norm folded; `net` itself is left untouched.
+def give_heads_nchw_inputs(net: Darknet) -> None:
+    """Make the `[region]`/`[yolo]` heads of `net` read NCHW-contiguous inputs whatever layout the layers
+    before them write: the heads slice and reduce along the channels (the WordTree softmax of yolo9000
+    at 544 takes 2x as long on NHWC strides), and it makes the final output contiguous."""
+    for layer in net.layers:
+        if isinstance(layer, (RegionLayer, YoloLayer)):
+            layer.register_forward_pre_hook(_contiguous_inputs)
+
+
+def fuse_for_inference(net: Darknet, channels_last: bool = True, in_place: bool = False) -> Darknet:
+    """An eval-mode deep copy of `net` with every batch norm folded; `net` itself is left untouched,
+    unless `in_place`: then `net` is folded itself (cheaper, for a net nothing else uses) and returned.
 
     With `channels_last` the conv weights are stored NHWC, so oneDNN (CPU) and cuDNN (tensor cores)
     run the convs in their preferred layout (the first conv turns a plain NCHW input to NHWC); every
@@ -95,15 +108,11 @@ def fuse_for_inference(net: Darknet, channels_last: bool = True) -> Darknet:
     a fused layer matches the unfused one to float32 rounding (<= 2e-6 of its largest value); end to
     end that grows with depth (1.4e-5 at mini-yolov2-voc's last layers), as between PyTorch and Darknet.
     """
-    fused = copy.deepcopy(net)
+    fused = net if in_place else copy.deepcopy(net)
     for index, layer in enumerate(fused.layers):
-        fused.layers[index] = fuse_layer(layer)
+        fused.layers[index] = fuse_layer(layer, in_place=True)   # on the copy, or on `net` when in_place
     fused.eval().requires_grad_(False)
     if not channels_last:
         return fused
-    for layer in fused.layers:
-        if isinstance(layer, (RegionLayer, YoloLayer)):
-            # the heads slice and reduce along the channels (the WordTree softmax of yolo9000 at 544 takes
-            # 2x as long on NHWC strides), so they get NCHW back; it also makes the final output contiguous
-            layer.register_forward_pre_hook(_contiguous_inputs)
+    give_heads_nchw_inputs(fused)
     return fused.to(memory_format=torch.channels_last)

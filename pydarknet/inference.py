@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .choices import BACKENDS, PRECISIONS
 from .export import INPUT_NAME, export_network
-from .fuse import fuse_for_inference
+from .fuse import fuse_for_inference, give_heads_nchw_inputs
 from .network import Darknet, load_network
 from .prepack import prepack_convolutions, prepacking_available
 
@@ -35,7 +35,8 @@ class InferenceNetwork(nn.Module):
     A prepacked net holds opaque oneDNN tensors: it cannot be copied or moved to another device.
     """
 
-    def __init__(self, net: Darknet, precision: str = "fp32", backend: str = "torch"):
+    def __init__(self, net: Darknet, precision: str = "fp32", backend: str = "torch", in_place: bool = False):
+        """`in_place`: fold `net` itself instead of a copy (for a net nothing else uses: saves a copy)."""
         super().__init__()
         _check_choice("precision", precision, PRECISIONS)
         _check_choice("backend", backend, BACKENDS)
@@ -46,20 +47,24 @@ class InferenceNetwork(nn.Module):
                              f"{len(net._heads)} [yolo] heads")
         self.precision, self.backend = precision, backend
         self._device = net.device
-        self.net = fuse_for_inference(net)
-        self._session = _onnxruntime_session(net) if backend == "onnxruntime" else None
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        prepack = backend == "torch" and prepacking_available(self._device, dtype)
+        # prepacked convs reorder the weights themselves and write NHWC outputs: no channels_last copy
+        self.net = fuse_for_inference(net, channels_last=not prepack, in_place=in_place)
+        self._session = _onnxruntime_session(self.net) if backend == "onnxruntime" else None
         if backend == "torch":
-            self._prepare_trunk(torch.bfloat16 if precision == "bf16" else torch.float32)
+            self._prepare_trunk(dtype, prepack)
         self.eval()
 
-    def _prepare_trunk(self, dtype: torch.dtype) -> None:
-        """Cast the layers before the head to `dtype` (bf16 only) and prepack the convs on the CPU."""
+    def _prepare_trunk(self, dtype: torch.dtype, prepack: bool) -> None:
+        """Cast the layers before the head to `dtype` (bf16 only) and prepack the convs (CPU)."""
         head = len(self.net.layers) - 1
         upto = head if dtype != torch.float32 else None
         if upto is not None:
             for layer in self.net.layers[:upto]:
                 layer.to(dtype)
-        if prepacking_available(self._device, dtype):
+        if prepack:
+            give_heads_nchw_inputs(self.net)
             prepack_convolutions(self.net, dtype, upto)
 
     # what detect(), classify() and validation read from a Darknet, answered by the fused net
@@ -113,4 +118,4 @@ def _onnxruntime_session(net: Darknet):
 def load_inference_network(cfg: str | os.PathLike, weights: str | os.PathLike, device: str | torch.device = "cpu",
                            precision: str = "fp32", backend: str = "torch") -> InferenceNetwork:
     """Load a cfg and its weights as an `InferenceNetwork` (eval mode, gradients off) on `device`."""
-    return InferenceNetwork(load_network(cfg, weights, device), precision, backend)
+    return InferenceNetwork(load_network(cfg, weights, device), precision, backend, in_place=True)

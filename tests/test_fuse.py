@@ -135,3 +135,13 @@ def test_channels_last_fused_net_returns_a_contiguous_region(reference):
         output = net(network_input(reference, "dog", MINI_NETS["mini-yolov2-voc"]))
     assert output.shape == (1, 5, 25, 13, 13) and output.is_contiguous()
     assert net.region is not None
+
+
+def test_in_place_fusion_folds_the_net_itself_to_the_same_floats(reference):
+    x = network_input(reference, "dog", MINI_NETS["mini-yolov2-voc"])
+    copied = fuse_for_inference(mini_network(reference, "mini-yolov2-voc"))
+    net = mini_network(reference, "mini-yolov2-voc")
+    assert fuse_for_inference(net, in_place=True) is net
+    assert all(getattr(layer, "bn", None) is None for layer in net.layers)
+    with torch.inference_mode():
+        assert torch.equal(net(x), copied(x))

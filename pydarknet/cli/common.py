@@ -285,7 +285,7 @@ def open_network(cfg: str, weights: str | None, device: str | None, trained: boo
         return net
     from ..inference import InferenceNetwork
     try:
-        return InferenceNetwork(net, precision, backend)
+        return InferenceNetwork(net, precision, backend, in_place=True)
     except ValueError as error:   # a choice this net or device cannot run
         raise click.UsageError(str(error)) from None
 
