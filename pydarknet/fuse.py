@@ -62,7 +62,9 @@ def fold_batch_norm(op: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm
     """A copy of `op` (`op` itself with `in_place`) with a bias that computes ``bn(op(x))`` with `bn`'s
     rolling statistics.
 
-    The per-channel factor is computed in float64 so that folding adds only the final rounding.
+    The per-channel factor and the bias are computed in float64; the weights are scaled by the factor
+    rounded to float32, in place (two roundings, <= 1.2e-7 relative; folding yolov2-voc in place takes
+    0.08 s so, 0.27-0.33 s through a float64 copy of its weights).
     """
     # DARKNET(batchnorm_layer.c, cuDNN inference): epsilon inside the sqrt, as BatchNorm2d
     factor = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)          # (C_out,)
@@ -71,7 +73,7 @@ def fold_batch_norm(op: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm
     if fused.bias is None:
         fused.bias = nn.Parameter(torch.empty_like(bn.bias))
     shape = (-1,) + (1,) * (op.weight.dim() - 1)                                        # broadcast over C_out
-    fused.weight.copy_(op.weight.double() * factor.view(shape))
+    fused.weight.mul_(factor.float().view(shape))
     fused.bias.copy_(bn.bias.double() + (bias - bn.running_mean.double()) * factor)
     return fused
 
