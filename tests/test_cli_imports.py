@@ -19,9 +19,10 @@ def _modules_after(args: list[str]) -> set[str]:
             f"sys.argv = ['pydarknet', *{[str(a) for a in args]!r}]\n"
             "try:\n    runpy.run_module('pydarknet', run_name='__main__')\n"
             "except SystemExit as done:\n    assert not done.code, done.code\n"
-            "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))\n")
+            "print('MODULES', *sorted({name.split('.')[0] for name in sys.modules}))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
-    return set(result.stdout.split())
+    line = next(line for line in result.stdout.splitlines() if line.startswith("MODULES "))
+    return set(line.split()[1:])
 
 
 def test_detector_test_imports_only_what_it_needs(reference, tmp_path):
