@@ -238,8 +238,9 @@ def load_network(cfg: str | os.PathLike, weights: str | os.PathLike | None = Non
     `trained=True` (detection, evaluation) refuses a weights file that fills no layer: the net would
     run on its random initialisation. A partial file that fills some layers only warns, as in Darknet.
     """
-    # Built uninitialised: a file that fills every layer overwrites all of it, so the random init (most
-    # of the build time) is skipped; load_weights initialises the net first when the file falls short.
+    # DIVERGES: Darknet's parse_network_cfg initialises every layer before load_weights overwrites it;
+    # built uninitialised, a file that fills every layer skips that work (most of the build time) and
+    # draws nothing from torch's generator; load_weights initialises the net when the file falls short.
     net = Darknet(read_cfg(cfg), cfg_path=cfg, initialise=False)
     if weights is None:
         net.initialise()
