@@ -1,4 +1,4 @@
 """`python -m pydarknet`."""
-from .cli import main
+from .cli.common import program
 
-main(prog_name="pydarknet")
+program(prog_name="pydarknet")

@@ -1,4 +1,4 @@
 """`python -m pydarknet.cli`: the form the torchrun relaunch uses."""
-from . import main
+from .common import program
 
-main(prog_name="pydarknet")
+program(prog_name="pydarknet")
