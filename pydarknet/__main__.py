@@ -1,4 +1,4 @@
 """`python -m pydarknet`."""
-from .cli.common import program
+from .cli import main
 
-program(prog_name="pydarknet")
+main(prog_name="pydarknet")

@@ -1,4 +1,4 @@
 """`python -m pydarknet.cli`: the form the torchrun relaunch uses."""
-from .common import program
+from . import main
 
-program(prog_name="pydarknet")
+main(prog_name="pydarknet")

@@ -141,6 +141,22 @@ def _single_dash_word(arg: str) -> bool:
     return False
 
 
+class ProgramRun:
+    """`ctx.obj` of a run as the program (`DarknetGroup.__call__`), never of CliRunner's."""
+
+    def __init__(self) -> None:
+        self.skip_teardown = False
+
+
+def end_without_teardown() -> None:
+    """Let the program end as soon as this command returns, skipping the interpreter's teardown (0.3 s
+    once torch is loaded: clearing every module, collecting their objects). For commands that leave no
+    file open and no process or thread working; a no-op unless running as the program."""
+    run = click.get_current_context().find_object(ProgramRun)
+    if run is not None:
+        run.skip_teardown = True
+
+
 # Python's default (700, 10, 10) runs 3 full collections while a command imports torch and builds a
 # net (hundreds of thousands of long-lived objects, nothing to free): 0.1 s of `detector test`. Young
 # collections every 10,000 allocations and full ones 10x rarer keep it at a few milliseconds.
@@ -151,6 +167,24 @@ class DarknetGroup(click.Group):
     """A click group whose commands report user errors as one line (Darknet prints one line and exits)."""
 
     command_class = DarknetCommand
+
+    def __call__(self, *args, **kwargs):
+        """Run as the program (the `pydarknet` script, `python -m pydarknet`, `python -m pydarknet.cli` call
+        `main()`): `main`, then, after a command that called `end_without_teardown`, the exit handlers
+        (atexit) and the exit itself without the interpreter's teardown. CliRunner calls `main.main`."""
+        run = kwargs.setdefault("obj", ProgramRun())
+        try:
+            return self.main(*args, **kwargs)
+        except SystemExit as done:
+            if isinstance(run, ProgramRun) and run.skip_teardown and isinstance(done.code, (int, type(None))):
+                atexit._run_exitfuncs()   # what a normal exit runs first (logging.shutdown among them)
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                except OSError:
+                    os._exit(120)   # as Python exits when it cannot flush stdout
+                os._exit(done.code or 0)
+            raise
 
     def main(self, *args, **kwargs):
         """The program (or CliRunner.invoke): runs a command under CLI_GC_THRESHOLDS, then restores them."""
@@ -192,40 +226,6 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
         log.addHandler(_EchoHandler())
         log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
-
-
-class ProgramRun:
-    """`ctx.obj` of a run as the program (`program`), never of CliRunner's or an importer's `main`."""
-
-    def __init__(self) -> None:
-        self.skip_teardown = False
-
-
-def end_without_teardown() -> None:
-    """Let the program end as soon as this command returns, skipping the interpreter's teardown (0.3 s
-    once torch is loaded: clearing every module, collecting their objects). For commands that leave no
-    file open and no process or thread working; a no-op unless running as the program."""
-    run = click.get_current_context().find_object(ProgramRun)
-    if run is not None:
-        run.skip_teardown = True
-
-
-def program(prog_name: str = "pydarknet") -> None:
-    """The `pydarknet` program: `main`, then, after a command that called `end_without_teardown`, the
-    exit handlers (atexit) and the exit itself without the interpreter's teardown."""
-    run = ProgramRun()
-    try:
-        main.main(prog_name=prog_name, obj=run)
-    except SystemExit as done:
-        if run.skip_teardown and isinstance(done.code, (int, type(None))):
-            atexit._run_exitfuncs()   # what a normal exit runs first (logging.shutdown among them)
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except OSError:
-                os._exit(120)   # as Python exits when it cannot flush stdout
-            os._exit(done.code or 0)
-        raise
 
 
 @click.group(cls=DarknetGroup, context_settings={"help_option_names": ["-h", "--help"]})
