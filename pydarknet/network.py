@@ -29,10 +29,16 @@ class Darknet(nn.Module):
     """
 
     def __init__(self, sections: list[Section], cfg_path: str | os.PathLike | None = None,
-                 max_build_bytes: int | None = None):
+                 max_build_bytes: int | None = None, *, initialise: bool = True):
         """`max_build_bytes` bounds the estimate of parameters + activations for one image at the input
-        size (default: $PYDARKNET_MAX_BUILD_BYTES, else 16 GiB); a bigger net is a CfgError."""
+        size (default: $PYDARKNET_MAX_BUILD_BYTES, else 16 GiB); a bigger net is a CfgError.
+
+        `initialise=False` allocates the convolutional and connected weights without initialising them,
+        for a weights file to fill (`load_network`): `load_weights` calls `initialise()` when the file
+        leaves a layer unfilled; otherwise call it before using the net.
+        """
         super().__init__()
+        self._deferred_init: list[nn.Module] | None = None if initialise else []
         self.cfg_path = str(cfg_path) if cfg_path is not None else None
         self.net_section = sections[0]
         self.options = NetOptions.from_section(sections[0])
@@ -66,7 +72,8 @@ class Darknet(nn.Module):
         modules: list[nn.Module] = []
         info: list[LayerInfo] = []
         for index, section in enumerate(sections):
-            ctx = BuildContext(index=index, layers=info, input_shape=shape, memory=memory, cfg_path=self.cfg_path)
+            ctx = BuildContext(index=index, layers=info, input_shape=shape, memory=memory, cfg_path=self.cfg_path,
+                               deferred_init=self._deferred_init)
             module, shape = builder_for(section)(section, ctx)
             sources = ctx.sources or [index - 1]
             _check_reads_images(section, sources, modules, info)
@@ -109,6 +116,29 @@ class Darknet(nn.Module):
         for layer in self.layers:
             if hasattr(layer, "reset_parameters"):
                 layer.reset_parameters(generator)
+
+    @property
+    def initialised(self) -> bool:
+        """False for a net built with `initialise=False` whose weights are not initialised yet."""
+        return self._deferred_init is None
+
+    def initialise(self) -> None:
+        """Give a net built with `initialise=False` the weights `from_cfg(path)` gives (no-op otherwise).
+
+        Runs, in build order, the torch init its module constructors skipped, then `reset_parameters()`:
+        the same draws from torch's global generator as `from_cfg(path)`, so after the same
+        `torch.manual_seed` the values are bit-identical.
+        """
+        if self._deferred_init is None:
+            return
+        for module in self._deferred_init:
+            module.reset_parameters()
+        self._deferred_init = None
+        self.reset_parameters()
+
+    def mark_initialised(self) -> None:
+        """Call after every weight of a net built with `initialise=False` was loaded (`load_weights`)."""
+        self._deferred_init = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -208,8 +238,13 @@ def load_network(cfg: str | os.PathLike, weights: str | os.PathLike | None = Non
     `trained=True` (detection, evaluation) refuses a weights file that fills no layer: the net would
     run on its random initialisation. A partial file that fills some layers only warns, as in Darknet.
     """
-    net = Darknet.from_cfg(cfg)
-    if weights is not None:
+    # DIVERGES: Darknet's parse_network_cfg initialises every layer before load_weights overwrites it;
+    # built uninitialised, a file that fills every layer skips that work (most of the build time) and
+    # draws nothing from torch's generator; load_weights initialises the net when the file falls short.
+    net = Darknet(read_cfg(cfg), cfg_path=cfg, initialise=False)
+    if weights is None:
+        net.initialise()
+    else:
         from .weights import load_weights
         report = load_weights(net, weights)
         if trained and report.layers_with_weights and not report.layers_loaded:

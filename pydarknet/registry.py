@@ -84,6 +84,9 @@ class BuildContext:
     memory: MemoryEstimate
     cfg_path: str | None = None      # for resolving tree=/map= files
     sources: list[int] = field(default_factory=list)  # set by builders that read other layers
+    # None: build initialised modules; else a list that collects, in build order, the torch modules
+    # built with their parameters allocated but not initialised (weights will be loaded into them)
+    deferred_init: list | None = None
 
     def reserve(self, section: Section, floats: int, what: str, key: str | None = None) -> None:
         """Count `floats` float32 values (parameters, outputs, padded copies) in the build estimate."""

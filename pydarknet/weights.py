@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .layers.conv import ConnectedLayer
 
 FLOAT = np.dtype("<f4")
 SEEN_OFFSET = 12            # byte offset of `seen` in the header
+HEADER_MAX_BYTES = 20       # the header with a 64-bit seen
 ABSURD_SEEN = 2 ** 62       # more images than any training run sees: a corrupt header, not a count
 DARKNET_VERSION = (0, 2, 0)  # DARKNET(parser.c:save_weights_upto): what pjreddie's Darknet writes
 
@@ -103,54 +105,102 @@ def load_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> Loa
     """Fill `net` (layers 0..cutoff-1) from a Darknet weights file; sets `net.seen`.
 
     A file that ends exactly between two layers loads what it holds and warns (Darknet's partial
-    files). A file that ends inside a layer, or holds more floats than the net, raises WeightsError.
+    files); a net built with `initialise=False` is initialised first, so the layers the file does not
+    reach hold what `Darknet.from_cfg` gives them. A file that ends inside a layer, or holds more
+    floats than the net, raises WeightsError before any layer is touched. The file is read once,
+    straight into the tensors; a non-finite value raises WeightsError once its layer is read, so the
+    net then holds the file's values up to that layer.
     """
     path = str(path)
     try:
-        data = bytearray(Path(path).read_bytes())  # writable, so torch.from_numpy may share it
+        file = open(path, "rb")
     except OSError as exc:
         raise MissingFileError(f"cannot read weights file {path}: {exc.strerror}") from None
-    header = WeightsHeader.unpack(data, path)
-    body_bytes = len(data) - header.nbytes
-    if body_bytes % 4:
-        raise WeightsError(f"{path}: body of {body_bytes} bytes is not a whole number of float32 values")
-    body = np.frombuffer(data, dtype=FLOAT, offset=header.nbytes)
-    offset = loaded = total = 0
-    for index, layer, tensors in _weighted_layers(net, cutoff, "dontload"):
-        total += 1
-        needed = sum(t.numel() for t in tensors)
-        if offset == len(body):
-            continue  # DARKNET(parser.c:load_weights_upto): fread at EOF leaves the rest as initialised
-        if offset + needed > len(body):
-            raise WeightsError(f"{path}: file ends inside layer {index} ({net.kinds[index]}): it needs "
-                               f"{needed} floats, {len(body) - offset} are left — truncated, or not for this cfg")
-        _check_finite(body[offset:offset + needed], path, index, net.kinds[index], header.nbytes + 4 * offset)
-        for tensor in tensors:
-            values = body[offset:offset + tensor.numel()]
-            offset += tensor.numel()
-            if header.transpose and isinstance(layer, ConnectedLayer) and tensor is layer.op.weight:
-                values = values.reshape(tensor.shape[1], tensor.shape[0]).T
-            with torch.no_grad():
-                tensor.copy_(torch.from_numpy(np.ascontiguousarray(values)).view_as(tensor))
-        loaded += 1
-    if offset < len(body) and cutoff is None:
-        raise WeightsError(f"{path}: {len(body) - offset} floats are left after the last layer of the net "
-                           f"({offset} used): the file is for a different (larger) cfg")
-    report = LoadReport(header, loaded, total, offset)
+    with file:
+        size = os.fstat(file.fileno()).st_size
+        header = WeightsHeader.unpack(file.read(HEADER_MAX_BYTES), path)
+        body_bytes = size - header.nbytes
+        if body_bytes % 4:
+            raise WeightsError(f"{path}: body of {body_bytes} bytes is not a whole number of float32 values")
+        filled, total = _layers_filled(net, cutoff, body_bytes // 4, path)
+        fills_every_layer = len(filled) == sum(1 for layer in net.layers if layer.darknet_tensors())
+        deferred = not getattr(net, "initialised", True)   # built with initialise=False
+        if deferred and not fills_every_layer:
+            # DARKNET(parser.c:load_weights_upto): layers past the file's end (or the cutoff, or with
+            # dontload=1) keep their initialisation
+            net.initialise()
+        file.seek(header.nbytes)
+        offset = 0
+        for index, layer, tensors in filled:
+            offset = _read_layer(file, path, header, index, net.kinds[index], layer, tensors, offset)
+        if deferred and fills_every_layer:
+            net.mark_initialised()   # every weight came from the file
+    report = LoadReport(header, len(filled), total, offset)
     if report.partial:
-        warnings.warn(f"{path}: partial weights file, loaded {loaded} of {total} layers with weights; "
+        warnings.warn(f"{path}: partial weights file, loaded {len(filled)} of {total} layers with weights; "
                       f"the rest keep their initial values", PartialWeightsWarning, stacklevel=2)
     net.seen = header.seen
     net.weights_version = header.saved_version()
     return report
 
 
+def _layers_filled(net, cutoff: int | None, floats: int, path: str) -> tuple[list, int]:
+    """The (index, layer, tensors) that a body of `floats` values fills, in file order, and the count of
+    layers with weights up to the cutoff; a WeightsError when the size fits no layer boundary."""
+    filled, total, offset = [], 0, 0
+    for index, layer, tensors in _weighted_layers(net, cutoff, "dontload"):
+        total += 1
+        needed = sum(t.numel() for t in tensors)
+        if offset == floats:
+            continue  # DARKNET(parser.c:load_weights_upto): fread at EOF leaves the rest as initialised
+        if offset + needed > floats:
+            raise WeightsError(f"{path}: file ends inside layer {index} ({net.kinds[index]}): it needs "
+                               f"{needed} floats, {floats - offset} are left — truncated, or not for this cfg")
+        filled.append((index, layer, tensors))
+        offset += needed
+    if offset < floats and cutoff is None:
+        raise WeightsError(f"{path}: {floats - offset} floats are left after the last layer of the net "
+                           f"({offset} used): the file is for a different (larger) cfg")
+    return filled, total
+
+
+def _read_layer(file, path: str, header: WeightsHeader, index: int, kind: str, layer, tensors: list[torch.Tensor],
+                offset: int) -> int:
+    """Read one layer's tensors from `file` (at body float `offset`), check them; returns the next offset."""
+    for tensor in tensors:
+        transposed = header.transpose and isinstance(layer, ConnectedLayer) and tensor is layer.op.weight
+        values = _read_tensor(file, path, tensor, transposed)
+        _check_finite(values, path, index, kind, header.nbytes + 4 * offset)
+        offset += tensor.numel()
+    return offset
+
+
+def _read_tensor(file, path: str, tensor: torch.Tensor, transposed: bool) -> np.ndarray:
+    """Read `tensor.numel()` floats from `file` into `tensor`; returns them as the file holds them.
+
+    A contiguous float32 CPU tensor is read into directly (no copy); any other goes through one buffer.
+    """
+    target = tensor.detach()
+    direct = (not transposed and target.device.type == "cpu" and target.dtype == torch.float32
+              and target.is_contiguous() and sys.byteorder == "little")
+    values = target.numpy().reshape(-1) if direct else np.empty(target.numel(), FLOAT)
+    if file.readinto(memoryview(values).cast("B")) != values.nbytes:
+        raise WeightsError(f"{path}: the file got shorter while it was read")
+    if not direct:
+        # DARKNET(parser.c:load_weights_upto): transpose = connected weights stored inputs x outputs
+        source = values.reshape(target.shape[1], target.shape[0]).T if transposed else values
+        with torch.no_grad():
+            target.copy_(torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).view_as(target))
+    return values
+
+
 def _check_finite(values: np.ndarray, path: str, index: int, kind: str, start: int) -> None:
     """DIVERGES: Darknet loads NaN/inf weights and then outputs NaN; a file holding them is refused."""
+    if np.isfinite(values).all():
+        return
     bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise WeightsError(f"{path}: layer {index} ({kind}) holds a non-finite value ({values[bad[0]]}) at byte "
-                           f"offset {start + 4 * int(bad[0])}: the file is corrupt")
+    raise WeightsError(f"{path}: layer {index} ({kind}) holds a non-finite value ({values[bad[0]]}) at byte "
+                       f"offset {start + 4 * int(bad[0])}: the file is corrupt")
 
 
 def weights_bytes(net, cutoff: int | None = None, seen: int | None = None) -> bytes:

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from pydarknet.cfg import read_cfg
 from pydarknet.errors import TrainingError
-from pydarknet.network import Darknet
+from pydarknet.network import Darknet, load_network
 from pydarknet.weights import (PartialWeightsWarning, WeightsError, WeightsHeader, check_iterations_left, load_weights,
                                save_weights, weights_bytes, write_atomically)
 from reference import decompressed_weights, mini_network, network_input
@@ -246,3 +247,79 @@ def test_rewrite_keeps_an_existing_files_mode(tmp_path, umask_022):
     target.chmod(0o664)
     write_atomically(target, b"new")
     assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o664
+
+
+def _state(net) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+
+
+def _assert_bit_identical(net, expected: dict[str, torch.Tensor]) -> None:
+    state = _state(net)
+    assert state.keys() == expected.keys()
+    for name, tensor in state.items():
+        assert tensor.dtype == expected[name].dtype and torch.equal(tensor, expected[name]), name
+
+
+@pytest.mark.parametrize("name", ["mini-yolov2-voc", "mini-darknet19"])
+def test_load_network_skips_the_random_init_of_a_full_file(reference, name):
+    cfg, weights = reference / "mini" / f"{name}.cfg", reference / "mini" / f"{name}.weights"
+    old = Darknet.from_cfg(cfg)
+    load_weights(old, weights)
+    torch.manual_seed(7)
+    net = load_network(cfg, weights, "cpu")
+    after_load = torch.rand(4)
+    torch.manual_seed(7)
+    assert torch.equal(after_load, torch.rand(4))  # no draw from torch's generator: nothing was initialised
+    assert net.initialised
+    _assert_bit_identical(net, _state(old))
+
+
+def test_load_network_with_a_partial_file_initialises_the_rest_as_before(reference):
+    cfg, weights = reference / "mini" / "mini-darknet19.cfg", reference / "mini" / "mini-darknet19.conv.23.weights"
+    torch.manual_seed(11)
+    old = Darknet.from_cfg(cfg)
+    with pytest.warns(PartialWeightsWarning):
+        load_weights(old, weights)
+    expected, next_draw = _state(old), torch.rand(4)
+    torch.manual_seed(11)
+    with pytest.warns(PartialWeightsWarning, match="loaded 18 of 19 layers"):
+        net = load_network(cfg, weights, "cpu")
+    _assert_bit_identical(net, expected)   # layer 23 holds the same random init, the file's layers its values
+    assert torch.equal(torch.rand(4), next_draw)   # and the same draws were taken
+
+
+def test_load_network_without_weights_is_from_cfg(reference):
+    cfg = reference / "mini" / "mini-yolov2-tiny-voc.cfg"
+    torch.manual_seed(3)
+    expected = _state(Darknet.from_cfg(cfg))
+    torch.manual_seed(3)
+    _assert_bit_identical(load_network(cfg, None, "cpu"), expected)
+
+
+@pytest.mark.parametrize("flag", ["dontload=1", None])
+def test_load_network_initialises_layers_a_file_does_not_reach(tmp_path, flag):
+    """A dontload=1 layer, or one past a cutoff: not in the file, so it keeps from_cfg's init."""
+    layers = ["[convolutional]\nfilters=2\nsize=3\npad=1\nactivation=leaky\n",
+              "[convolutional]\nbatch_normalize=1\nfilters=3\nsize=1\nactivation=leaky\n" + (f"{flag}\n" if flag else "")]
+    cfg = tmp_path / "two.cfg"
+    cfg.write_text("[net]\nwidth=4\nheight=4\nchannels=1\n\n" + "\n".join(layers))
+    save_weights(Darknet.from_cfg(cfg, seed=1), tmp_path / "first.weights", cutoff=1)
+    cutoff = None if flag else 1
+    torch.manual_seed(5)
+    old = Darknet.from_cfg(cfg)
+    load_weights(old, tmp_path / "first.weights", cutoff=cutoff)
+    expected = _state(old)
+    torch.manual_seed(5)
+    net = Darknet(read_cfg(cfg), cfg_path=cfg, initialise=False)
+    load_weights(net, tmp_path / "first.weights", cutoff=cutoff)
+    assert net.initialised
+    _assert_bit_identical(net, expected)
+
+
+def test_load_network_refuses_a_bad_file_before_initialising(reference, tmp_path):
+    data = (reference / "mini" / "mini-yolov2-voc.weights").read_bytes()
+    (tmp_path / "cut.weights").write_bytes(data[:-1000])
+    net = Darknet(read_cfg(reference / "mini" / "mini-yolov2-voc.cfg"), initialise=False)
+    with pytest.raises(WeightsError, match=r"cut.weights: file ends inside layer 30 \(convolutional\)"):
+        load_weights(net, tmp_path / "cut.weights")
+    assert not net.initialised

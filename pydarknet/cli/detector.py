@@ -14,6 +14,7 @@ from ..image import TRAINING_DECODER
 from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option, existing_file,
                      image_paths, inference_options, main, names_for, open_network, region_of, report_skipped, shipped_file,
                      shipped_or_given)
+from .common import end_without_teardown
 
 
 class AnnotatedNames:
@@ -77,6 +78,7 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
                         "detections": detections_to_json(dets, names, thresh)})
     if json_path:
         Path(json_path).write_text(json.dumps(records if len(records) != 1 else records[0], indent=1))
+    end_without_teardown()   # everything is written and closed
 
 
 @detector.command("test")

@@ -98,9 +98,24 @@ def build_convolutional(s: Section, ctx: BuildContext) -> tuple[ConvolutionalLay
     ctx.reserve(s, filters * (shape.c // groups * size * size + 4), f"filters={filters} with size={size}", "filters")
     if padding:
         ctx.reserve(s, shape.c * (shape.h + 2 * padding) * (shape.w + 2 * padding), "the zero-padded input", "pad")
-    conv = nn.Conv2d(shape.c, filters, size, stride, padding, groups=groups, bias=not batch_normalize)
+    conv = _affine_op(ctx, nn.Conv2d, shape.c, filters, size, stride, padding, groups=groups, bias=not batch_normalize)
     bn = nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
     return ConvolutionalLayer(conv, bn, activation), Shape(filters, out.h, out.w)
+
+
+def _affine_op(ctx: BuildContext, module_class: type[nn.Module], *args, **kwargs) -> nn.Module:
+    """`module_class(*args, **kwargs)`; when the build defers initialisation (`ctx.deferred_init`, a net
+    that a weights file will fill), the module with its parameters allocated but not initialised,
+    noted in `ctx.deferred_init` so that `Darknet.initialise` can still run torch's init on it."""
+    if ctx.deferred_init is None:
+        return module_class(*args, **kwargs)
+    module = module_class(*args, device="meta", **kwargs)   # its init runs on meta tensors: no work, no draws
+    for name, parameter in list(module.named_parameters(recurse=False)):
+        # torch.empty, not Module.to_empty or empty_like: those import sympy (0.25 s) for meta tensors
+        setattr(module, name, nn.Parameter(torch.empty(parameter.shape, dtype=parameter.dtype),
+                                           parameter.requires_grad))
+    ctx.deferred_init.append(module)
+    return module
 
 
 def window_output(s: Section, shape: Shape, size: int, stride: int, total_padding: int) -> Shape:
@@ -120,6 +135,6 @@ def build_connected(s: Section, ctx: BuildContext) -> tuple[ConnectedLayer, Shap
     batch_normalize = s.get_int("batch_normalize", 0)
     activation = activation_from(s)
     ctx.reserve(s, output * (inputs + 4), f"output={output} for {inputs} inputs", "output")
-    linear = nn.Linear(inputs, output, bias=not batch_normalize)
+    linear = _affine_op(ctx, nn.Linear, inputs, output, bias=not batch_normalize)
     bn = nn.BatchNorm1d(output, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
     return ConnectedLayer(linear, bn, activation), Shape(output, 1, 1)

@@ -1,0 +1,80 @@
+"""What the commands import: only what they need (start-up time is most of a one-image `detector test`)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from reference import read_json
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# Imported by none of `detector test`'s code: sympy is what a net built on the meta device and moved
+# with Module.to_empty pulls in (0.25 s); the others belong to other commands
+NOT_FOR_DETECTOR_TEST = ("onnx", "onnxruntime", "matplotlib", "pycocotools", "hypothesis", "sympy", "scipy", "PIL")
+
+
+def _run_program(args: list[str], before: str = "") -> subprocess.CompletedProcess:
+    """`python -m pydarknet ARGS` in a fresh interpreter, after the Python statements `before`; at exit
+    (atexit) it prints the top-level modules imported, on a line `MODULES …`."""
+    code = (f"import atexit, runpy, sys\n{before}\n"
+            "atexit.register(lambda: print('MODULES', *sorted({name.split('.')[0] for name in sys.modules})))\n"
+            f"sys.argv = ['pydarknet', *{[str(a) for a in args]!r}]\n"
+            "runpy.run_module('pydarknet', run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+
+
+def _modules_after(args: list[str]) -> set[str]:
+    """The top-level modules imported by `python -m pydarknet ARGS`."""
+    result = _run_program(args)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("MODULES "))
+    return set(line.split()[1:])
+
+
+def test_detector_test_imports_only_what_it_needs(reference, tmp_path):
+    net = "mini-yolov2-voc"
+    modules = _modules_after(["-q", "detector", "test", REPO / "cfg" / "voc.data", reference / "mini" / f"{net}.cfg",
+                              reference / "mini" / f"{net}.weights", REPO / "data" / "dog.jpg", "-out", tmp_path / "p"])
+    assert {"torch", "cv2", "pydarknet"} <= modules
+    assert not modules & set(NOT_FOR_DETECTOR_TEST)
+    assert (tmp_path / "p.jpg").is_file()
+
+
+def test_help_imports_no_torch():
+    modules = _modules_after(["detector", "test", "--help"])
+    assert "torch" not in modules and not modules & set(NOT_FOR_DETECTOR_TEST)
+
+
+def _detector_test(reference, tmp_path) -> list[str]:
+    net = "mini-yolov2-voc"
+    return ["detector", "test", REPO / "cfg" / "voc.data", reference / "mini" / f"{net}.cfg",
+            reference / "mini" / f"{net}.weights", REPO / "data" / "dog.jpg", "-thresh", "0.1",
+            "-out", tmp_path / "p", "--json", tmp_path / "dets.json"]
+
+
+# An object that says when the interpreter's teardown frees it (a module global of __main__)
+TEARDOWN_WITNESS = ("class Witness:\n    def __del__(self):\n        print('TEARDOWN', flush=True)\n"
+                    "witness = Witness()")
+
+
+def test_detector_test_ends_without_the_interpreters_teardown(reference, tmp_path):
+    """After writing everything, `detector test` runs the exit handlers and ends: no teardown."""
+    result = _run_program(_detector_test(reference, tmp_path), before=TEARDOWN_WITNESS)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    expected = read_json(reference / "forward" / "mini-yolov2-voc" / "dog" / "dets_t0.10.json")["printed"]
+    assert [line for line in lines if "Predicted in" not in line and not line.startswith("MODULES ")] == expected
+    assert lines[-1].startswith("MODULES ") and "TEARDOWN" not in result.stdout  # atexit ran, teardown did not
+    assert json.loads((tmp_path / "dets.json").read_text())["detections"]   # written whole
+    assert (tmp_path / "p.jpg").stat().st_size > 0
+
+
+def test_a_failing_command_exits_normally(reference, tmp_path):
+    args = _detector_test(reference, tmp_path)
+    args[5] = tmp_path / "nope.jpg"
+    result = _run_program(args, before=TEARDOWN_WITNESS)
+    assert result.returncode == 1 and "nope.jpg" in result.stderr and "Traceback" not in result.stderr
+    assert "TEARDOWN" in result.stdout
