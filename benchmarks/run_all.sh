@@ -2,7 +2,8 @@
 # Run every benchmark (what `make bench` calls) and print a summary of the headline figures.
 # Results: $BENCH_OUT (default results/bench, git-ignored): one JSON per script, plus each script's log.
 # Python: $PYTHON (default python). The OpenCV 4.x baseline makes its own virtualenv on first use
-# (see benchmarks/opencv_dnn.py); each script takes a few minutes on 2 cores.
+# (see benchmarks/opencv_dnn.py); each script takes a few minutes on 2 cores. The C Darknet rows need
+# $DARKNET_PJREDDIE / $DARKNET_ALEXEYAB (CPU builds of your own; see benchmarks/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -21,6 +22,7 @@ rm -f "$OUT/failed.txt"
 run inference benchmarks/bench_inference.py --out "$OUT/inference.json"
 run train benchmarks/bench_train.py --out "$OUT/train.json"
 run train_loop benchmarks/bench_train_loop.py --out "$OUT/train_loop.json"
+run cli benchmarks/bench_cli.py --out "$OUT/cli.json"
 run decode benchmarks/bench_decode.py --out "$OUT/decode.json"
 if [[ -f benchmarks/bench_valid.py ]]; then
     run valid benchmarks/bench_valid.py
