@@ -32,6 +32,7 @@ demo9000: install
 	$(PYTHON) -m pydarknet.demo9000
 
 bench: install
+	$(PYTHON) -m pip install -q -e ".[bench]"
 	bash benchmarks/run_all.sh
 
 lint: install
