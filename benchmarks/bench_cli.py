@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import common
-from common import REPO, print_table, reference_cfg, reference_weights, write_json
+from common import REPO, c_darknet_binaries, print_table, reference_cfg, reference_weights, write_json
 
 NETS = ("yolov2-tiny-voc", "yolov2-voc")
 IMAGE = REPO / "data" / "dog.jpg"
-C_PROGRAMS = {"C Darknet (pjreddie)": "DARKNET_PJREDDIE", "C Darknet (AlexeyAB)": "DARKNET_ALEXEYAB"}
 
 
 def commands(net: str, out: Path) -> dict[str, tuple[list[str], Path]]:
@@ -34,14 +33,9 @@ def commands(net: str, out: Path) -> dict[str, tuple[list[str], Path]]:
     ours = [sys.executable, "-m", "pydarknet", "-q", "detector", "test", str(REPO / "cfg" / "voc.data"), cfg, weights,
             str(IMAGE), "-out", str(out / "pred")]
     found = {"pydarknet fp32": (ours, REPO), "pydarknet bf16": ([*ours, "-precision", "bf16"], REPO)}
-    for name, variable in C_PROGRAMS.items():
-        binary = os.environ.get(variable)
-        if binary:
-            extra = ["-dont_show"] if "AlexeyAB" in name else []
-            found[name] = ([binary, "detector", "test", "cfg/voc.data", cfg, weights, str(IMAGE), *extra],
-                           Path(binary).resolve().parent)
-        else:
-            print(f"{name}: skipped (set ${variable} to a CPU build of it)")
+    for name, binary in c_darknet_binaries().items():
+        extra = ["-dont_show"] if "AlexeyAB" in name else []
+        found[name] = ([str(binary), "detector", "test", "cfg/voc.data", cfg, weights, str(IMAGE), *extra], binary.parent)
     return found
 
 

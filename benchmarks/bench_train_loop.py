@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 import common
-from common import REPO, print_table, reference_cfg, write_json
+from common import C_PROGRAMS, REPO, c_darknet_binaries, print_table, reference_cfg, write_json
 
 from pydarknet.data.synth import make_synth
 
@@ -34,7 +34,6 @@ BATCH, SIZE = 8, 416
 CLASSES = 20   # the cfg's: the synthetic labels' class ids are below it
 # "N: loss, avg, rate, S seconds, ..." (pjreddie, pydarknet) and " N: loss, avg loss, rate, S seconds, ..." (AlexeyAB)
 ITERATION_LINE = re.compile(r"^\s*(\d+): \S+, \S+ avg(?: loss)?, \S+ rate, ([\d.]+) seconds", re.M)
-C_PROGRAMS = {"C Darknet (pjreddie)": "DARKNET_PJREDDIE", "C Darknet (AlexeyAB)": "DARKNET_ALEXEYAB"}
 
 
 def training_cfg(path: Path, iterations: int) -> Path:
@@ -70,13 +69,8 @@ def systems(data: Path, cfg: Path, workers: int) -> dict[str, list[str]]:
     ours = [sys.executable, "-m", "pydarknet", "detector", "train", str(data), str(cfg), "-clear",
             "--workers", str(workers), "-nogpu"]
     commands = {"pydarknet fp32": ours, "pydarknet --amp (bf16)": [*ours, "--amp"]}
-    for name, variable in C_PROGRAMS.items():
-        binary = os.environ.get(variable)
-        if binary:
-            commands[name] = [binary, "detector", "train", str(data), str(cfg)] + (
-                ["-dont_show"] if "AlexeyAB" in name else [])
-        else:
-            print(f"{name}: skipped (set ${variable} to a CPU build of it)")
+    for name, binary in c_darknet_binaries().items():
+        commands[name] = [str(binary), "detector", "train", str(data), str(cfg)] + (["-dont_show"] if "AlexeyAB" in name else [])
     return commands
 
 

@@ -59,6 +59,21 @@ def reference_weights(name: str) -> Path:
     return target
 
 
+# The C programs, CPU builds of the user's own (never part of this repository), by the variable naming each
+C_PROGRAMS = {"C Darknet (pjreddie)": "DARKNET_PJREDDIE", "C Darknet (AlexeyAB)": "DARKNET_ALEXEYAB"}
+
+
+def c_darknet_binaries() -> dict[str, Path]:
+    """The C Darknet binaries the environment names (a line for each one it does not)."""
+    found = {}
+    for name, variable in C_PROGRAMS.items():
+        if os.environ.get(variable):
+            found[name] = Path(os.environ[variable]).resolve()
+        else:
+            print(f"{name}: skipped (set ${variable} to a CPU build of it)")
+    return found
+
+
 def set_threads(threads: int = THREADS) -> None:
     torch.set_num_threads(threads)
 
