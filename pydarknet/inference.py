@@ -17,7 +17,8 @@ from .choices import BACKENDS, PRECISIONS
 from .export import INPUT_NAME, export_network
 from .fuse import fuse_for_inference, give_heads_nchw_inputs
 from .network import Darknet, load_network
-from .prepack import prepack_convolutions, prepacking_available
+from .layers.conv import ConnectedLayer, ConvolutionalLayer
+from .prepack import PrepackedConvolution, prepack_convolutions, prepacking_available
 
 
 
@@ -58,8 +59,7 @@ class InferenceNetwork(nn.Module):
 
     def _prepare_trunk(self, dtype: torch.dtype, prepack: bool) -> None:
         """Cast the layers before the head to `dtype` (bf16 only) and prepack the convs (CPU)."""
-        head = len(self.net.layers) - 1
-        upto = head if dtype != torch.float32 else None
+        upto = self._head if dtype != torch.float32 else None
         if upto is not None:
             for layer in self.net.layers[:upto]:
                 layer.to(dtype)
@@ -87,9 +87,17 @@ class InferenceNetwork(nn.Module):
             return self._bf16_forward(x)
         return self.net(x)
 
+    @property
+    def _head(self) -> int:
+        """The index of the layer that runs in float32 in bf16 mode: the last one, a region / softmax / cost
+        head; or one past it when the last layer holds weights (a trunk ending in a conv: all in bf16)."""
+        last = len(self.net.layers) - 1
+        return last + 1 if isinstance(self.net.layers[last], (ConvolutionalLayer, ConnectedLayer, PrepackedConvolution)) else last
+
     def _bf16_forward(self, x: Tensor) -> Tensor:
-        net = self.net
-        head = len(net.layers) - 1
+        net, head = self.net, self._head
+        if head == len(net.layers):
+            return net(x.to(torch.bfloat16)).float()
         sources = net.info[head].sources
         outputs = net.run(x.to(torch.bfloat16), keep=set(sources), upto=head)
         return net.layers[head](*(outputs[source].float() for source in sources))

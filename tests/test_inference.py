@@ -257,3 +257,20 @@ def test_cuda_inference_net_matches_cpu(reference, precision):
     probabilities = np.r_[0, 1, 4:want.shape[2]]
     tolerance = 1e-3 if precision == "fp32" else BF16_MINI_PROBABILITY_ABS
     assert (got.cpu() - want)[:, :, probabilities].abs().max() <= tolerance
+
+
+def test_bf16_net_ending_in_a_conv_runs_it_in_bf16_too(reference, tmp_path):
+    """A trunk (a cfg without its head, as OpenCV DNN runs yolo9000) has no float32 head: its last conv is
+    bf16 as well, and the output comes back float32."""
+    cfg = reference / "mini" / "mini-yolov2-tiny-voc.cfg"
+    text = cfg.read_text()
+    trunk = tmp_path / "trunk.cfg"
+    trunk.write_text(text[:text.rindex("[region]")])
+    weights = reference / "mini" / "mini-yolov2-tiny-voc.weights"
+    x = network_input(reference, "dog", MINI_NETS["mini-yolov2-tiny-voc"])
+    fp32, bf16 = (load_inference_network(trunk, weights, precision=precision) for precision in ("fp32", "bf16"))
+    assert bf16._head == len(bf16.net.layers)
+    with torch.inference_mode():
+        want, got = fp32(x), bf16(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert 0 < (got - want).abs().max() <= 0.05 * want.abs().max()
