@@ -11,7 +11,7 @@ and in the channels_last memory format.
 Data loading is timed on its own: decoding and Darknet's augmentation of synthetic JPEGs
 (`pydarknet/data/synth.py`) at 416, in this process and through `train_loader` with its workers.
 
-Reference: the C Darknet (CPU, this machine) takes 7.1 s per step of yolov2-tiny-voc at batch 8.
+The C Darknet is timed beside pydarknet, on the whole `detector train` loop, by bench_train_loop.py.
 
 Usage: python benchmarks/bench_train.py [--out results/bench/train.json] [--runs 3]
 """
@@ -52,7 +52,6 @@ from pydarknet.network import Darknet
 NETS = ("yolov2-tiny-voc", "yolov2-voc")
 BATCH = 8
 SIZE = 416
-DARKNET_CPU_SECONDS = {"yolov2-tiny-voc": 7.1}   # C Darknet, CPU, one step of batch 8 on this machine
 MAX_BOXES = 6
 PAST_WARM_UP = PRIOR_SEEN   # seen of every timed step: the region loss's prior pull is over, as in most training
 
@@ -83,7 +82,7 @@ def random_truths(batch: int, classes: int, generator: torch.Generator) -> Tenso
 @dataclasses.dataclass(frozen=True)
 class Mode:
     device: torch.device
-    amp: bool              # bfloat16 autocast (CUDA)
+    amp: bool              # bfloat16 autocast
     channels_last: bool
 
     @property
@@ -95,8 +94,9 @@ class Mode:
 
 
 def modes(device: torch.device) -> list[Mode]:
-    """float32 and, on CUDA, bfloat16 autocast; each in NCHW and in channels_last."""
-    amps = (False, True) if device.type == "cuda" else (False,)
+    """float32 and, on CUDA or a CPU with AVX512-BF16/AMX, bfloat16 autocast; each in NCHW and in channels_last."""
+    bf16_cpu = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    amps = (False, True) if device.type == "cuda" or bf16_cpu else (False,)
     return [Mode(device, amp, channels_last) for amp in amps for channels_last in (False, True)]
 
 
@@ -125,10 +125,8 @@ def step_timings(modes: list[Mode], warmup: int, runs: int) -> list[dict]:
     rows = []
     for (name, mode), seconds in interleave(cases, warmup, runs).items():
         timing = Timing(name, BATCH, seconds)
-        reference = DARKNET_CPU_SECONDS.get(name) if mode.device.type == "cpu" else None
         rows.append({"mode": str(mode), "device": mode.device.type, "amp": mode.amp,
-                     "channels_last": mode.channels_last, "batch": BATCH, "size": SIZE, **timing.as_dict(),
-                     "darknet_cpu_s": reference, "speedup_vs_darknet": reference / timing.median if reference else None})
+                     "channels_last": mode.channels_last, "batch": BATCH, "size": SIZE, **timing.as_dict()})
     return rows
 
 
@@ -160,14 +158,11 @@ def report(rows: list[dict], loading: dict) -> dict:
     table, summary = [], {}
     for row in rows:
         mode = row["mode"]
-        speedup = f"{row['speedup_vs_darknet']:.1f}x" if row["speedup_vs_darknet"] else "-"
         table.append([row["name"], mode, f"{row['median_s']:.2f}", f"{row['min_s']:.2f}",
-                      f"{row['items_per_s']:.2f}", speedup])
+                      f"{row['items_per_s']:.2f}"])
         summary[f"train {row['name']} {mode} images/s"] = row["items_per_s"]
-        if row["speedup_vs_darknet"]:
-            summary[f"train {row['name']} {mode} speed-up vs C Darknet"] = row["speedup_vs_darknet"]
     print(f"\ntraining step, batch {BATCH} at {SIZE} (forward + region loss + backward + SGD update)")
-    print_table(table, ["net", "mode", "median s/step", "min s/step", "images/s", "vs C Darknet (7.1 s/step)"])
+    print_table(table, ["net", "mode", "median s/step", "min s/step", "images/s"])
     print(f"\ndata loading at {SIZE} with augmentation: {loading['single_process_images_per_s']:.1f} images/s in one "
           f"process, {loading['loader_images_per_s']:.1f} images/s through train_loader "
           f"({loading['loader_workers']} workers)")
