@@ -1,5 +1,5 @@
-"""Inference-only networks: a Darknet net with batch norm folded, run by PyTorch (float32 or bfloat16)
-or by onnxruntime, behind the interface that `predict.detect`, `classify` and validation read.
+"""Inference-only networks: a Darknet net with batch norm folded, run by PyTorch (float32 or bfloat16),
+onnxruntime or OpenVINO, behind the interface that `predict.detect`, `classify` and validation read.
 
 >>> net = load_inference_network("yolov2-voc.cfg", "yolov2-voc.weights")             # doctest: +SKIP
 >>> detect(net, "dog.jpg")                                                          # doctest: +SKIP
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .choices import BACKENDS, PRECISIONS
+from .errors import DarknetError
 from .export import INPUT_NAME, export_network
 from .fuse import fuse_for_inference, give_heads_nchw_inputs
-from .network import Darknet, load_network
 from .layers.conv import ConnectedLayer, ConvolutionalLayer
+from .network import Darknet, load_network
 from .prepack import PrepackedConvolution, prepack_convolutions, prepacking_available
 
 
@@ -31,7 +34,9 @@ class InferenceNetwork(nn.Module):
     bfloat16 features, accumulating in float32; the head (region / softmax) runs in float32 on the
     up-cast features, so that its group sums keep float32 accuracy.
     backend "onnxruntime": the exported ONNX graph (`export.export_network`) in one session built here,
-    with as many intra-op threads as torch uses; inputs are moved to the CPU for it.
+    with as many intra-op threads as torch uses; inputs are moved to the CPU for it (fp32 only).
+    backend "openvino" (`pip install openvino`): the same graph compiled by OpenVINO for the CPU, with
+    its inference precision set to f32 or bf16 (bf16 there covers the whole graph, head included).
 
     A prepacked net holds opaque oneDNN tensors: it cannot be copied or moved to another device.
     """
@@ -43,6 +48,8 @@ class InferenceNetwork(nn.Module):
         _check_choice("backend", backend, BACKENDS)
         if backend == "onnxruntime" and (precision != "fp32" or net.device.type != "cpu"):
             raise ValueError(f"the onnxruntime backend runs fp32 on the cpu (asked: {precision} on {net.device})")
+        if backend == "openvino" and net.device.type != "cpu":
+            raise ValueError(f"the openvino backend runs on the cpu (asked: {net.device})")
         if precision == "bf16" and len(net._heads) > 1:
             raise ValueError(f"{net.cfg_path}: bf16 inference supports one output layer, this net has "
                              f"{len(net._heads)} [yolo] heads")
@@ -52,7 +59,7 @@ class InferenceNetwork(nn.Module):
         prepack = backend == "torch" and prepacking_available(self._device, dtype)
         # prepacked convs reorder the weights themselves and write NHWC outputs: no channels_last copy
         self.net = fuse_for_inference(net, channels_last=not prepack, in_place=in_place)
-        self._session = _onnxruntime_session(self.net) if backend == "onnxruntime" else None
+        self._session = _SESSIONS[backend](self.net, precision) if backend in _SESSIONS else None
         if backend == "torch":
             self._prepare_trunk(dtype, prepack)
         self.eval()
@@ -81,8 +88,7 @@ class InferenceNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._session is not None:
-            (output,) = self._session.run(None, {INPUT_NAME: x.detach().float().cpu().contiguous().numpy()})
-            return torch.from_numpy(output)
+            return torch.from_numpy(self._session(x.detach().float().cpu().contiguous().numpy()))
         if self.precision == "bf16":
             return self._bf16_forward(x)
         return self.net(x)
@@ -111,16 +117,38 @@ def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _onnxruntime_session(net: Darknet):
+def _onnx_bytes(net: Darknet) -> bytes:
+    model = io.BytesIO()
+    export_network(net, model)
+    return model.getvalue()
+
+
+def _onnxruntime_session(net: Darknet, _precision: str) -> Callable[[np.ndarray], np.ndarray]:
     """An onnxruntime CPU session of `net` exported in memory, threads as torch's."""
     import onnxruntime
 
-    model = io.BytesIO()
-    export_network(net, model)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(model.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(_onnx_bytes(net), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {INPUT_NAME: x})[0]
+
+
+def _openvino_session(net: Darknet, precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    """`net` exported in memory and compiled by OpenVINO for the CPU (threads as torch's, latency hint)."""
+    try:
+        import openvino
+    except ImportError:
+        raise DarknetError("the openvino backend needs the openvino package: pip install openvino") from None
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(_onnx_bytes(net)), "CPU", {
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]})
+    request = compiled.create_infer_request()
+    return lambda x: request.infer([x])[0].copy()   # the request reuses its output buffer
+
+
+_SESSIONS = {"onnxruntime": _onnxruntime_session, "openvino": _openvino_session}
 
 
 def load_inference_network(cfg: str | os.PathLike, weights: str | os.PathLike, device: str | torch.device = "cpu",

@@ -292,10 +292,11 @@ def test_decoder_opencv_is_an_explicit_choice(reference, jpegs, tmp_path):
     assert _printed_lines(_invoke(args + ["--decoder", "opencv"], tmp_path).stdout) != expected
 
 
-@pytest.mark.parametrize("options", [["-backend", "onnxruntime"], ["--precision", "fp32", "--backend", "torch"]])
+@pytest.mark.parametrize("options", [["-backend", "onnxruntime"], ["-backend", "openvino"],
+                                     ["--precision", "fp32", "--backend", "torch"]])
 def test_fp32_inference_options_keep_darknets_lines(reference, jpegs, tmp_path, options):
-    if "onnxruntime" in options:
-        pytest.importorskip("onnxruntime")
+    if options[1] != "fp32":
+        pytest.importorskip(options[1])
     net = "mini-yolov2-voc"
     result = _invoke(["detector", "test", REPO / "cfg" / "voc.data", reference / "mini" / f"{net}.cfg",
                       reference / "mini" / f"{net}.weights", jpegs["horses"], "-thresh", "0.10",

@@ -1,6 +1,8 @@
 """load_inference_network: fused fp32, bf16 and onnxruntime nets against the Darknet references."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from reference import (
     network_input,
 )
 
-from pydarknet import load_inference_network
+from pydarknet import DarknetError, load_inference_network
 from pydarknet.cfg import parse_cfg_text
 from pydarknet.evaluate.inference import detect_images
 from pydarknet.fuse import FusedNetworkError, fuse_for_inference
@@ -173,6 +175,24 @@ def test_without_prepacking_the_plain_layers_run(reference, monkeypatch):
         assert 0.001 < (bf16(x) - want).abs().max() <= BF16_MINI_PROBABILITY_ABS * want.abs().max()
 
 
+@pytest.mark.parametrize("name", MINI_NETS)
+def test_openvino_backend_matches_torch(reference, name):
+    pytest.importorskip("openvino")
+    files = mini_files(reference, name)
+    x = torch.cat([network_input(reference, image, MINI_NETS[name]) for image in images_for(name)])
+    with torch.inference_mode():
+        want = load_inference_network(*files)(x)
+    got = load_inference_network(*files, backend="openvino")(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert (got - want).abs().max() <= ONNXRUNTIME_REL * want.abs().max()
+
+
+def test_openvino_backend_without_the_package_is_one_clear_error(reference, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)   # as if not installed
+    with pytest.raises(DarknetError, match="the openvino backend needs the openvino package: pip install openvino"):
+        load_inference_network(*mini_files(reference, "mini-yolov2-tiny-voc"), backend="openvino")
+
+
 def test_bf16_mini_net_probabilities_within_tolerance(reference):
     """The mini net with the smallest bf16 error (0.028 measured; mini-yolov2-voc: 0.17, too deep for bf16)."""
     name = "mini-yolov2-tiny-voc"
@@ -236,7 +256,7 @@ def test_inference_net_exposes_what_detect_reads(reference):
 
 @pytest.mark.parametrize("options, message", [
     ({"precision": "fp16"}, "precision must be one of fp32, bf16; got 'fp16'"),
-    ({"backend": "tensorrt"}, "backend must be one of torch, onnxruntime"),
+    ({"backend": "tensorrt"}, "backend must be one of torch, onnxruntime, openvino"),
     ({"backend": "onnxruntime", "precision": "bf16"}, "onnxruntime backend runs fp32 on the cpu"),
 ])
 def test_bad_options_are_rejected(reference, options, message):

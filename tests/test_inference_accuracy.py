@@ -9,6 +9,7 @@ Issue 12's bar: mAP@0.5 within 0.5 points of float32, and on 20 images the same 
 """
 from __future__ import annotations
 
+import importlib.util
 import lzma
 
 import numpy as np
@@ -36,22 +37,32 @@ def demo(tmp_path_factory):
     weights.write_bytes(lzma.decompress(DEMO_WEIGHTS.read_bytes()))
     data = make_synth(folder / "data", train=1, valid=DEMO_VALID, size=DEMO_SIZE, seed=DEMO_SEED)
     nets = {precision: load_inference_network(DEMO_CFG, weights, precision=precision) for precision in ("fp32", "bf16")}
+    if importlib.util.find_spec("openvino") is not None:
+        nets["openvino bf16"] = load_inference_network(DEMO_CFG, weights, precision="bf16", backend="openvino")
     return data, nets
 
 
-def test_bf16_map_is_within_half_a_point_of_fp32(demo):
+@pytest.fixture(params=["bf16", "openvino bf16"])
+def fast(request, demo):
+    """The name of a fast path in `demo`'s nets (skipped when its backend is not installed)."""
+    if request.param not in demo[1]:
+        pytest.skip(f"{request.param}: the backend is not installed")
+    return request.param
+
+
+def test_bf16_map_is_within_half_a_point_of_fp32(demo, fast):
     data, nets = demo
-    maps = {precision: compute_map(net, data, workers=0).mean_ap for precision, net in nets.items()}
+    maps = {name: compute_map(nets[name], data, workers=0).mean_ap for name in ("fp32", fast)}
     assert maps["fp32"] > 0.8, maps   # the demo's target: this is a trained net
-    assert abs(maps["bf16"] - maps["fp32"]) <= MAP_POINTS, maps
+    assert abs(maps[fast] - maps["fp32"]) <= MAP_POINTS, maps
 
 
-def test_bf16_finds_the_same_objects_as_fp32_on_20_images(demo):
+def test_bf16_finds_the_same_objects_as_fp32_on_20_images(demo, fast):
     data, nets = demo
     names = read_names(data.parent / "synth.names")
     found = 0
     for path in read_list(data.parent / "valid.txt")[:USER_IMAGES]:
-        want, got = (detect(nets[precision], path, USER_THRESH, names=names) for precision in ("fp32", "bf16"))
+        want, got = (detect(nets[name], path, USER_THRESH, names=names) for name in ("fp32", fast))
         assert sorted(o.name for o in got) == sorted(o.name for o in want), path
         for name in {o.name for o in want}:
             mine, theirs = ([o for o in objects if o.name == name] for objects in (got, want))

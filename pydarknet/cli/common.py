@@ -48,7 +48,8 @@ def inference_options(function):
         return function(*args, inference={"precision": precision, "backend": backend}, **kwargs)
 
     run = click.option("-backend", "--backend", "backend", type=click.Choice(BACKENDS), default="torch",
-                       show_default=True, help="What runs the net: PyTorch, or onnxruntime (CPU, fp32).")(run)
+                       show_default=True, help="What runs the net: PyTorch, onnxruntime (CPU, fp32) or OpenVINO "
+                                               "(CPU; pip install openvino).")(run)
     return click.option("-precision", "--precision", "precision", type=click.Choice(PRECISIONS), default="fp32",
                         show_default=True, help="fp32 (Darknet's numbers) or bf16 (faster on CPUs with AVX512-BF16/AMX "
                                                 "and on GPUs; the layers before the head in bfloat16).")(run)
