@@ -28,10 +28,6 @@ CLASS_COLOR_STRIDE = 123457        # DARKNET(image.c:draw_detections): spreads c
 _COLOR_RAMP = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0]], np.float32)
 
 
-DECODERS = ("stb", "opencv")
-# DIVERGES: training decodes with OpenCV unless asked otherwise: the stb-exact decoder is 1.4-2.5x slower
-# per augmented sample on images above 416x416, and the random crops make exact pixels moot there
-TRAINING_DECODER = "opencv"
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"   # SOI, EOI markers
 
 

@@ -43,9 +43,9 @@ def test_detector_test_imports_only_what_it_needs(reference, tmp_path):
     assert (tmp_path / "p.jpg").is_file()
 
 
-def test_help_imports_no_torch():
+def test_help_imports_no_torch_and_no_opencv():
     modules = _modules_after(["detector", "test", "--help"])
-    assert "torch" not in modules and not modules & set(NOT_FOR_DETECTOR_TEST)
+    assert not modules & {"torch", "cv2", *NOT_FOR_DETECTOR_TEST}
 
 
 def _detector_test(reference, tmp_path) -> list[str]:

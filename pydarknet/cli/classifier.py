@@ -6,7 +6,7 @@ import time
 import click
 
 from ..cfg import resolve_path
-from ..image import TRAINING_DECODER
+from ..choices import TRAINING_DECODER
 from ..data.files import read_data_file, read_list
 from .common import (classifier, data_cfg_weights, decoder_option, device_option, existing_file, image_paths,
                      inference_options, main, names_for, open_network, report_skipped, shipped_file, shipped_or_given)

@@ -23,10 +23,9 @@ import click
 
 from .. import __version__
 from ..cfg import resolve_path
-from ..choices import BACKENDS, PRECISIONS
+from ..choices import BACKENDS, DECODERS, PRECISIONS
 from ..data.files import read_data_file, read_names
 from ..errors import DarknetError, DataError, MissingFileError
-from ..image import DECODERS
 
 log = logging.getLogger("pydarknet")
 

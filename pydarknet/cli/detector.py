@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..cfg import resolve_path
-from ..image import TRAINING_DECODER
+from ..choices import TRAINING_DECODER
 from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option,
                      end_without_teardown, existing_file, image_paths, inference_options, main, names_for, open_network,
                      region_of, report_skipped, shipped_file, shipped_or_given)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..data.files import read_data_file
 from ..errors import CfgError, TrainingError
-from ..image import TRAINING_DECODER
+from ..choices import TRAINING_DECODER
 from ..network import Darknet, network_mode, select_device
 from ..summary import layer_table, loading_weights_line, saving_weights_line
 from ..weights import check_iterations_left, load_weights, remove_stale_temporaries, save_weights
