@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -21,8 +22,12 @@ from .export import INPUT_NAME, export_network
 from .fuse import fuse_for_inference, give_heads_nchw_inputs
 from .layers.conv import ConnectedLayer, ConvolutionalLayer
 from .network import Darknet, load_network
-from .prepack import PrepackedConvolution, prepack_convolutions, prepacking_available
+from .prepack import PrepackedConvolution, cpu_runs_bf16, prepack_convolutions, prepacking_available
 
+
+
+class SlowPrecisionWarning(UserWarning):
+    """A precision this device only emulates was asked for."""
 
 
 class InferenceNetwork(nn.Module):
@@ -55,6 +60,9 @@ class InferenceNetwork(nn.Module):
                              f"{len(net._heads)} [yolo] heads")
         self.precision, self.backend = precision, backend
         self._device = net.device
+        if precision == "bf16" and backend == "torch" and net.device.type == "cpu" and not cpu_runs_bf16():
+            warnings.warn("bf16 on this CPU (no AVX512-BF16 or AMX) is emulated and several times slower than "
+                          "fp32: use precision fp32 here", SlowPrecisionWarning, stacklevel=2)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         prepack = backend == "torch" and prepacking_available(self._device, dtype)
         # prepacked convs reorder the weights themselves and write NHWC outputs: no channels_last copy

@@ -193,6 +193,15 @@ def test_openvino_backend_without_the_package_is_one_clear_error(reference, monk
         load_inference_network(*mini_files(reference, "mini-yolov2-tiny-voc"), backend="openvino")
 
 
+def test_bf16_on_a_cpu_that_emulates_it_warns(reference, monkeypatch):
+    import pydarknet.inference
+    from pydarknet.inference import SlowPrecisionWarning
+
+    monkeypatch.setattr(pydarknet.inference, "cpu_runs_bf16", lambda: False)
+    with pytest.warns(SlowPrecisionWarning, match="emulated and several times slower than fp32"):
+        InferenceNetwork(mini_network(reference, "mini-yolov2-tiny-voc"), precision="bf16")
+
+
 def test_bf16_mini_net_probabilities_within_tolerance(reference):
     """The mini net with the smallest bf16 error (0.028 measured; mini-yolov2-voc: 0.17, too deep for bf16)."""
     name = "mini-yolov2-tiny-voc"
