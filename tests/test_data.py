@@ -510,3 +510,18 @@ def test_train_loader_is_the_same_with_workers(sample_dir):
     for (a_images, a_truths), (b_images, b_truths) in zip(serial, parallel):
         torch.testing.assert_close(a_images, b_images, rtol=0, atol=0)
         torch.testing.assert_close(a_truths, b_truths, rtol=0, atol=0)
+
+
+def test_batch_sampler_stride_is_one_process_share_of_a_multi_gpu_run():
+    """DARKNET(detector.c:train_detector): N GPUs advance the iteration counter by N per round, so a process
+    trains steps start, start + N, ...; step s keeps its random stream, and the final-608 rule of
+    multi-scale reads the global step."""
+    full = list(DarknetBatchSampler(100, 6, 3, 21, size=(96, 96), seed=5))
+    share = DarknetBatchSampler(100, 6, 3, 21, size=(96, 96), start_batch=1, seed=5, stride=2)
+    assert len(share) == 10 * 3                      # steps 1, 3, ..., 19
+    assert list(share) == [batch for step in range(1, 21, 2) for batch in full[3 * step:3 * step + 3]]
+    near_the_end = DarknetBatchSampler(7, 4, 2, max_batches=300, start_batch=0, random=True, seed=3, stride=2)
+    sizes = [batch[0].w for batch in near_the_end][::2]   # one per round (2 mini-batches each)
+    # sizes are drawn every 10 rounds; the first draw past step 100 (100 + 200 > 300 is not yet) is round 60,
+    # step 120, where one process alone would reach it at round 110
+    assert len(sizes) == 150 and sizes[60:] == [608] * 90 and set(sizes[:60]) != {608}

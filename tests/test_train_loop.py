@@ -193,7 +193,9 @@ def test_two_processes_with_torchrun_and_ddp(dataset, tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "Learning Rate: 0.002," in completed.stdout  # DARKNET: the rate is multiplied by the GPU count
     lines = [line for line in completed.stdout.splitlines() if LINE.match(line)]
-    assert [LINE.match(line).group(1) for line in lines] == ["1", "2"]
-    assert lines[-1].endswith("16 images")  # 2 processes x batch 4 x 2 iterations
+    # DARKNET(detector.c:train_detector): one round of 2 GPUs is iterations 1 and 2; `images` = i * batch * ngpus
+    assert [LINE.match(line).group(1) for line in lines] == ["2"]
+    assert lines[-1].endswith("16 images")
     net = load_network(cfg, dataset.parent / "backup" / "tiny_final.weights", "cpu")
+    assert net.seen == 2 * 4   # the global batch of the one round (network.c:sync_nets)
     assert torch.isfinite(net.layers[0].op.weight).all()

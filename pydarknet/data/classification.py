@@ -194,13 +194,15 @@ class ClassificationDataset(Dataset):
 
 
 def classification_train_loader(dataset: ClassificationDataset, batch: int, subdivisions: int, max_batches: int, *,
-                                start_batch: int = 0, seed: int = 0, workers: int = 2) -> DetectionLoader:
-    """Training mini-batches (images (B, 3, h, w), truths (B, k)) for steps start_batch..max_batches-1.
+                                start_batch: int = 0, seed: int = 0, workers: int = 2,
+                                stride: int = 1) -> DetectionLoader:
+    """Training mini-batches (images (B, 3, h, w), truths (B, k)) for steps start_batch..max_batches-1
+    (every `stride`-th: see `DarknetBatchSampler`).
 
     DARKNET(classifier.c:train_classifier): every step draws batch images at random with replacement.
     """
     sampler = DarknetBatchSampler(len(dataset), batch, subdivisions, max_batches, dataset.size, start_batch,
-                                  random=False, seed=seed)
+                                  random=False, seed=seed, stride=stride)
     return DetectionLoader(DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                       collate_fn=collate_detections))
 

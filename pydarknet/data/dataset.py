@@ -135,7 +135,9 @@ def multiscale_dim(rng: np.random.Generator, count: int, current_batch: int, max
 
 
 class DarknetBatchSampler(Sampler):
-    """Mini-batches of SampleKeys for training steps `start_batch .. max_batches-1`.
+    """Mini-batches of SampleKeys for training steps `start_batch .. max_batches-1`, every `stride`-th
+    (one process's share of a run of `stride` processes: Darknet's iteration counter advances by the
+    GPU count per round).
 
     Each step draws `batch // subdivisions * subdivisions` images uniformly with replacement (as
     data.c:get_random_paths) and yields them as `subdivisions` mini-batches. Step s uses the random
@@ -143,7 +145,8 @@ class DarknetBatchSampler(Sampler):
     """
 
     def __init__(self, num_images: int, batch: int, subdivisions: int, max_batches: int,
-                 size: tuple[int, int] = (416, 416), start_batch: int = 0, random: bool = False, seed: int = 0):
+                 size: tuple[int, int] = (416, 416), start_batch: int = 0, random: bool = False, seed: int = 0,
+                 stride: int = 1):
         # DARKNET(parser.c:parse_net): the mini-batch is batch/subdivisions, rounded down
         self.minibatch = batch // subdivisions
         if num_images < 1 or self.minibatch < 1:
@@ -156,13 +159,14 @@ class DarknetBatchSampler(Sampler):
         self.start_batch = start_batch
         self.random = random
         self.seed = seed
+        self.steps = range(start_batch, max_batches, stride)
 
     def __len__(self) -> int:
-        return max(0, self.max_batches - self.start_batch) * self.subdivisions
+        return len(self.steps) * self.subdivisions
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         w, h = self.size
-        for count, step in enumerate(range(self.start_batch, self.max_batches)):
+        for count, step in enumerate(self.steps):
             rng = np.random.default_rng([self.seed, step])
             dim = multiscale_dim(rng, count, step, self.max_batches) if self.random else None
             if dim is not None:
@@ -220,12 +224,14 @@ class DetectionLoader:
 
 
 def train_loader(dataset: DetectionDataset, batch: int, subdivisions: int, max_batches: int, *,
-                 start_batch: int = 0, random: bool = False, seed: int = 0, workers: int = 2) -> DetectionLoader:
-    """Augmented mini-batches for steps start_batch..max_batches-1, loaded by `workers` processes.
+                 start_batch: int = 0, random: bool = False, seed: int = 0, workers: int = 2,
+                 stride: int = 1) -> DetectionLoader:
+    """Augmented mini-batches for steps start_batch..max_batches-1 (every `stride`-th: see
+    `DarknetBatchSampler`), loaded by `workers` processes.
 
     Uses `dataset.size` as the network size until `random` multi-scale first changes it.
     """
     sampler = DarknetBatchSampler(len(dataset), batch, subdivisions, max_batches, dataset.size,
-                                  start_batch, random, seed)
+                                  start_batch, random, seed, stride)
     return DetectionLoader(DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                       collate_fn=collate_detections))

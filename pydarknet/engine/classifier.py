@@ -96,7 +96,7 @@ class ClassifierHead(Head):
         return -loss.delta
 
     def open_data(self, data: DataConfig, data_path: str | os.PathLike, *, start_batch: int, seed: int,
-                  workers: int, decoder: str):
+                  workers: int, decoder: str, stride: int = 1):
         net, options = self.net, self.net.options
         if data.get_int("tag", 0):
             raise data.error("tag=1 (multi-label tag data) is not implemented", "tag")
@@ -114,7 +114,7 @@ class ClassifierHead(Head):
         dataset = ClassificationDataset(self.paths, class_labels(data, classes), (net.width, net.height),
                                         self.crop, tree, decoder)
         return classification_train_loader(dataset, options.batch, options.subdivisions, options.max_batches,
-                                           start_batch=start_batch, seed=seed, workers=workers)
+                                           start_batch=start_batch, seed=seed, workers=workers, stride=stride)
 
     def header_lines(self) -> list[str]:
         return [f"{len(self.paths)}", f"{self.crop.min} {self.crop.max}"]

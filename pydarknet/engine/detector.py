@@ -66,14 +66,14 @@ class RegionHead(Head):
         return loss.stats_line()   # DARKNET(region_layer.c:forward_region_layer): printed per mini-batch
 
     def open_data(self, data: DataConfig, data_path: str | os.PathLike, *, start_batch: int, seed: int,
-                  workers: int, decoder: str):
+                  workers: int, decoder: str, stride: int = 1):
         net, options = self.net, self.net.options
         dataset = DetectionDataset.from_list(data.get_path("train"), self.region.options.classes,
                                              size=(net.width, net.height), options=augment_options(net),
                                              classification_only=self.region.tree is not None, decoder=decoder)
         return train_loader(dataset, options.batch, options.subdivisions, options.max_batches,
                             start_batch=start_batch, random=bool(self.region.options.random), seed=seed,
-                            workers=workers)
+                            workers=workers, stride=stride)
 
     def printed_images(self, world: int) -> int:
         # DARKNET(detector.c:train_detector): i*imgs, imgs = batch * subdivisions * ngpus

@@ -46,9 +46,10 @@ class Head(ABC):
 
     @abstractmethod
     def open_data(self, data: DataConfig, data_path: str | os.PathLike, *, start_batch: int, seed: int,
-                  workers: int, decoder: str):
-        """The training loader (yielding (images, truths) mini-batches, with `skipped_count`); images are
-        decoded with `decoder` (see `image.load_image`)."""
+                  workers: int, decoder: str, stride: int = 1):
+        """The training loader (yielding (images, truths) mini-batches, with `skipped_count`) for the
+        iterations start_batch, start_batch + stride, ... below max_batches; images are decoded with
+        `decoder` (see `image.load_image`)."""
 
     def header_lines(self) -> list[str]:
         """Lines Darknet prints after the learning-rate line, once the data is open."""

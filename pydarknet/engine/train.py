@@ -126,8 +126,9 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
             log(f"Removed {stale}, an unfinished write of a killed run")
     images_per_iteration = options.mini_batch * options.subdivisions
     start = net.seen // images_per_iteration
+    # DARKNET(detector.c:train_detector): with N GPUs the iteration counter advances by N per round
     loader = head.open_data(data, data_path, start_batch=start, seed=seed * 1000 + rank, workers=workers,
-                            decoder=decoder)
+                            decoder=decoder, stride=world)
     optimizer = DarknetSGD(net)
     rng = np.random.default_rng(seed)   # the `random` learning-rate policy
     base = cfg_base(cfg_path)
@@ -154,6 +155,9 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
             write(line)
         if step.learning_rate is None:
             continue
+        # DARKNET(network.c:sync_nets): seen gains the other GPUs' images, so it counts the global batch
+        # DIVERGES: at every iteration, where Darknet syncs every 4th (seen lags by up to 3 rounds there)
+        net.seen += (world - 1) * images_per_iteration
         entry = _log_entry(net, head, cost / images_per_iteration, result.history, step.learning_rate,
                            time.perf_counter() - tick, world)
         if not math.isfinite(entry.loss):
