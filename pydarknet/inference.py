@@ -25,7 +25,6 @@ from .network import Darknet, load_network
 from .prepack import PrepackedConvolution, cpu_runs_bf16, prepack_convolutions, prepacking_available
 
 
-
 class SlowPrecisionWarning(UserWarning):
     """A precision this device only emulates was asked for."""
 
@@ -37,7 +36,8 @@ class InferenceNetwork(nn.Module):
     the reference pack's tolerances of Darknet (and of the fused net to rounding).
     precision "bf16": the layers before the head hold bfloat16 weights (prepacked on the CPU) and run on
     bfloat16 features, accumulating in float32; the head (region / softmax) runs in float32 on the
-    up-cast features, so that its group sums keep float32 accuracy.
+    up-cast features, so that its group sums keep float32 accuracy (a net ending in a conv, a trunk,
+    runs wholly in bf16).
     backend "onnxruntime": the exported ONNX graph (`export.export_network`) in one session built here,
     with as many intra-op threads as torch uses; inputs are moved to the CPU for it (fp32 only).
     backend "openvino" (`pip install openvino`): the same graph compiled by OpenVINO for the CPU, with
