@@ -1,6 +1,7 @@
 """`Darknet(nn.Module)`: a network built at run time from the sections of a Darknet cfg."""
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -169,7 +170,9 @@ class Darknet(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        """Where the net's tensors are (the CPU for a net that holds none, e.g. only pooling layers)."""
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:

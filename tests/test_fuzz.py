@@ -258,3 +258,27 @@ def test_long_cfgs(tmp_path, data):
 @given(data=weights_file())
 def test_long_weights(tmp_path, data):
     check_weights(data, tmp_path)
+
+
+@fuzz_settings(100)
+@given(data=grammar_cfg())
+def test_inference_networks_of_grammar_cfgs_give_the_fused_nets_output(tmp_path, data):
+    """Every net that builds runs as an `InferenceNetwork` (prepacked convs on the CPU, any size, stride,
+    padding, groups and activation) to the fused net's floats, within 1e-5 of the largest value."""
+    from pydarknet.fuse import fuse_for_inference
+    from pydarknet.inference import InferenceNetwork
+
+    path = tmp_path / "fuzz.cfg"
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            net = Darknet.from_cfg(path, seed=0, max_build_bytes=FUZZ_BUILD_BYTES).eval()
+        except DarknetError:
+            return
+    x = _tiny_input(net.channels, net.height, net.width)
+    with torch.inference_mode():
+        want = fuse_for_inference(net)(x)
+        got = InferenceNetwork(net)(x)
+    for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+        assert g.shape == w.shape and (g - w).abs().max() <= 1e-5 * max(w.abs().max(), 1.0), data.decode()
