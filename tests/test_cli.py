@@ -343,3 +343,36 @@ def test_the_cli_makes_openmp_threads_sleep_unless_told_otherwise(preset, expect
     code = "import os, pydarknet.cli; print(os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=REPO)
     assert done.stdout.strip() == expected
+
+
+class _Opened(Exception):
+    """Raised by the stand-in open_network once it has recorded what it was asked for."""
+
+
+@pytest.mark.parametrize("command", [
+    ["detector", "test", "cfg/voc.data", "CFG", "W", "data/dog.jpg"], ["detect", "CFG", "W", "data/dog.jpg"],
+    ["detector", "valid", "DATA", "CFG", "W"], ["detector", "recall", "DATA", "CFG", "W"],
+    ["detector", "map", "cfg/voc.data", "CFG", "W"], ["detector", "demo", "cfg/voc.data", "CFG", "W", "VIDEO"],
+    ["classifier", "predict", "cfg/imagenet1k.data", "CFG", "W", "data/dog.jpg"],
+    ["classifier", "valid", "cfg/imagenet1k.data", "CFG", "W"], ["classify", "CFG", "W", "data/dog.jpg"],
+])
+def test_every_inference_command_passes_precision_and_backend_on(command, tmp_path, monkeypatch):
+    from pydarknet.cli import evaluate as cli_evaluate
+
+    asked = {}
+
+    def opened(cfg, weights, device, trained=True, **inference):
+        asked.update(inference)
+        raise _Opened
+    for module in (cli_detector, cli_evaluate, cli_classifier):
+        monkeypatch.setattr(module, "open_network", opened)
+    files = {"CFG": tmp_path / "net.cfg", "W": tmp_path / "net.weights", "VIDEO": tmp_path / "video.mp4",
+             "DATA": tmp_path / "valid.data", "LIST": tmp_path / "valid.txt"}
+    for path in files.values():
+        path.write_text("")
+    files["LIST"].write_text(f"{REPO / 'data' / 'dog.jpg'}\n")
+    files["DATA"].write_text(f"classes=20\nvalid={files['LIST']}\nnames={REPO / 'data' / 'voc.names'}\n")
+    args = [str(files.get(arg, arg)) for arg in command] + ["-precision", "bf16", "-backend", "openvino"]
+    result = CliRunner().invoke(main, args)
+    assert isinstance(result.exception, _Opened), result.output
+    assert asked == {"precision": "bf16", "backend": "openvino"}
