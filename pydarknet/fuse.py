@@ -64,7 +64,7 @@ def fold_batch_norm(op: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm
 
     The per-channel factor and the bias are computed in float64; the weights are scaled by the factor
     rounded to float32, in place (two roundings, <= 1.2e-7 relative; folding yolov2-voc in place takes
-    0.08 s so, 0.27-0.33 s through a float64 copy of its weights).
+    0.08 s this way, 0.27-0.33 s through a float64 copy of its weights).
     """
     # DARKNET(batchnorm_layer.c, cuDNN inference): epsilon inside the sqrt, as BatchNorm2d
     factor = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)          # (C_out,)

@@ -153,16 +153,23 @@ def _tiny_input(c: int, h: int, w: int) -> torch.Tensor:
     return torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(0))
 
 
-def check_cfg(data: bytes, tmp: Path) -> None:
-    """Build and run; any outcome but a finite output or a DarknetError fails the example."""
+def _built(data: bytes, tmp: Path) -> Darknet | None:
+    """The eval-mode net of the cfg `data` (seed 0), or None when it is refused with a DarknetError."""
     path = tmp / "fuzz.cfg"
     path.write_bytes(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            net = Darknet.from_cfg(path, seed=0, max_build_bytes=FUZZ_BUILD_BYTES).eval()
+            return Darknet.from_cfg(path, seed=0, max_build_bytes=FUZZ_BUILD_BYTES).eval()
         except DarknetError:
-            return
+            return None
+
+
+def check_cfg(data: bytes, tmp: Path) -> None:
+    """Build and run; any outcome but a finite output or a DarknetError fails the example."""
+    net = _built(data, tmp)
+    if net is None:
+        return
     with torch.no_grad():
         output = net(_tiny_input(net.channels, net.height, net.width))
     for tensor in output if isinstance(output, list) else [output]:
@@ -268,14 +275,9 @@ def test_inference_networks_of_grammar_cfgs_give_the_fused_nets_output(tmp_path,
     from pydarknet.fuse import fuse_for_inference
     from pydarknet.inference import InferenceNetwork
 
-    path = tmp_path / "fuzz.cfg"
-    path.write_bytes(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            net = Darknet.from_cfg(path, seed=0, max_build_bytes=FUZZ_BUILD_BYTES).eval()
-        except DarknetError:
-            return
+    net = _built(data, tmp_path)
+    if net is None:
+        return
     x = _tiny_input(net.channels, net.height, net.width)
     with torch.inference_mode():
         want = fuse_for_inference(net)(x)

@@ -35,13 +35,13 @@ decoder_option = click.option("--decoder", type=click.Choice(DECODERS), default=
                                    "or opencv (faster).")
 
 
-# DIVERGES: Darknet has no such options; they choose how `InferenceNetwork` runs the net (fp32 torch:
-# batch norm folded, oneDNN-prepacked convs, within the reference tolerances)
-
-
 def inference_options(function):
-    """-precision fp32|bf16 and -backend torch|onnxruntime, passed on as `inference`, the keywords of
-    `open_network` that make it an `InferenceNetwork`."""
+    """-precision fp32|bf16 and -backend torch|onnxruntime|openvino, passed on as `inference`, the
+    keywords of `open_network` that make it an `InferenceNetwork`.
+
+    DIVERGES: Darknet has no such options; they choose how `InferenceNetwork` runs the net (fp32 torch:
+    batch norm folded, oneDNN-prepacked convs, within the reference tolerances).
+    """
     @functools.wraps(function)
     def run(*args, precision, backend, **kwargs):
         return function(*args, inference={"precision": precision, "backend": backend}, **kwargs)

@@ -16,6 +16,14 @@ workers_option = click.option("--workers", type=int, default=None,
 batch_option = click.option("--batch", type=int, default=None, help="Images per forward pass.")
 
 
+def list_options(function):
+    """What every command that runs the net over an image list takes: --workers, --batch, the device,
+    the decoder and the inference precision / backend."""
+    for option in (inference_options, decoder_option, device_option, batch_option, workers_option):
+        function = option(function)
+    return function
+
+
 def _loader_args(workers: int | None, batch: int | None, decoder: str | None) -> dict[str, int | str]:
     """Only the options given, so that the API's defaults stay the single source of them."""
     given = (("workers", workers), ("batch", batch), ("decoder", decoder))
@@ -27,11 +35,7 @@ def _loader_args(workers: int | None, batch: int | None, decoder: str | None) ->
 @click.option("-out", "outfile", default=None,
               help="Result file prefix (default comp4_det_test_, coco_results or imagenet-detection).")
 @alexeyab_mode_options
-@workers_option
-@batch_option
-@device_option
-@decoder_option
-@inference_options
+@list_options
 def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, device, decoder, inference) -> None:
     """Write Darknet's result files for the data file's `valid` list, as `darknet detector valid`."""
     from ..alexeyab import uses_letterbox
@@ -51,11 +55,7 @@ def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, 
 
 @detector.command("recall")
 @data_cfg_weights()
-@workers_option
-@batch_option
-@device_option
-@decoder_option
-@inference_options
+@list_options
 def detector_recall(data, cfg, weights, workers, batch, device, decoder, inference) -> None:
     """Proposal recall on the data file's `valid` list, as `darknet detector recall`.
 
@@ -81,11 +81,7 @@ def detector_recall(data, cfg, weights, workers, batch, device, decoder, inferen
 @click.option("-points", "points", type=int, default=0, show_default=True,
               help="AP interpolation: 0 all points (VOC2010+), 11 (VOC2007), 101 (COCO).")
 @alexeyab_mode_options
-@workers_option
-@batch_option
-@device_option
-@decoder_option
-@inference_options
+@list_options
 def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box, workers, batch, device,
                  decoder, inference) -> None:
     """Per-class AP and mAP on the data file's `valid` list (AlexeyAB's `detector map` report).
