@@ -12,7 +12,6 @@ Usage: python benchmarks/bench_cli.py [--out results/bench/cli.json] [--runs 5]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed rounds (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (file cache)")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(common.THREADS))
+    common.set_child_threads()
     rows, table, summary = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for net in NETS:

@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_train_loop.py [--out results/bench/train_loop.jso
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -86,8 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data, cfg = dataset(folder, args.images), training_cfg(folder / "yolov2-tiny-voc-train.cfg", args.iterations)
-        env_threads = {"OMP_NUM_THREADS": str(common.THREADS)}
-        os.environ.update(env_threads)
+        common.set_child_threads()
         for name, command in systems(data, cfg, args.workers).items():
             print(f"timing {name}: {' '.join(command)}", flush=True)
             seconds = iteration_seconds(command, folder, timeout=120 + 60 * args.iterations)[args.warmup:]

@@ -74,6 +74,12 @@ def c_darknet_binaries() -> dict[str, Path]:
     return found
 
 
+def set_child_threads(threads: int = THREADS) -> None:
+    """Give the commands a whole-process benchmark starts (pydarknet's and the C programs' OpenMP) `threads`
+    threads, unless $OMP_NUM_THREADS says otherwise."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
 def set_threads(threads: int = THREADS) -> None:
     torch.set_num_threads(threads)
 
