@@ -14,9 +14,9 @@ install:
 	$(PYTHON) -m pip install -q "torch==$(TORCH_VERSION)"
 	$(PYTHON) -m pip install -q -e ".[test,coco]"
 
-# pytest exits 5 when it collects no test; that is not a failure of the suite.
+# pytest exits 5 when it collects no test; that is not a failure of the suite. `pydarknet`: its doctests (pytest.ini).
 test: install
-	$(PYTHON) -m pytest tests -m "$(TEST_MARKS)" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+	$(PYTHON) -m pytest tests pydarknet -m "$(TEST_MARKS)" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 test-all:
 	$(MAKE) test TEST_MARKS="not fuzz"

@@ -44,9 +44,9 @@ from pydarknet.data.dataset import DetectionDataset, SampleKey, train_loader
 from pydarknet.data.files import read_list
 from pydarknet.data.synth import make_synth
 from pydarknet.engine.sgd import DarknetSGD
-from pydarknet.engine.heads import head_for
 from pydarknet.engine.step import train_step
-from pydarknet.losses.region import MAX_TRUTHS, PRIOR_SEEN
+from pydarknet.engine.tasks import task_for
+from pydarknet.heads.region.loss import MAX_TRUTHS, PRIOR_SEEN
 from pydarknet.network import Darknet
 
 NETS = ("yolov2-tiny-voc", "yolov2-voc")
@@ -108,12 +108,12 @@ def step_case(name: str, mode: Mode) -> Callable[[], float]:
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(BATCH, net.channels, SIZE, SIZE, generator=generator).to(device, memory_format=mode.memory_format)
     truths = random_truths(BATCH, net.region.options.classes, generator).to(device)
-    head = head_for(net)
-    model = head.forward_module()
+    task = task_for(net)
+    model = task.forward_module()
 
     def step() -> None:
         # the training loop's path: no parity recording, past the warm-up, the loop's AMP switch
-        train_step(net, images, truths, optimizer, head=head, model=model, record=False, amp=mode.amp,
+        train_step(net, images, truths, optimizer, task=task, model=model, record=False, amp=mode.amp,
                    seen=PAST_WARM_UP)
 
     return lambda: timed(step, device)

@@ -377,7 +377,7 @@ def train_speed_part(out: Path, smoke: bool, budget: float) -> dict:
         cfg = cfg_with(DETECTOR_CFG, folder / "net.cfg", batch=64, subdivisions=1, burn_in=0)
         iterations, workers, skip = 30, 12, 5
     loaders: list[TimedLoader] = []
-    original = detector_module.train_loader   # what RegionHead.open_data calls
+    original = detector_module.train_loader   # what DetectorTask.open_data calls
     detector_module.train_loader = lambda *a, **k: loaders.append(TimedLoader(original(*a, **k))) or loaders[-1]
     try:
         result = quiet_train(data, cfg, amp=CUDA, workers=workers, max_batches=iterations)

@@ -29,7 +29,8 @@ from reference import (FULL_NETS, MINI_NETS, force_leaky_slopes, images_for, is_
                        read_json)
 
 from pydarknet.data.files import read_names  # noqa: E402
-from pydarknet.decode import do_nms_sort, format_detections, get_region_detections  # noqa: E402
+from pydarknet.detections import do_nms_sort, format_detections  # noqa: E402
+from pydarknet.heads.region.detections import get_region_detections  # noqa: E402
 from pydarknet.engine.sgd import DarknetSGD  # noqa: E402
 from pydarknet.engine.step import train_step  # noqa: E402
 from pydarknet.network import Darknet, load_network  # noqa: E402

@@ -24,6 +24,7 @@ run train benchmarks/bench_train.py --out "$OUT/train.json"
 run train_loop benchmarks/bench_train_loop.py --out "$OUT/train_loop.json"
 run cli benchmarks/bench_cli.py --out "$OUT/cli.json"
 run decode benchmarks/bench_decode.py --out "$OUT/decode.json"
+run tree benchmarks/bench_tree.py --out "$OUT/tree.json"
 if [[ -f benchmarks/bench_valid.py ]]; then
     run valid benchmarks/bench_valid.py
 fi

@@ -10,9 +10,10 @@ _EXPORTS = {
     "Darknet": "network", "load_network": "network", "select_device": "network",
     "load_weights": "weights", "save_weights": "weights",
     "detect": "predict", "detect_boxes": "predict", "classify": "predict",
-    "DetectedObject": "decode", "Detection": "decode", "Prediction": "predict",
+    "DetectedObject": "detections", "Detection": "detections", "Prediction": "predict",
     "read_cfg": "cfg", "read_names": "data.files", "WordTree": "tree",
     "load_inference_network": "inference", "export_onnx": "export",
+    "train_step": "engine.step", "DarknetSGD": "engine.sgd",
     "DarknetError": "errors",
 }
 __all__ = sorted(_EXPORTS)

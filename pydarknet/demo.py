@@ -17,7 +17,7 @@ from pathlib import Path
 from ._resources import shipped_root
 from .data.files import read_list, read_names
 from .data.synth import make_synth
-from .decode import format_detections
+from .detections import format_detections
 from .engine.train import train_detector
 from .evaluate import format_map_report
 from .image import draw_detections, load_image, save_image

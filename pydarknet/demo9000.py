@@ -26,12 +26,13 @@ from .boxes import pixel_xyxy
 from .data.files import label_path, read_list, read_names
 from .data.labels import read_labels
 from .data.synth9k import Hierarchy, make_synth9k
-from .decode import format_detections
+from .detections import format_detections
 from .engine.train import train_detector
 from .evaluate import Detections, EvalResult, GroundTruth, evaluate_detections, format_map_report
 from .image import draw_detections, load_image, save_image
 from .network import Darknet, load_network
-from .evaluate import VALID_NMS, VALID_THRESH, detect_images, detection_records
+from .dialect import PJREDDIE
+from .evaluate import detect_images, detection_records
 from .predict import detect_boxes
 
 DEMO_CFG = shipped_root() / "cfg" / "synth9k-tiny.cfg"
@@ -50,7 +51,7 @@ def mapped_map(net: Darknet, paths: Sequence[str], class_map: Sequence[int], tru
     """
     truth_class = np.asarray(truth_class)
     records, ground_truths = [], []
-    for image in detect_images(net, paths, VALID_THRESH, VALID_NMS, class_map=np.asarray(class_map),
+    for image in detect_images(net, paths, PJREDDIE.valid_thresh, PJREDDIE.valid_nms, class_map=np.asarray(class_map),
                                workers=workers):
         rows = read_labels(label_path(image.path), len(truth_class))
         boxes = pixel_xyxy(rows[:, :4], image.width, image.height)

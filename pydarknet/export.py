@@ -5,13 +5,10 @@ The graph takes ``image``: (batch, channels, height, width) float32, the letterb
 
 * plain: the net's output as `Darknet.forward` gives it, named ``region`` (B, A, 5+C, H, W) for a
   detector and ``output`` otherwise (e.g. (B, classes, 1, 1) for a classifier);
-* ``decode=True`` (detectors): ``boxes`` (B, A*H*W, 4) cxcywh relative to the network input, i.e.
-  BEFORE Darknet's letterbox correction (`decode._correct_region_boxes` maps them to the original
-  image; the graph stays independent of the image size), ``objectness`` (B, A*H*W) and
-  ``probabilities`` (B, A*H*W, C), thresholded nowhere. Box ``a*H*W + y*W + x`` is anchor ``a`` at
-  cell (y, x), Darknet's order. Probabilities are objectness x P(class | object) for a softmax head
-  and, for a WordTree head, the absolute hierarchy probabilities P(node) (tree.c:hierarchy_predictions),
-  which is what Darknet's top-prediction descent reads (the probability it reports is the objectness).
+* ``decode=True`` (detectors): ``boxes`` (B, A*H*W, 4), ``objectness`` (B, A*H*W) and ``probabilities``
+  (B, A*H*W, C) as `heads.region.detections.decode_region` gives them: thresholded nowhere, boxes relative
+  to the network input, BEFORE Darknet's letterbox correction (`detections.correct_boxes` maps them to
+  the original image), so the graph stays independent of the image size.
 
 >>> export_onnx("yolov2-voc.cfg", "yolov2-voc.weights", "yolov2-voc.onnx", decode=True)  # doctest: +SKIP
 """
@@ -24,43 +21,13 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .decode import COORDS
 from .fuse import fuse_for_inference
+from .heads.region.detections import decode_region
 from .network import Darknet, load_network, require_region
-from .tree import WordTree
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "image"
 DECODED_OUTPUTS = ("boxes", "objectness", "probabilities")
-
-
-def decode_region(region: Tensor, anchors: Tensor, tree: WordTree | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """A region output as per-anchor-cell boxes and probabilities (the module docstring has the layout).
-
-    region: (B, A, 5+C, H, W) from `RegionLayer`; anchors: (A, 2) anchor w, h in grid cells.
-    Returns boxes (B, N, 4) cxcywh relative to the network input, objectness (B, N), probabilities
-    (B, N, C), N = A*H*W. The same numbers as `decode.get_region_detections` with the image the size of
-    the network input and thresh 0 (up to float32 rounding).
-    """
-    batch, num, _, h, w = region.shape
-    cells_x = torch.arange(w, dtype=region.dtype, device=region.device)                     # [W]
-    cells_y = torch.arange(h, dtype=region.dtype, device=region.device).unsqueeze(1)        # [H, 1]
-    x = (cells_x + region[:, :, 0]) / w                                                     # [B, A, H, W]
-    y = (cells_y + region[:, :, 1]) / h
-    # DIVERGES: exp and the anchor product in float32 (region_layer.c:get_region_box: double), <= 1 ulp apart
-    box_w = torch.exp(region[:, :, 2]) * anchors[:, 0].view(num, 1, 1) / w
-    box_h = torch.exp(region[:, :, 3]) * anchors[:, 1].view(num, 1, 1) / h
-    boxes = torch.stack((x, y, box_w, box_h), dim=-1).reshape(batch, num * h * w, 4)
-    objectness = region[:, :, COORDS]                                                       # [B, A, H, W]
-    class_probs = region[:, :, COORDS + 1:]                                                 # [B, A, C, H, W]
-    if tree is None:
-        # DARKNET(region_layer.c:get_region_detections): prob = objectness * P(class), float32
-        probs = objectness.unsqueeze(2) * class_probs
-    else:
-        probs = tree.hierarchy_predictions(class_probs, dim=2)   # the gather form under export
-    classes = class_probs.shape[2]
-    probs = probs.permute(0, 1, 3, 4, 2).reshape(batch, num * h * w, classes)
-    return boxes, objectness.reshape(batch, num * h * w), probs
 
 
 class DecodedRegion(nn.Module):

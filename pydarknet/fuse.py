@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from .layers.conv import ConnectedLayer, ConvolutionalLayer
-from .layers.region import RegionLayer, YoloLayer
 from .network import Darknet
 
 
@@ -92,11 +91,12 @@ def _contiguous_inputs(_module: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[
 
 
 def give_heads_nchw_inputs(net: Darknet) -> None:
-    """Make the `[region]`/`[yolo]` heads of `net` read NCHW-contiguous inputs whatever layout the layers
-    before them write: the heads slice and reduce along the channels (the WordTree softmax of yolo9000
-    at 544 takes 2x as long on NHWC strides), and it makes the final output contiguous."""
+    """Make the detection heads of `net` (`outputs_detections`: [region], [yolo]) read NCHW-contiguous
+    inputs whatever layout the layers before them write: the heads slice and reduce along the channels
+    (the WordTree softmax of yolo9000 at 544 takes 2x as long on NHWC strides), and it makes the final
+    output contiguous."""
     for layer in net.layers:
-        if isinstance(layer, (RegionLayer, YoloLayer)):
+        if layer.outputs_detections:
             layer.register_forward_pre_hook(_contiguous_inputs)
 
 

@@ -19,7 +19,7 @@ from .errors import DataError, MissingFileError
 from .imdecode import decode_image
 
 if TYPE_CHECKING:
-    from pydarknet.decode import Detection
+    from pydarknet.detections import Detection
 
 LETTERBOX_FILL = np.float32(0.5)   # DARKNET(image.c:letterbox_image): canvas grey level
 BOX_WIDTH_FRACTION = 0.006         # DARKNET(image.c:draw_detections): line width = im.h * .006

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ from .errors import DataError
 
 BLOCK = 8
 FAST_LIBJPEG = "turbo210"
+# jpeglib's C wrapper is not thread-safe: concurrent reads abort the process (`malloc(): unaligned tcache
+# chunk`, bus errors) when the evaluation decodes in threads, and jpeglib.version.set reloads the library
+# under any thread still using it. Every jpeglib call holds this lock; the IDCT (numpy) runs outside it.
+_JPEGLIB_LOCK = threading.Lock()
 # Markers: SOF0 baseline, SOF1 extended sequential and SOF2 progressive are all stb decodes.
 STB_FRAMES = {0xC0, 0xC1, 0xC2}
 OTHER_FRAMES = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -188,10 +193,12 @@ def _decode_with_pillow(path: Path) -> np.ndarray:
 def decode_jpeg(path: Path, data: bytes) -> np.ndarray:
     """A JPEG file's stb pixels; `data` is the file's content."""
     frame = read_frame(path, data)
+    jpeglib = _jpeglib()
     try:
-        dct = _jpeglib().read_dct(str(path))
-        coefficients = [dct.Y, dct.Cb, dct.Cr, dct.K][:len(frame.components)]
-        tables = [dct.get_component_qt(i) for i in range(len(frame.components))]
+        with _JPEGLIB_LOCK:   # the coefficients are read lazily, on attribute access: all of it inside
+            dct = jpeglib.read_dct(str(path))
+            coefficients = [dct.Y, dct.Cb, dct.Cr, dct.K][:len(frame.components)]
+            tables = [dct.get_component_qt(i) for i in range(len(frame.components))]
     except (OSError, RuntimeError, ValueError) as error:   # jpeglib reports libjpeg's errors as OSError
         raise DataError(f"Cannot load image {str(path)!r}: corrupt JPEG (libjpeg: {error})") from None
     h_max = max(c.h for c in frame.components)
@@ -208,8 +215,9 @@ def _jpeglib():
     """jpeglib, on its libjpeg-turbo build (same coefficients as libjpeg 6b, its default, ~25% faster)."""
     import jpeglib   # only the JPEG path needs it
 
-    if FAST_LIBJPEG in jpeglib.version.versions():
-        jpeglib.version.set(FAST_LIBJPEG)
+    with _JPEGLIB_LOCK:
+        if jpeglib.version.get() != FAST_LIBJPEG and FAST_LIBJPEG in jpeglib.version.versions():
+            jpeglib.version.set(FAST_LIBJPEG)
     return jpeglib
 
 

@@ -34,14 +34,14 @@ class InferenceNetwork(nn.Module):
 
     precision "fp32": the fused net, on the CPU with its convs prepacked for oneDNN (`prepack`), within
     the reference pack's tolerances of Darknet (and of the fused net to rounding).
-    precision "bf16": the layers before the head hold bfloat16 weights (prepacked on the CPU) and run on
-    bfloat16 features, accumulating in float32; the head (region / softmax) runs in float32 on the
+    precision "bf16": the layers before the last one hold bfloat16 weights (prepacked on the CPU) and run on
+    bfloat16 features, accumulating in float32; the last layer (region / softmax) runs in float32 on the
     up-cast features, so that its group sums keep float32 accuracy (a net ending in a conv, a trunk,
     runs wholly in bf16).
     backend "onnxruntime": the exported ONNX graph (`export.export_network`) in one session built here,
     with as many intra-op threads as torch uses; inputs are moved to the CPU for it (fp32 only).
     backend "openvino" (`pip install openvino`): the same graph compiled by OpenVINO for the CPU, with
-    its inference precision set to f32 or bf16 (bf16 there covers the whole graph, head included).
+    its inference precision set to f32 or bf16 (bf16 there covers the whole graph, last layer included).
 
     A prepacked net holds opaque oneDNN tensors: it cannot be copied or moved to another device.
     """
@@ -55,9 +55,9 @@ class InferenceNetwork(nn.Module):
             raise ValueError(f"the onnxruntime backend runs fp32 on the cpu (asked: {precision} on {net.device})")
         if backend == "openvino" and net.device.type != "cpu":
             raise ValueError(f"the openvino backend runs on the cpu (asked: {net.device})")
-        if precision == "bf16" and len(net._heads) > 1:
+        if precision == "bf16" and len(net._output_layers) > 1:
             raise ValueError(f"{net.cfg_path}: bf16 inference supports one output layer, this net has "
-                             f"{len(net._heads)} [yolo] heads")
+                             f"{len(net._output_layers)} [yolo] heads")
         self.precision, self.backend = precision, backend
         self._device = net.device
         if precision == "bf16" and backend == "torch" and net.device.type == "cpu" and not cpu_runs_bf16():
@@ -73,8 +73,8 @@ class InferenceNetwork(nn.Module):
         self.eval()
 
     def _prepare_trunk(self, dtype: torch.dtype, prepack: bool) -> None:
-        """Cast the layers before the head to `dtype` (bf16 only) and prepack the convs (CPU)."""
-        upto = self._head if dtype != torch.float32 else None
+        """Cast the layers before `_float32_from` to `dtype` (bf16 only) and prepack the convs (CPU)."""
+        upto = self._float32_from if dtype != torch.float32 else None
         if upto is not None:
             for layer in self.net.layers[:upto]:
                 layer.to(dtype)
@@ -84,7 +84,6 @@ class InferenceNetwork(nn.Module):
 
     # what detect(), classify() and validation read from a Darknet, answered by the fused net
     region = property(lambda self: self.net.region)
-    require_region = property(lambda self: self.net.require_region)
     hierarchy = property(lambda self: self.net.hierarchy)
     width = property(lambda self: self.net.width)
     height = property(lambda self: self.net.height)
@@ -102,19 +101,19 @@ class InferenceNetwork(nn.Module):
         return self.net(x)
 
     @property
-    def _head(self) -> int:
+    def _float32_from(self) -> int:
         """The index of the layer that runs in float32 in bf16 mode: the last one, a region / softmax / cost
-        head; or one past it when the last layer holds weights (a trunk ending in a conv: all in bf16)."""
+        layer; or one past it when the last layer holds weights (a trunk ending in a conv: all in bf16)."""
         last = len(self.net.layers) - 1
         return last + 1 if isinstance(self.net.layers[last], (ConvolutionalLayer, ConnectedLayer, PrepackedConvolution)) else last
 
     def _bf16_forward(self, x: Tensor) -> Tensor:
-        net, head = self.net, self._head
-        if head == len(net.layers):
+        net, last = self.net, self._float32_from
+        if last == len(net.layers):
             return net(x.to(torch.bfloat16)).float()
-        sources = net.info[head].sources
-        outputs = net.run(x.to(torch.bfloat16), keep=set(sources), upto=head)
-        return net.layers[head](*(outputs[source].float() for source in sources))
+        sources = net.info[last].sources
+        outputs = net.run(x.to(torch.bfloat16), keep=set(sources), upto=last)
+        return net.layers[last](*(outputs[source].float() for source in sources))
 
     def extra_repr(self) -> str:
         return f"precision={self.precision}, backend={self.backend}"

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from . import heads as _heads  # noqa: F401  (registers the detection heads)
 from . import layers as _layers  # noqa: F401  (registers the section builders)
 from .cfg import Section, read_cfg
 from .errors import CfgError, DarknetError, WeightsError
-from .layers.region import RegionLayer, YoloLayer
+from .heads.region.layer import RegionLayer
+from .heads.yolo.layer import YoloLayer
 from .layers.softmax import SoftmaxLayer
 from .options import LayerFlags, NetOptions
 from .registry import BuildContext, LayerInfo, MemoryEstimate, Shape, build_bytes_limit, builder_for
@@ -49,7 +51,8 @@ class Darknet(nn.Module):
         modules, self.info = self._build(sections[1:], MemoryEstimate(limit))
         self.layers = nn.ModuleList(modules)
         self._free_after = self._free_schedule()
-        self._heads = [i for i, layer in enumerate(self.layers) if isinstance(layer, YoloLayer)]
+        # the [yolo] layers, whose outputs `forward` returns together when there are several
+        self._output_layers = [i for i, layer in enumerate(self.layers) if isinstance(layer, YoloLayer)]
         for section in sections:
             section.warn_unused()
 
@@ -176,9 +179,9 @@ class Darknet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
-        outputs = self.run(x, keep=set(self._heads))
-        if len(self._heads) > 1:
-            return [outputs[i] for i in self._heads]
+        outputs = self.run(x, keep=set(self._output_layers))
+        if len(self._output_layers) > 1:
+            return [outputs[i] for i in self._output_layers]
         return outputs[len(self.layers) - 1]
 
     def forward_layers(self, x: Tensor) -> list[Tensor]:
@@ -208,7 +211,7 @@ def _check_reads_images(section: Section, sources: list[int], modules: list[nn.M
     Layers after a detection head that read earlier layers (YOLOv3's route after [yolo]) are fine.
     """
     for source in sources:
-        if source >= 0 and isinstance(modules[source], (RegionLayer, YoloLayer)):
+        if source >= 0 and modules[source].outputs_detections:
             raise section.error(f"reads the output of layer {source} [{info[source].kind}], which holds "
                                 f"detections, not an image: nothing may follow a detection layer except "
                                 f"layers that read earlier ones (e.g. [route] layers=-4)")

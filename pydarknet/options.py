@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 
 from .cfg import _REQUIRED, Section
-from .engine.lr import POLICIES
 
 Read = dict[str, object]   # the fields read so far, by name
+
+# DARKNET(parser.c:get_policy): the `policy=` names of `[net]` (engine/lr.py computes each one's rate)
+POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random")
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,15 @@ class NetOptions:
     def mini_batch(self) -> int:
         """DARKNET(parser.c:parse_net_options): Darknet's net->batch is batch/subdivisions*time_steps."""
         return self.batch // self.subdivisions * self.time_steps
+
+    @property
+    def images_per_update(self) -> int:
+        """Images per weight update: one training iteration, the unit of `max_batches` and `steps`.
+
+        DARKNET(network.c:get_current_batch): net->batch * net->subdivisions, i.e. the cfg batch rounded
+        down to a multiple of subdivisions (batch=10, subdivisions=3 gives 9), times time_steps.
+        """
+        return self.mini_batch * self.subdivisions
 
 
 @dataclass

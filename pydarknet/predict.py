@@ -8,8 +8,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .alexeyab import with_unit_objectness
-from .decode import DetectedObject, Detection, detected_objects, do_nms_sort, get_region_detections
+from .detections import DetectedObject, Detection, detected_objects
+from .dialect import PJREDDIE, Dialect
+from .heads.region.detections import HIER_THRESH, region_detections
 from .image import crop_image, image_to_chw, load_image, network_input, resize_min
 from .network import Darknet, require_region
 
@@ -26,42 +27,40 @@ def _as_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
     return image if isinstance(image, np.ndarray) else load_image(image)
 
 
-def detect(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: float = 0.5, hier_thresh: float = 0.5,
-           nms: float = NMS, names: Sequence[str] | None = None, letterbox: bool = True,
-           ab: bool = False) -> list[DetectedObject]:
+def detect(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: float = 0.5,
+           hier_thresh: float = HIER_THRESH, nms: float = NMS, names: Sequence[str] | None = None,
+           letterbox: bool | None = None, dialect: Dialect = PJREDDIE) -> list[DetectedObject]:
     """The objects Darknet's `detector test` reports for one image, in its printing order.
 
     `image` is a path or an (H, W, 3) uint8 RGB array. One `DetectedObject` per (box, class) with
     probability > thresh after Darknet's `do_nms_sort`; `obj.line()` is Darknet's printed line.
     `names` (e.g. `read_names("data/voc.names")`) name the classes; without them an object's name
-    is its class index as text ("11"). letterbox, ab: as `detect_boxes`.
+    is its class index as text ("11"). letterbox, dialect: as `detect_boxes`.
     """
     image = _as_image(image)
-    dets = detect_boxes(net, image, thresh, hier_thresh, nms, letterbox, ab)
+    dets = detect_boxes(net, image, thresh, hier_thresh, nms, letterbox, dialect)
     names = names if names is not None else [str(k) for k in range(net.region.options.classes)]
     return detected_objects(dets, names, thresh, image.shape[1], image.shape[0])
 
 
 @torch.no_grad()
 def detect_boxes(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: float = 0.5,
-                 hier_thresh: float = 0.5, nms: float = NMS, letterbox: bool = True,
-                 ab: bool = False) -> list[Detection]:
+                 hier_thresh: float = HIER_THRESH, nms: float = NMS, letterbox: bool | None = None,
+                 dialect: Dialect = PJREDDIE) -> list[Detection]:
     """Every box of one image (A*H*W of them, most with zero probabilities) after `do_nms_sort`, in
     Darknet's array order: what drawing, JSON output and evaluation read.
 
-    Boxes are cxcywh relative to the image. letterbox: False stretches the image to the net
-    (AlexeyAB's default); ab: AlexeyAB's decoding (every box's objectness 1 before the NMS).
+    Boxes are cxcywh relative to the image. dialect: whose Darknet to follow (`dialect.ALEXEYAB`: its
+    decoding, every box's objectness 1 before the NMS); letterbox: whether to letterbox the image (False
+    stretches it to the net), by default the dialect's choice for this net.
     """
     region = require_region(net, "detection")
     image = _as_image(image)
+    letterbox = dialect.letterbox(net) if letterbox is None else letterbox
     output = net(_batch_of_one(net, image, letterbox))[0].float().cpu()
     im_h, im_w = image.shape[:2]
-    fit_w, fit_h = (im_w, im_h) if letterbox else (net.width, net.height)  # a stretch has no letterbox to undo
-    dets = get_region_detections(output, region.options.anchors, net.width, net.height, fit_w, fit_h,
-                                 thresh, hier_thresh, tree=region.tree)
-    if ab:
-        dets = with_unit_objectness(dets)
-    return do_nms_sort(dets, region.options.classes, nms) if nms else dets
+    return region_detections(region, output, net.width, net.height, im_w, im_h, thresh, nms, hier_thresh,
+                             letterbox, dialect=dialect)
 
 
 @dataclass(frozen=True)

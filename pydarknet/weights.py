@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import MissingFileError, TrainingError, WeightsError
+from .errors import MissingFileError, WeightsError
+from .fileio import write_atomically
 from .layers.conv import ConnectedLayer
 
 FLOAT = np.dtype("<f4")
@@ -217,73 +216,3 @@ def weights_bytes(net, cutoff: int | None = None, seen: int | None = None) -> by
 def save_weights(net, path: str | os.PathLike, cutoff: int | None = None, seen: int | None = None) -> None:
     """Write a weights file the C Darknet reads back; atomically (temp file, then rename)."""
     write_atomically(path, weights_bytes(net, cutoff, seen))
-
-
-def check_iterations_left(net, weights_path: str | os.PathLike | None) -> None:
-    """Raise TrainingError when training `net` would run no iteration: the `seen` loaded from
-    `weights_path` is already at or past `max_batches` (e.g. a full file that a Darknet user meant
-    to fine-tune from, where Darknet itself silently writes an untrained `_final.weights`).
-
-    Call it after `-clear` and any max_batches override have been applied.
-    """
-    images_per_iteration = net.options.mini_batch * net.options.subdivisions
-    done = net.seen // images_per_iteration  # DARKNET(network.c:get_current_batch)
-    if done >= net.options.max_batches:
-        # DIVERGES: Darknet's `while (get_current_batch(net) < net->max_batches)` just runs 0 iterations
-        raise TrainingError(
-            f"{weights_path}: seen = {net.seen} images is iteration {done}, already at max_batches = "
-            f"{net.options.max_batches}: training would run no iteration; add -clear to start from "
-            f"iteration 0 (or raise max_batches)")
-
-
-TEMPORARY_SUFFIX = ".tmp"   # `.<name>.<random>.tmp` beside the file being written
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, rename it over `path`, and flush
-    the folder, so that after a crash `path` holds either the old or the new bytes, never a mix.
-
-    The file gets the mode `fopen` would give it: an existing file's, else 0666 less the umask.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)  # mkstemp creates 0600
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporaries(folder: str | os.PathLike,
-                             names: tuple[str, ...] = ("*.weights", "*.backup", "chart.png")) -> list[Path]:
-    """Remove the temporary files that a killed `write_atomically` of a file matching `names` left in
-    `folder` (a training run's backups and chart); returns them."""
-    stale = sorted({path for name in names for path in Path(folder).glob(f".{name}.*{TEMPORARY_SUFFIX}")})
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
-
-
-def _mode_for(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)  # the only portable way to read it is to set it
-        os.umask(umask)
-        return 0o666 & ~umask

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pydarknet import alexeyab
 from pydarknet.cli import main
-from pydarknet.decode import Detection
+from pydarknet.detections import Detection
+from pydarknet.dialect import ALEXEYAB, PJREDDIE, ext_output_box
+from pydarknet.evaluate import alexeyab_map
 from pydarknet.evaluate import Detections, GroundTruth, evaluate_detections
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "alexeyab"
@@ -112,12 +113,12 @@ def test_alexeyab_average_iou_and_duplicates():
     truth = GroundTruth([0, 0], [[0, 0, 10, 10], [20, 0, 30, 10]])
     boxes = [[0, 0, 10, 8], [0, 0, 10, 6], [20, 0, 30, 7]]          # IoU .8 and .6 with A, .7 with B
     detections = Detections([0, 0, 0], [0, 0, 0], [0.9, 0.8, 0.7], boxes)
-    result = alexeyab.evaluate_map(detections, [truth], 1)
+    result = alexeyab_map.evaluate_map(detections, [truth], 1)
     assert (result.tp[0], result.fp[0], result.ranked) == (2, 1, 3)
     # ranking: TP, FP (A taken), TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
     assert result.ap[0] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
     assert float(result.iou_sum) == pytest.approx(0.8 + 0.7, rel=1e-6)
-    report = alexeyab.format_map_report(result, ["a"])
+    report = alexeyab_map.format_map_report(result, ["a"])
     assert " for conf_thresh = 0.25, TP = 2, FP = 1, FN = 0, average IoU = 50.00 % " in report   # (.8+.7)/3
     pjreddie = evaluate_detections(detections, [truth], 1)
     assert pjreddie.average_iou == pytest.approx(0.75)   # mean over the TPs
@@ -126,16 +127,16 @@ def test_alexeyab_average_iou_and_duplicates():
 def test_alexeyab_map_drops_detections_of_difficult_objects():
     truth = GroundTruth([0, 0], [[0, 0, 10, 10], [20, 0, 30, 10]], difficult=[False, True])
     detections = Detections([0, 0], [0, 0], [0.9, 0.8], [[0, 0, 10, 10], [20, 0, 30, 10]])
-    result = alexeyab.evaluate_map(detections, [truth], 1)
+    result = alexeyab_map.evaluate_map(detections, [truth], 1)
     assert (result.ranked, result.truths[0], result.ap[0]) == (1, 1, 1.0)
     assert (result.tp[0], result.fp[0]) == (1, 1)   # DARKNET(AlexeyAB): above conf_thresh it still counts as FP
 
 
 def test_alexeyab_label_path():
-    assert alexeyab.label_path("/data/obj/img 1.jpg") == "/data/obj/img 1.txt"
-    assert alexeyab.label_path("/VOC2007/JPEGImages/000001.jpg") == "/VOC2007/labels/000001.txt"
-    assert alexeyab.label_path("/coco/images/val2014/x.png") == "/coco/labels/val2014/x.txt"
-    assert alexeyab.label_path("/data/images/x.jpeg") == "/data/images/x.txt"   # no plain images/ rule
+    assert ALEXEYAB.label_path("/data/obj/img 1.jpg") == "/data/obj/img 1.txt"
+    assert ALEXEYAB.label_path("/VOC2007/JPEGImages/000001.jpg") == "/VOC2007/labels/000001.txt"
+    assert ALEXEYAB.label_path("/coco/images/val2014/x.png") == "/coco/labels/val2014/x.txt"
+    assert ALEXEYAB.label_path("/data/images/x.jpeg") == "/data/images/x.txt"   # no plain images/ rule
 
 
 # ---------------------------------------------------------------------------- detector test -ab
@@ -176,10 +177,10 @@ def test_recorded_jpeg_lines_equal_the_png_ones():
 
 def test_ext_output_box_format():
     det = np.array([0.5, 0.5, 0.25, 0.5], np.float32)
-    assert alexeyab.ext_output_box(det, 100, 40) == \
+    assert ext_output_box(det, 100, 40) == \
         "\t(left_x:   38   top_y:   10   width:   25   height:   20)"   # 37.5 rounds away from zero
     near_edge = np.array([0.01, 0.5, 0.1, 1.5], np.float32)
-    assert alexeyab.ext_output_box(near_edge, 100, 10) == \
+    assert ext_output_box(near_edge, 100, 10) == \
         "\t(left_x:   -4   top_y:   -3   width:   10   height:   15)"   # -2.5 rounds to -3: unclipped
 
 
@@ -187,10 +188,10 @@ def test_alexeyab_order_best_class_first_left_to_right():
     names = ["a", "b", "dont_show_c"]
     right = Detection(np.array([0.8, 0.5, 0.2, 0.2], np.float32), 1.0, np.array([0.3, 0.6, 0.0], np.float32))
     left = Detection(np.array([0.2, 0.5, 0.2, 0.2], np.float32), 1.0, np.array([0.4, 0.0, 0.9], np.float32))
-    lines = alexeyab.printed_lines([right, left], names, 0.25, 10, 10, alexeyab_order=True, ext_output=False)
+    lines = ALEXEYAB.printed_lines([right, left], names, 0.25, 10, 10)
     # left box first; a dont_show name is never the best class, but is printed after it
     assert lines == ["a: 40%", "dont_show_c: 90%", "b: 60%", "a: 30%"]
-    pjreddie = alexeyab.printed_lines([right, left], names, 0.25, 10, 10, alexeyab_order=False, ext_output=False)
+    pjreddie = PJREDDIE.printed_lines([right, left], names, 0.25, 10, 10)
     assert pjreddie == ["a: 30%", "b: 60%", "a: 40%", "dont_show_c: 90%"]
 
 

@@ -30,6 +30,28 @@ def test_return_types_are_exported():
     assert DetectedObject.__name__ == "DetectedObject" and Detection and Prediction
 
 
+# what README's "Python API" lists as `import pydarknet` offering
+PUBLIC_FUNCTIONS = ("load_network", "load_inference_network", "read_cfg", "load_weights", "save_weights", "train_step",
+                    "DarknetSGD", "detect", "classify")
+
+
+@pytest.mark.parametrize("name", pydarknet.__all__)
+def test_every_exported_name_resolves(name):
+    value = getattr(pydarknet, name)
+    assert value is not None and getattr(value, "__name__", name) == name
+
+
+def test_the_readme_api_names_are_exported():
+    assert set(PUBLIC_FUNCTIONS) <= set(pydarknet.__all__)
+    readme = (REPO / "README.md").read_text()
+    assert all(f"`{name}(" in readme for name in PUBLIC_FUNCTIONS)
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="module 'pydarknet' has no attribute 'no_such_name'"):
+        pydarknet.no_such_name
+
+
 @pytest.fixture(scope="module")
 def dog(reference) -> np.ndarray:
     """Darknet's own decode of dog.jpg (OpenCV's JPEG decoder differs by a few levels)."""

@@ -308,8 +308,9 @@ def test_fp32_inference_options_keep_darknets_lines(reference, jpegs, tmp_path, 
 def test_bf16_option_runs_the_bf16_inference_net(reference, jpegs, tmp_path):
     """`-precision bf16` prints what the bf16 `InferenceNetwork` finds (the random mini weights move some
     probabilities by up to 0.17 in bf16, so these are not Darknet's lines)."""
-    from pydarknet import alexeyab, load_inference_network
+    from pydarknet import load_inference_network
     from pydarknet.data.files import read_names
+    from pydarknet.dialect import PJREDDIE
     from pydarknet.predict import detect_boxes
 
     net = "mini-yolov2-voc"
@@ -319,8 +320,8 @@ def test_bf16_option_runs_the_bf16_inference_net(reference, jpegs, tmp_path):
     assert result.exit_code == 0, result.output
     picture = cv2.imread(str(jpegs["dog"]))
     dets = detect_boxes(load_inference_network(cfg, weights, precision="bf16"), str(jpegs["dog"]), 0.10)
-    want = alexeyab.printed_lines(dets, read_names(REPO / "data" / "voc.names"), 0.10, picture.shape[1],
-                                  picture.shape[0], alexeyab_order=False, ext_output=False)
+    want = PJREDDIE.printed_lines(dets, read_names(REPO / "data" / "voc.names"), 0.10, picture.shape[1],
+                                  picture.shape[0])
     assert want and _printed_lines(result.stdout) == want
 
 

@@ -16,7 +16,7 @@ from pydarknet.data.synth import make_synth
 from pydarknet.errors import DataError, MissingFileError
 from pydarknet.network import load_network
 from pydarknet.data.coco import COCO_IDS, coco_image_id
-from pydarknet.decode import Detection
+from pydarknet.detections import Detection
 from pydarknet.evaluate import ImageDetections, ValidSetup, coco_lines, validate_detector
 
 # the synthetic set's 5 classes as COCO categories with gaps: class index = position in Darknet's coco_ids

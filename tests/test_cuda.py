@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pydarknet.engine.sgd import DarknetSGD
-from pydarknet.engine.step import train_step
+from pydarknet import DarknetSGD, load_weights, train_step
 from pydarknet.network import Darknet
-from pydarknet.weights import load_weights
 from reference import MINI_NETS, assert_layer_close, images_for, is_classifier, mini_network, network_input
 
 pytestmark = pytest.mark.gpu

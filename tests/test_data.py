@@ -19,7 +19,7 @@ from pydarknet.data.dataset import (MULTISCALE_EVERY, BadSampleWarning, DarknetB
                                     DetectionLoader, SkippedSample, collate_detections, letterbox_sample, multiscale_dim,
                                     train_loader)
 from pydarknet.data.files import label_path, read_data_file, read_list, read_names, resolve_data_path
-from pydarknet.data.labels import CLASSIFICATION_ONLY, LabelError, parse_labels, read_labels
+from pydarknet.data.labels import CLASSIFICATION_ONLY_VALUE, LabelError, parse_labels, read_labels
 from pydarknet.image import image_to_chw, letterbox_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ def test_missing_label_file_names_it(tmp_path):
 
 def test_classification_only_rows():
     truths = parse_labels("7 0 0 0 0\n2 0 0.5 0.1 0.1\n", classes=9)
-    np.testing.assert_array_equal(truths[0], [CLASSIFICATION_ONLY] * 4 + [7])
+    np.testing.assert_array_equal(truths[0], [CLASSIFICATION_ONLY_VALUE] * 4 + [7])
     np.testing.assert_array_equal(truths[1], np.float32([0, 0.5, 0.1, 0.1, 2]))   # only x == y == 0 counts
     corrected = correct_boxes(truths, -0.1, 0.2, 0.7, 0.5, flip=True)
     np.testing.assert_array_equal(corrected[0], truths[0])

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pydarknet.boxes import box_iou, convert_boxes, cxcywh_to_xyxy, pairwise_iou, xyxy_to_cxcywh
-from pydarknet.decode import Detection, detections_to_json, do_nms_sort, format_detections, get_region_detections
+from pydarknet.detections import Detection, detections_to_json, do_nms_sort, format_detections
+from pydarknet.heads.region.detections import get_region_detections
 
 VOC_CFGS = {
     "mini-yolov2-voc": "mini/mini-yolov2-voc.cfg",

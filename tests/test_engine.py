@@ -1,4 +1,4 @@
-"""The one training loop: reproducible runs for both heads, the `random` policy, the head of a net."""
+"""The one training loop: reproducible runs for both tasks, the `random` policy, the task of a net."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 
 from pydarknet.cli import main
-from pydarknet.engine.classifier import ClassifierHead
-from pydarknet.engine.detector import RegionHead
-from pydarknet.engine.heads import head_for
+from pydarknet.engine.classifier import ClassifierTask
+from pydarknet.engine.detector import DetectorTask
+from pydarknet.engine.tasks import task_for
 from pydarknet.errors import CfgError
 from pydarknet.network import Darknet
 from test_classifier import write_cfg, write_data
@@ -46,25 +46,25 @@ def test_classifier_train_with_a_seed_is_bit_reproducible(tmp_path):
     assert first != other
 
 
-def test_head_for_picks_the_task_of_the_net(tmp_path):
+def test_task_for_picks_the_task_of_the_net(tmp_path):
     classifier = Darknet.from_cfg(write_cfg(tmp_path, tree=False))
-    assert isinstance(head_for(classifier), ClassifierHead)
+    assert isinstance(task_for(classifier), ClassifierTask)
     detector = tmp_path / "det.cfg"
     detector.write_text(TINY_CFG.format(lr=0.001, burn_in=0))
-    head = head_for(Darknet.from_cfg(detector))
-    assert isinstance(head, RegionHead) and head.top == 5
+    task = task_for(Darknet.from_cfg(detector))
+    assert isinstance(task, DetectorTask) and task.top == 5
     with pytest.raises(CfgError, match="detector training needs a \\[region\\] layer"):
-        RegionHead(classifier)
+        DetectorTask(classifier)
 
 
-def test_both_heads_send_minus_delta_into_the_loss_layer_input(tmp_path):
-    """The classifier head's gradient is the cross-entropy shortcut: exactly -delta (Darknet's `truth - p`)."""
+def test_both_tasks_send_minus_delta_into_the_loss_layer_input(tmp_path):
+    """The classifier task's gradient is the cross-entropy shortcut: exactly -delta (Darknet's `truth - p`)."""
     net = Darknet.from_cfg(write_cfg(tmp_path, tree=False))
-    head = ClassifierHead(net)
+    task = ClassifierTask(net)
     probs = torch.softmax(torch.randn(4, 2), dim=1)
     truths = torch.eye(2)[[0, 1, 1, 0]]
-    loss = head.loss(probs, truths)
-    torch.testing.assert_close(head.input_gradient(probs, loss), probs - truths)
+    loss = task.loss(probs, truths)
+    torch.testing.assert_close(task.input_gradient(probs, loss), probs - truths)
     assert loss.cost == pytest.approx(float(-(truths * torch.log(probs)).sum()), rel=1e-6)
     np.testing.assert_array_equal(loss.delta.numpy(), (truths - probs).numpy())
 

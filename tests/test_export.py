@@ -14,7 +14,7 @@ from reference import (
     network_input,
 )
 
-from pydarknet.decode import get_region_detections
+from pydarknet.heads.region.detections import get_region_detections
 from pydarknet.errors import CfgError
 from pydarknet.export import DECODED_OUTPUTS, DecodedRegion, export_network, export_onnx
 from pydarknet.tree import WordTree
@@ -88,7 +88,7 @@ def test_export_onnx_from_files_names_its_outputs(reference, tmp_path):
 
 @pytest.mark.parametrize("name", [n for n in MINI_NETS if not is_classifier(n)])
 def test_decode_matches_get_region_detections(reference, name):
-    """Boxes and probabilities as decode.py decodes them for an image the size of the input, thresh 0."""
+    """Boxes and probabilities as the detections pipeline decodes them for an image the size of the input, thresh 0."""
     net = mini_network(reference, name)
     x = network_input(reference, "dog", MINI_NETS[name])
     with torch.inference_mode():

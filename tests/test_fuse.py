@@ -13,6 +13,7 @@ from reference import (
 )
 from torch import nn
 
+from pydarknet import load_weights, save_weights
 from pydarknet.fuse import (
     FusedConvolutionalLayer,
     FusedNetworkError,
@@ -20,7 +21,6 @@ from pydarknet.fuse import (
     fuse_for_inference,
 )
 from pydarknet.layers.conv import BN_EPS, BN_MOMENTUM
-from pydarknet.weights import load_weights, save_weights
 
 # Folding changes the rounding of one conv: w*s summed instead of (sum of w)*s. Measured on the mini
 # nets, each layer fed the same input: <= 1.8e-6 of its max |value|.

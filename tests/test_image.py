@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pydarknet.decode import Detection
+from pydarknet.detections import Detection
 from pydarknet.image import (class_color, draw_detections, image_to_chw, letterbox_image, letterbox_size,
                              load_image, resize_image, save_image)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pydarknet.engine.lr import get_current_batch, get_current_rate
+from pydarknet.options import NetOptions
 
 TRAIN_CASES = ["mini-yolov2-voc_seen0", "mini-yolov2-voc_seen20000", "mini-yolo9000_seen0", "mini-yolo9000_seen20000"]
 
@@ -23,7 +24,7 @@ def test_reference_learning_rate(reference, case):
     meta = json.loads((reference / "train" / case / "train_meta.json").read_text())
     net = net_options(reference / meta["train_cfg"])
     subdivisions = int(net["subdivisions"])
-    batch_num = get_current_batch(meta["seen_during_forward"], int(net["batch"]) // subdivisions, subdivisions)
+    batch_num = get_current_batch(meta["seen_during_forward"], int(net["batch"]) // subdivisions * subdivisions)
     assert batch_num == meta["current_batch"]
     rate = get_current_rate(net["policy"], float(net["learning_rate"]), batch_num,
                             burn_in=int(net["burn_in"]), power=float(net.get("power", 4)),
@@ -86,6 +87,9 @@ def test_unknown_policy_is_an_error():
         get_current_rate("sig", 0.01, 10)
 
 
-@pytest.mark.parametrize("seen, batch, subdivisions, expected", [(20002, 2, 1, 10001), (130, 8, 4, 4), (31, 8, 4, 0)])
+@pytest.mark.parametrize("seen, batch, subdivisions, expected", [(20002, 2, 1, 10001), (130, 32, 4, 4), (31, 32, 4, 0),
+                                                                  (45, 10, 3, 5)])
 def test_current_batch(seen, batch, subdivisions, expected):
-    assert get_current_batch(seen, batch, subdivisions) == expected
+    """`batch` and `subdivisions` as in the cfg: 10 and 3 update every 9 images (net->batch = 3)."""
+    options = NetOptions(batch=batch, subdivisions=subdivisions)
+    assert get_current_batch(seen, options.images_per_update) == expected

@@ -10,7 +10,7 @@ import pytest
 
 from pydarknet.cfg import CfgError, UnusedFieldWarning, parse_cfg_text
 from pydarknet.engine.classifier import crop_options
-from pydarknet.layers.region import RegionOptions
+from pydarknet.options import RegionOptions
 from pydarknet.network import Darknet, NetOptions
 from pydarknet.options import opt, read_options
 

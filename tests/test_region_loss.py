@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pydarknet.layers.region import RegionOptions
-from pydarknet.losses.region import region_input_gradient, region_loss
+from pydarknet.options import RegionOptions
+from pydarknet.heads.region.loss import region_input_gradient, region_loss
 from pydarknet.tree import WordTree, read_map
 
 CASES = ["mini-yolov2-voc_seen0", "mini-yolov2-voc_seen20000", "mini-yolo9000_seen0", "mini-yolo9000_seen20000"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES, reference_dir
-from pydarknet.cfg import read_cfg
+from pydarknet import read_cfg
 from pydarknet.network import Darknet
 from pydarknet.summary import layer_table, loading_weights_line, saving_weights_line
 

@@ -11,7 +11,7 @@ import torch
 
 from pydarknet.data.dataset import DetectionDataset
 from pydarknet.data.files import label_path, read_data_file, read_list, read_names
-from pydarknet.data.labels import CLASSIFICATION_ONLY, read_labels
+from pydarknet.data.labels import CLASSIFICATION_ONLY_VALUE, read_labels
 from pydarknet.data.synth9k import PREFIX, Hierarchy, make_synth9k
 from pydarknet.demo9000 import DEMO_CFG, mapped_map, run_demo
 from pydarknet.engine.sgd import DarknetSGD
@@ -74,7 +74,7 @@ def test_data_file_lists_and_label_kinds(synth9k):
         text = Path(label_path(image)).read_text().split()
         assert len(text) == 5 and text[1:] == ["0"] * 4 and int(text[0]) in HIERARCHY.fine_map
         rows = read_labels(label_path(image), config.classes)
-        assert rows.shape == (1, 5) and (rows[0, :4] == CLASSIFICATION_ONLY).all()
+        assert rows.shape == (1, 5) and (rows[0, :4] == CLASSIFICATION_ONLY_VALUE).all()
     for image in read_list(config.get_path("valid")):
         rows = read_labels(label_path(image), n_fine)
         assert len(rows) >= 1 and (rows[:, 0] < 1).all()

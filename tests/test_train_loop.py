@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from pydarknet import load_network
 from pydarknet.data.dataset import BadSampleWarning
 from pydarknet.data.synth import make_synth
 from pydarknet.engine.detector import backup_names
 from pydarknet.engine.train import TrainingError, cfg_base, train_detector
-from pydarknet.network import load_network
 from pydarknet.weights import WeightsHeader
 
 TINY_CFG = """[net]

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from pydarknet import DarknetSGD, load_weights, train_step
 from pydarknet.cfg import parse_cfg_text
-from pydarknet.engine.sgd import DarknetSGD
-from pydarknet.engine.step import train_step
 from pydarknet.network import Darknet
-from pydarknet.weights import load_weights
 from reference import force_leaky_slopes
 
+# bf16 keeps 8 significant bits: autocast rounds a conv's inputs and weights to within u = 2^-8 each, so
+# their products, and a sum of squared deltas, move by about 2u = 2^-7 (one bf16 epsilon) relative
+BF16_COST_REL = 2 ** -7
 CASES = ["mini-yolov2-voc_seen0", "mini-yolov2-voc_seen20000", "mini-yolo9000_seen0", "mini-yolo9000_seen20000"]
 
 
@@ -277,7 +278,8 @@ def test_stopbackward_freezes_the_layers_below():
 
 def test_bf16_autocast_runs_on_the_cpu_too(reference):
     """`amp=True` (`detector train --amp`) is bfloat16 autocast on the CPU as on CUDA: not Darknet's floats
-    (the mini net's random weights move its region output by 0.21 of the max), but the same loss to 0.1%."""
+    (the mini net's random weights move its region output by 0.2 of the max), but the same loss to
+    `BF16_COST_REL`: under 0.3% in hardware (AVX512-BF16/AMX), 0.38% where it is emulated (AVX2 only)."""
     directory = reference / "train" / "mini-yolov2-voc_seen0"
     meta = json.loads((directory / "train_meta.json").read_text())
     images, truths = case_inputs(directory, meta)
@@ -285,5 +287,5 @@ def test_bf16_autocast_runs_on_the_cpu_too(reference):
                for amp, net in ((False, load_train_net(reference, meta)), (True, load_train_net(reference, meta)))}
     assert results[True].output.dtype == torch.float32
     assert rel_err(results[True].output, results[False].output.numpy()) > 0.01   # autocast did run in bf16
-    assert results[True].loss.cost == pytest.approx(meta["cost"], rel=3e-3)
+    assert results[True].loss.cost == pytest.approx(meta["cost"], rel=BF16_COST_REL)
     assert results[False].loss.cost == pytest.approx(meta["cost"], rel=1e-4)

@@ -10,7 +10,7 @@ import torch
 
 from pydarknet.data.dataset import BadSampleWarning
 from pydarknet.data.labels import LabelError, parse_labels
-from pydarknet.engine import detector as detector_head
+from pydarknet.engine import detector as detector_task
 from pydarknet.engine import train as loop
 from pydarknet.errors import TrainingError
 from pydarknet.network import load_network
@@ -24,8 +24,8 @@ def _cfg(tmp_path: Path, policy: str) -> Path:
 
 
 def test_a_diverged_update_never_overwrites_the_good_backup(dataset, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(detector_head, "BACKUP_EVERY", 5)
-    monkeypatch.setattr(detector_head, "NUMBERED_EARLY", 0)   # only <cfg>.backup
+    monkeypatch.setattr(detector_task, "BACKUP_EVERY", 5)
+    monkeypatch.setattr(detector_task, "NUMBERED_EARLY", 0)   # only <cfg>.backup
     cfg = _cfg(tmp_path, "policy=steps\nsteps=10\nscales=1e38\n")   # the update at iteration 10 overflows
     backup = dataset.parent / "backup" / "tiny.backup"
     backup.unlink(missing_ok=True)
@@ -38,8 +38,8 @@ def test_a_diverged_update_never_overwrites_the_good_backup(dataset, tmp_path, m
 
 
 def test_a_failed_backup_write_names_the_file_and_the_last_good_one(dataset, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(detector_head, "BACKUP_EVERY", 2)
-    monkeypatch.setattr(detector_head, "NUMBERED_EARLY", 0)
+    monkeypatch.setattr(detector_task, "BACKUP_EVERY", 2)
+    monkeypatch.setattr(detector_task, "NUMBERED_EARLY", 0)
     written: list[Path] = []
 
     def save_until_the_disk_is_full(net, path, *args, **kwargs):

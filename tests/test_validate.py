@@ -22,7 +22,8 @@ from pydarknet.boxes import pairwise_iou
 from pydarknet.cli import main
 from pydarknet.data.files import read_data_file
 from pydarknet.data.synth import make_synth
-from pydarknet.decode import Detection, do_nms_obj, do_nms_sort, get_region_detections
+from pydarknet.detections import Detection, do_nms_obj, do_nms_sort
+from pydarknet.heads.region.detections import get_region_detections
 from pydarknet.evaluate import coco_ap, evaluate_detections
 from pydarknet.image import image_to_chw, letterbox_size, resize_image
 from pydarknet.network import Darknet, load_network

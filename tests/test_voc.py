@@ -9,10 +9,10 @@ import pytest
 from tiny_detector import train_briefly, write_tiny_cfg
 from voc_devkit import annotation_xml, make_devkit
 
+from pydarknet import load_network
 from pydarknet.data.files import read_data_file, read_list, read_names
 from pydarknet.data.voc import VocObject, convert_voc, voc_label_line
 from pydarknet.errors import DataError, MissingFileError
-from pydarknet.network import load_network
 from pydarknet.evaluate import collect_map_inputs, compute_map
 
 RECORDED = Path(__file__).parent / "fixtures" / "voc" / "voc_label_output.json"

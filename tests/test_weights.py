@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from pydarknet.cfg import read_cfg
+from pydarknet.engine.train import check_iterations_left
 from pydarknet.errors import TrainingError
+from pydarknet.fileio import write_atomically
 from pydarknet.network import Darknet, load_network
-from pydarknet.weights import (PartialWeightsWarning, WeightsError, WeightsHeader, check_iterations_left, load_weights,
-                               save_weights, weights_bytes, write_atomically)
+from pydarknet.weights import (PartialWeightsWarning, WeightsError, WeightsHeader, load_weights, save_weights,
+                               weights_bytes)
 from reference import decompressed_weights, mini_network, network_input
 
 
@@ -201,8 +203,7 @@ def test_no_iteration_left_is_an_error_naming_clear(reference):
 def test_iterations_left_at_the_boundary(tmp_path):
     net = _tiny_net(tmp_path)
     net.options.max_batches = 10
-    images_per_iteration = net.options.mini_batch * net.options.subdivisions
-    net.seen = 10 * images_per_iteration - 1  # iteration 9: one left
+    net.seen = 10 * net.options.images_per_update - 1  # iteration 9: one left
     check_iterations_left(net, "w.weights")
     net.seen += 1
     with pytest.raises(TrainingError, match="iteration 10, already at max_batches = 10"):

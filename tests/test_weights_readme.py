@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pydarknet.cfg import read_cfg
+from pydarknet import read_cfg
 from pydarknet.network import Darknet
 from reference import read_json
 

@@ -51,7 +51,7 @@ def inference_options(function):
                                                "(CPU; pip install openvino).")(run)
     return click.option("-precision", "--precision", "precision", type=click.Choice(PRECISIONS), default="fp32",
                         show_default=True, help="fp32 (Darknet's numbers) or bf16 (faster on CPUs with AVX512-BF16/AMX "
-                                                "and on GPUs; the layers before the head in bfloat16).")(run)
+                                                "and on GPUs; all layers but the last region / softmax one in bfloat16).")(run)
 
 
 class ShippedFile(click.ParamType):
@@ -287,11 +287,18 @@ def data_cfg_weights(weights_required: bool = True):
     return decorate
 
 
+def _dialect(_ctx: click.Context, _param: click.Parameter, alexeyab: bool):
+    from ..dialect import dialect_for   # on use only: --help loads neither torch nor OpenCV
+
+    return dialect_for(alexeyab)
+
+
 def alexeyab_mode_options(function):
-    """-ab (AlexeyAB's defaults, see pydarknet.alexeyab) and -letter_box (its letterbox switch)."""
+    """-ab (passed on as `dialect`: pydarknet.dialect.ALEXEYAB, else PJREDDIE) and -letter_box (its letterbox
+    switch)."""
     function = click.option("-letter_box", "letter_box", is_flag=True,
                             help="With -ab: letterbox the image (AlexeyAB stretches it unless letter_box=1).")(function)
-    return click.option("-ab", "ab", is_flag=True,
+    return click.option("-ab", "dialect", is_flag=True, callback=_dialect,
                         help="AlexeyAB's Darknet: its defaults, decoding and printed layout.")(function)
 
 

@@ -52,25 +52,24 @@ def alexeyab_options(function):
 def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh: float | None, hier: float,
                    out: str | None, json_path: str | None, device: str | None, decoder: str | None,
                    inference: dict[str, str], habits: dict[str, bool]) -> None:
-    from .. import alexeyab
-    from ..decode import detections_to_json
+    from ..detections import detections_to_json
     from ..image import draw_detections, load_image, save_image
     from ..predict import detect_boxes
 
     net = open_network(cfg, weights, device, **inference)
     names = names_for(data, classes=region_of(net, "detection").options.classes)
     outputs = AnnotatedNames(out, one_image=image is not None)
-    ab = habits["ab"]
-    thresh = thresh if thresh is not None else alexeyab.TEST_THRESH if ab else 0.5
-    letterbox = alexeyab.uses_letterbox(net, habits["letter_box"]) if ab else True
+    dialect = habits["dialect"]
+    thresh = thresh if thresh is not None else dialect.test_thresh
+    letterbox = dialect.letterbox(net, habits["letter_box"])
     records = []
     for path in image_paths(image):
         picture = load_image(shipped_or_given(path), decoder or "stb")   # data/dog.jpg from anywhere
         start = time.perf_counter()
-        dets = detect_boxes(net, picture, thresh, hier, letterbox=letterbox, ab=ab)
+        dets = detect_boxes(net, picture, thresh, hier, letterbox=letterbox, dialect=dialect)
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.")
-        for line in alexeyab.printed_lines(dets, names, thresh, picture.shape[1], picture.shape[0],
-                                           alexeyab_order=ab, ext_output=habits["ext_output"]):
+        for line in dialect.printed_lines(dets, names, thresh, picture.shape[1], picture.shape[0],
+                                          ext_output=habits["ext_output"]):
             click.echo(line)
         save_image(outputs.next(path), draw_detections(picture, dets, names, thresh))
         records.append({"image": path, "width": picture.shape[1], "height": picture.shape[0],

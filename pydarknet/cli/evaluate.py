@@ -36,16 +36,16 @@ def _loader_args(workers: int | None, batch: int | None, decoder: str | None) ->
               help="Result file prefix (default comp4_det_test_, coco_results or imagenet-detection).")
 @alexeyab_mode_options
 @list_options
-def detector_valid(data, cfg, weights, outfile, ab, letter_box, workers, batch, device, decoder, inference) -> None:
+def detector_valid(data, cfg, weights, outfile, dialect, letter_box, workers, batch, device, decoder,
+                   inference) -> None:
     """Write Darknet's result files for the data file's `valid` list, as `darknet detector valid`."""
-    from ..alexeyab import uses_letterbox
     from ..evaluate import ValidSetup, validate_detector
 
     setup = ValidSetup.from_data(data)
     net = open_network(cfg, weights, device, **inference)
     start = time.perf_counter()
-    written = validate_detector(net, setup, outfile, progress=True, ab=ab,
-                                letterbox=uses_letterbox(net, letter_box) if ab else True,
+    written = validate_detector(net, setup, outfile, progress=True, dialect=dialect,
+                                letterbox=dialect.letterbox(net, letter_box),
                                 **_loader_args(workers, batch, decoder))
     seconds = time.perf_counter() - start
     click.echo(f"Total Detection Time: {seconds:f} Seconds", err=True)
@@ -82,7 +82,7 @@ def detector_recall(data, cfg, weights, workers, batch, device, decoder, inferen
               help="AP interpolation: 0 all points (VOC2010+), 11 (VOC2007), 101 (COCO).")
 @alexeyab_mode_options
 @list_options
-def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box, workers, batch, device,
+def detector_map(data, cfg, weights, iou_thresh, thresh, points, dialect, letter_box, workers, batch, device,
                  decoder, inference) -> None:
     """Per-class AP and mAP on the data file's `valid` list (AlexeyAB's `detector map` report).
 
@@ -90,20 +90,19 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box,
     `class x y w h` lines); they are neither positives nor false positives. Images without a label
     file are skipped and counted. With `eval=coco` the pycocotools AP@[.5:.95], AP50, AP75 follow.
     With -ab: AlexeyAB's inference (stretched images unless -letter_box / letter_box=1), matching of
-    unclipped boxes and report, line for line (alexeyab.evaluate_map).
+    unclipped boxes and report, line for line (`evaluate.alexeyab_map`).
     """
-    from .. import alexeyab
-    from ..evaluate import coco_ap, evaluate_detections, format_map_report
-    from ..evaluate import MissingLabelWarning, collect_map_inputs, valid_paths
+    from ..evaluate import MissingLabelWarning, coco_ap, collect_map_inputs, valid_paths
 
     data_file = read_data_file(data)
     net = open_network(cfg, weights, device, **inference)
     names = names_for(data, classes=region_of(net, "detector map").options.classes)
     # DIVERGES: AlexeyAB's map reads only the cfg's letter_box and ignores -letter_box; -letter_box is honoured
-    letterbox = alexeyab.uses_letterbox(net, letter_box) if ab else True
+    letterbox = dialect.letterbox(net, letter_box)
     with warnings.catch_warnings(record=True) as missing:
         warnings.simplefilter("always", MissingLabelWarning)
-        inputs = collect_map_inputs(net, valid_paths(data_file), progress=True, ab=ab, letterbox=letterbox,
+        inputs = collect_map_inputs(net, valid_paths(data_file), progress=True, dialect=dialect,
+                                    letterbox=letterbox,
                                     **_loader_args(workers, batch, decoder))
     for warning in missing:
         click.echo(f"Warning: {warning.message}", err=True)
@@ -113,15 +112,10 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, ab, letter_box,
     if not inputs.paths:
         raise DataError(f"{data}: no image of the valid list has a label file: nothing to evaluate")
     classes = net.region.options.classes
-    if ab:
-        report = alexeyab.evaluate_map(inputs.detections, inputs.ground_truths, classes, iou_thresh, points, thresh)
-        for line in alexeyab.format_map_report(report, names[:classes]):
-            click.echo(line)
-        return
-    result = evaluate_detections(inputs.detections, inputs.ground_truths, classes, iou_thresh, points, thresh)
-    for line in format_map_report(result, names[:classes]):
+    for line in dialect.map_report(inputs.detections, inputs.ground_truths, names[:classes], iou_thresh, points,
+                                   thresh):
         click.echo(line)
-    if data_file.get_str("eval", "voc") == "coco":
+    if dialect.map_report_extended and data_file.get_str("eval", "voc") == "coco":
         coco = coco_ap(inputs.detections, inputs.ground_truths, classes, inputs.image_sizes)
         click.echo(f"COCO AP@[.5:.95] = {coco.ap:.4f}, AP50 = {coco.ap50:.4f}, AP75 = {coco.ap75:.4f}")
 

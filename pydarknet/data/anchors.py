@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import DataError
 from .files import label_path, read_data_file, read_list
-from .labels import CLASSIFICATION_ONLY_MIN, read_labels
+from .labels import CLASSIFICATION_ONLY_ABOVE, read_labels
 
 GRID_STRIDE = 32        # DARKNET(cfg/yolo-voc.cfg): [region] anchors are cells of the stride-32 grid
 DEFAULT_RESTARTS = 20   # k-means++ runs; the one with the best mean IoU is kept
@@ -108,7 +108,7 @@ def read_box_sizes(data_path: str | os.PathLike) -> tuple[np.ndarray, list[str]]
     notes = []
     if unlabelled:
         notes.append(f"{len(unlabelled)} of {len(images)} images have no label file, first: {unlabelled[0]}")
-    classification_only = sizes[:, 0] >= CLASSIFICATION_ONLY_MIN
+    classification_only = sizes[:, 0] > CLASSIFICATION_ONLY_ABOVE
     empty = ~classification_only & ((sizes <= 0).any(axis=1))
     if classification_only.any():
         notes.append(f"{classification_only.sum()} classification-only label line(s) have no box")

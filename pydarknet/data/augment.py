@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..image import image_to_chw
-from .labels import CLASSIFICATION_ONLY_MIN
+from .labels import CLASSIFICATION_ONLY_ABOVE
 
 MIN_TRUTH_SIZE = 0.001  # DARKNET(data.c:fill_truth_detection): narrower/shorter truths are dropped
 
@@ -170,7 +170,7 @@ def correct_boxes(truths: np.ndarray, dx: float, dy: float, sx: float, sy: float
     if `flip`. Classification-only rows pass through unchanged.
     """
     out = truths.astype(np.float32, copy=True)
-    has_box = ~(out[:, 0] > CLASSIFICATION_ONLY_MIN)
+    has_box = ~(out[:, 0] > CLASSIFICATION_ONLY_ABOVE)
     boxes = out[has_box]
     x, y, w, h = boxes[:, :4].T
     left, right = (x - w / 2) * sx - dx, (x + w / 2) * sx - dx

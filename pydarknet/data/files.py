@@ -124,5 +124,30 @@ def label_path(image_path: str) -> str:
                          f"or a .jpg/.png/.JPG/.JPEG extension)")
     return result
 
+
+# DARKNET(AlexeyAB utils.c:replace_image_to_label): folder rules (first occurrence each), in this order;
+# any other image's labels lie beside it
+ALEXEYAB_LABEL_FOLDERS = (("/images/train2017/", "/labels/train2017/"), ("/images/val2017/", "/labels/val2017/"),
+                          ("/JPEGImages/", "/labels/"),
+                          ("\\images\\train2017\\", "\\labels\\train2017\\"), ("\\images\\val2017\\", "\\labels\\val2017\\"),
+                          ("\\images\\train2014\\", "\\labels\\train2014\\"), ("\\images\\val2014\\", "\\labels\\val2014\\"),
+                          ("/images/train2014/", "/labels/train2014/"), ("/images/val2014/", "/labels/val2014/"),
+                          ("\\JPEGImages\\", "\\labels\\"))
+ALEXEYAB_IMAGE_EXTENSIONS = (".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".bmp", ".BMP", ".ppm", ".PPM",
+                             ".tiff", ".TIFF")
+
+
+def alexeyab_label_path(image_path: str) -> str:
+    """The label file AlexeyAB's Darknet reads for an image: usually beside it, with a .txt extension."""
+    result = image_path
+    for find, replace in ALEXEYAB_LABEL_FOLDERS:
+        result = result.replace(find, replace, 1)
+    result = result.strip(" \t")
+    for extension in ALEXEYAB_IMAGE_EXTENSIONS:
+        if result.endswith(extension):
+            result = result[:-len(extension)] + ".txt"
+    return result
+
+
 def _read_text(path: PathLike, what: str) -> str:
     return read_text_file(path, what, DataError)

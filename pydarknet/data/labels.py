@@ -15,10 +15,12 @@ import numpy as np
 
 from ..errors import DataError, MissingFileError
 
-# DARKNET(data.c:correct_boxes): x, y, w, h of a classification-only truth (label line with x == y == 0)
-CLASSIFICATION_ONLY = 999999.0
-# DARKNET(region_layer.c:forward_region_layer): how the region layer recognises that marker
-CLASSIFICATION_ONLY_MIN = 100000.0
+# DARKNET(data.c:correct_boxes): the x, y, w, h written for a classification-only truth (a label line
+# with x == y == 0: a class without a box, YOLO9000's ImageNet labels)
+CLASSIFICATION_ONLY_VALUE = 999999.0
+# DARKNET(region_layer.c:forward_region_layer): `x > 100000 && y > 100000` marks a truth row as
+# classification-only; what has a box lies at or below this
+CLASSIFICATION_ONLY_ABOVE = 100000.0
 
 
 class LabelError(DataError):
@@ -38,7 +40,7 @@ def parse_labels(text: str, classes: int, path: str | os.PathLike = "<string>",
             for lineno, line in enumerate(text.splitlines(), start=1) if line.strip()]
     truths = np.array(rows, dtype=np.float32).reshape(-1, 5)
     classification_only = _classification_only_rows(truths, text, path, allowed=classification_only)
-    truths[classification_only, :4] = CLASSIFICATION_ONLY  # DARKNET(data.c:correct_boxes): x==0&&y==0
+    truths[classification_only, :4] = CLASSIFICATION_ONLY_VALUE  # DARKNET(data.c:correct_boxes): x==0&&y==0
     return truths
 
 

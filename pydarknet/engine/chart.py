@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed: the chart is only written to a file
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..weights import write_atomically  # noqa: E402
+from ..fileio import write_atomically  # noqa: E402
 
 
 def save_chart(path: str | os.PathLike, iterations: list[int], losses: list[float], avg_losses: list[float],

@@ -1,4 +1,4 @@
-"""`classifier train`: the `[softmax]` (and WordTree) head of the training loop.
+"""`classifier train`: the `[softmax]` (and WordTree) task of the training loop.
 
 DARKNET(classifier.c:train_classifier): every iteration draws `batch` random images of the `train=`
 list, labels each from its path (`labels=` list, hierarchical with a WordTree, see
@@ -28,7 +28,7 @@ from ..layers.structure import CostLayer
 from ..losses.softmax import ClassifierLoss, classifier_loss
 from ..network import Darknet
 from ..tree import WordTree
-from .heads import Head
+from .tasks import Task
 from .sgd import DarknetSGD
 from .step import StepResult, TrainingForward, train_step
 
@@ -69,7 +69,7 @@ def crop_options(net: Darknet) -> CropOptions:
                        exposure=options.exposure)
 
 
-class ClassifierHead(Head):
+class ClassifierTask(Task):
     """The last `[softmax]` layer's cross-entropy (plus `[cost]` layers) on `(B, n)` class truths."""
 
     backup_default = "/backup/"   # DARKNET(classifier.c:train_classifier): the .data default
@@ -141,11 +141,11 @@ class ClassifierHead(Head):
 
 def classifier_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *,
                     model: ClassifierForward | None = None, **options) -> StepResult:
-    """`train_step` with the classifier head: images (B, 3, H, W), truths (B, n)."""
-    head = ClassifierHead(net)
+    """`train_step` with the classifier task: images (B, 3, H, W), truths (B, n)."""
+    task = ClassifierTask(net)
     if model is not None:
-        head.model = model
-    return train_step(net, images, truths, optimizer, head=head, model=model, **options)
+        task.model = model
+    return train_step(net, images, truths, optimizer, task=task, model=model, **options)
 
 
 def train_classifier(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
@@ -157,4 +157,4 @@ def train_classifier(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
     """
     from .train import train
 
-    return train(ClassifierHead, data_path, cfg_path, weights, **options)
+    return train(ClassifierTask, data_path, cfg_path, weights, **options)

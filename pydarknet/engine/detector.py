@@ -1,4 +1,4 @@
-"""`detector train`: the region (YOLOv2 / YOLO9000) head of the training loop.
+"""`detector train`: the region (YOLOv2 / YOLO9000) task of the training loop.
 
 DARKNET(detector.c:train_detector): random images of the `train=` list, augmented and letterboxed
 (multi-scale with `random=1`); printed per iteration `N: loss, avg avg, rate rate, seconds seconds,
@@ -14,9 +14,9 @@ from torch import Tensor, nn
 from ..data.augment import AugmentOptions
 from ..data.dataset import DetectionDataset, train_loader
 from ..data.files import DataConfig
-from ..losses.region import RegionLoss, check_trainable, region_input_gradient, region_loss
+from ..heads.region.loss import RegionLoss, check_trainable, region_input_gradient, region_loss
 from ..network import Darknet, require_region
-from .heads import Head
+from .tasks import Task
 from .step import TrainingForward
 
 BACKUP_EVERY = 100          # DARKNET(detector.c:train_detector): <cfg>.backup
@@ -41,7 +41,7 @@ def augment_options(net: Darknet) -> AugmentOptions:
                           exposure=net.options.exposure, max=region.options.max)
 
 
-class RegionHead(Head):
+class DetectorTask(Task):
     """The last `[region]` layer's loss (GPU semantics) on `(B, T, 5)` box truths."""
 
     backup_default = "backup"   # DARKNET(detector.c:train_detector): relative to the working directory
@@ -77,9 +77,8 @@ class RegionHead(Head):
 
     def printed_images(self, world: int) -> int:
         # DARKNET(detector.c:train_detector): i*imgs, imgs = batch * subdivisions * ngpus
-        options = self.net.options
-        images_per_iteration = options.mini_batch * options.subdivisions
-        return self.net.seen // images_per_iteration * images_per_iteration * world
+        images = self.net.options.images_per_update
+        return self.net.seen // images * images * world
 
     def backup_names(self, batch: int, base: str) -> list[str]:
         return backup_names(batch, base)

@@ -10,25 +10,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..cfloat import f32
 from ..errors import CfgError
-
-POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random")
+from ..options import POLICIES
 
 _SIZE_T_WRAP = 2 ** 64
 
 
-def get_current_batch(seen: int, batch: int, subdivisions: int) -> int:
+def get_current_batch(seen: int, images_per_update: int) -> int:
     """Number of batches trained so far, DARKNET(network.c:get_current_batch).
 
-    `seen` counts images and is incremented *before* the forward of a batch. `batch` is Darknet's
-    `net->batch`, i.e. the cfg `batch` divided by `subdivisions` (times `time_steps`), so
-    `batch * subdivisions` is the number of images per weight update.
+    `seen` counts images and is incremented *before* the forward of a batch; `images_per_update` is
+    `NetOptions.images_per_update` (Darknet's net->batch * net->subdivisions).
     """
-    return seen // (batch * subdivisions)
-
-
-def _f32(x: float) -> float:
-    return float(np.float32(x))
+    return seen // images_per_update
 
 
 def _pow(base: float, exponent: float) -> float:
@@ -55,10 +50,10 @@ def _sigmoid_rate(learning_rate: float, batch_num: int, gamma: float, step: int)
     """`lr / (1 + exp(gamma * (batch_num - step)))` with Darknet's unsigned subtraction."""
     # DARKNET(network.c:get_current_rate): `batch_num - step` is size_t, so before `step` it wraps
     # to ~2^64 and the rate is 0 for gamma > 0 (lr for gamma < 0) instead of a sigmoid ramp.
-    offset = _f32((batch_num - step) % _SIZE_T_WRAP)
+    offset = f32((batch_num - step) % _SIZE_T_WRAP)
     with np.errstate(all="ignore"):
         exponent = np.float32(gamma) * np.float32(offset)
-        return _f32(_f32(learning_rate) / (1.0 + np.exp(np.float64(exponent))))
+        return f32(f32(learning_rate) / (1.0 + np.exp(np.float64(exponent))))
 
 
 def get_current_rate(policy: str, learning_rate: float, batch_num: int, *,
@@ -80,20 +75,20 @@ def get_current_rate(policy: str, learning_rate: float, batch_num: int, *,
     lr = np.float32(learning_rate)
     if batch_num < burn_in:
         ratio = np.float32(batch_num) / np.float32(burn_in)
-        return _f32(float(lr) * _pow(ratio, _f32(power)))
+        return f32(float(lr) * _pow(ratio, f32(power)))
     if policy == "constant":
         return float(lr)
     if policy == "step":
-        return _f32(float(lr) * _pow(_f32(scale), batch_num // step))
+        return f32(float(lr) * _pow(f32(scale), batch_num // step))
     if policy == "steps":
         return _steps_rate(learning_rate, batch_num, steps, scales)
     if policy == "exp":
-        return _f32(float(lr) * _pow(_f32(gamma), batch_num))
+        return f32(float(lr) * _pow(f32(gamma), batch_num))
     if policy == "poly":
         remaining = np.float32(1) - np.float32(batch_num) / np.float32(max_batches)
-        return _f32(float(lr) * _pow(remaining, _f32(power)))
+        return f32(float(lr) * _pow(remaining, f32(power)))
     if policy == "sigmoid":
         return _sigmoid_rate(learning_rate, batch_num, gamma, step)
     if rng is None:
         raise ValueError("the 'random' policy needs a random generator (rng=)")
-    return _f32(float(lr) * _pow(np.float32(rng.random()), _f32(power)))
+    return f32(float(lr) * _pow(np.float32(rng.random()), f32(power)))

@@ -18,36 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..layers.conv import ConnectedLayer, ConvolutionalLayer
-
-
-def darknet_parameters(layer: nn.Module) -> dict[str, nn.Parameter]:
-    """A layer's trained tensors under Darknet's names: `weights`, `biases` and, with BN, `scales`.
-
-    Empty for layers without weights.
-    """
-    if not isinstance(layer, (ConvolutionalLayer, ConnectedLayer)):
-        return {}
-    named = {"weights": layer.op.weight, "biases": layer.biases()}
-    if layer.bn is not None:
-        named["scales"] = layer.bn.weight
-    return named
-
-
-def _f32(x: float) -> float:
-    """Round to float32, as Darknet's `float` arithmetic on the rate and the decay does."""
-    return float(np.float32(x))
+from ..cfloat import f32
 
 
 class DarknetSGD(torch.optim.Optimizer):
-    """SGD with Darknet's update arrays for every conv/connected layer of a `Darknet` net.
+    """SGD with Darknet's update arrays for every layer of a `Darknet` net that has trained tensors.
 
-    One parameter group per (layer, tensor), with the extra keys `layer` (index), `name`
-    (`weights`/`biases`/`scales`), `learning_rate_scale`, `decay` (0 except for weights) and `clip`.
+    One parameter group per (layer, tensor) of `layer.trained_tensors()`, with the extra keys `layer`
+    (index), `name` (`weights`/`biases`/`scales`), `learning_rate_scale`, `decay` (0 except for
+    weights) and `clip` (0 except for the weights of layers that `clips_weights`).
     `lr` is the network rate of the coming update (set it with `set_rate`). `momentum` and
     `batch` (images per update) are the same for every group.
 
@@ -62,19 +44,17 @@ class DarknetSGD(torch.optim.Optimizer):
             raise net.net_section.error("adam=1 is not implemented; DarknetSGD reproduces Darknet's SGD only", "adam")
         groups = []
         for index, layer in enumerate(net.layers):
-            for name, param in darknet_parameters(layer).items():
+            for name, param in layer.trained_tensors().items():
                 is_weights = name == "weights"
                 groups.append({
                     "params": [param], "layer": index, "name": name,
                     "learning_rate_scale": net.flags[index].learning_rate,
                     "decay": options.decay if is_weights else 0.0,
-                    # DARKNET(convolutional_kernels.cu:update_convolutional_layer_gpu): only conv weights are clipped
-                    "clip": options.clip if is_weights and isinstance(layer, ConvolutionalLayer) else 0.0,
+                    "clip": options.clip if is_weights and layer.clips_weights else 0.0,
                 })
-        # DARKNET(network.c:update_network): B = net->batch*subdivisions, where net->batch is the cfg
-        # batch integer-divided by subdivisions (so batch=10, subdivisions=3 gives B = 9)
-        batch = options.mini_batch * options.subdivisions
-        super().__init__(groups, {"lr": options.learning_rate, "momentum": options.momentum, "batch": batch})
+        # DARKNET(network.c:update_network): B = net->batch*subdivisions, the images per update
+        super().__init__(groups, {"lr": options.learning_rate, "momentum": options.momentum,
+                                  "batch": options.images_per_update})
 
     def update_array(self, param: Tensor) -> Tensor:
         """Darknet's update array of `param` (same shape; negative-gradient convention), created at 0."""
@@ -118,14 +98,14 @@ class DarknetSGD(torch.optim.Optimizer):
         self.accumulate()
         for group in self.param_groups:
             batch = group["batch"]
-            rate = _f32(_f32(group["lr"]) * _f32(group["learning_rate_scale"]))
+            rate = f32(f32(group["lr"]) * f32(group["learning_rate_scale"]))
             for param in group["params"]:
                 update = self.update_array(param)
                 if group["decay"]:
                     # DARKNET(convolutional_layer.c:update_convolutional_layer): the decay goes into the
                     # update array, so it is scaled by lr/B like the gradient and carried by the momentum
-                    update.add_(param, alpha=_f32(-_f32(group["decay"]) * batch))
-                param.add_(update, alpha=_f32(rate / batch))
+                    update.add_(param, alpha=f32(-f32(group["decay"]) * batch))
+                param.add_(update, alpha=f32(rate / batch))
                 update.mul_(group["momentum"])
                 if group["clip"]:
                     param.clamp_(-group["clip"], group["clip"])

@@ -1,4 +1,4 @@
-"""One Darknet training step on given tensors, for any task: the task's `Head` supplies the loss.
+"""One Darknet training step on given tensors, for any task: its `Task` (engine/tasks.py) supplies the loss.
 
 DARKNET(network.c:train_network_datum): ``seen += mini_batch``; training-mode forward (batch
 statistics in every BN layer, rolling statistics updated); the loss layer writes its delta;
@@ -30,10 +30,10 @@ from torch import Tensor, nn
 from ..errors import CfgError
 from ..network import Darknet, NetOptions, network_mode
 from .lr import get_current_batch, get_current_rate
-from .sgd import DarknetSGD, darknet_parameters
+from .sgd import DarknetSGD
 
 if TYPE_CHECKING:
-    from .heads import Head
+    from .tasks import Task
 
 
 @dataclass
@@ -42,7 +42,7 @@ class StepResult:
 
     output: the loss layer's output in training mode (detached): (B, A, 5+C, H, W) for a region
         layer, (B, n) probabilities for a classifier.
-    loss: the head's loss: `delta` (Darknet's negative gradient, shaped as `output`) and `cost`
+    loss: the task's loss: `delta` (Darknet's negative gradient, shaped as `output`) and `cost`
         (a region loss also has its stats and `stats_line()`).
     updates: per layer index, Darknet's update arrays (`weights`, `biases`, `scales`) right after
         this backward and before any update: the negative gradient summed over the images, plus the
@@ -62,8 +62,8 @@ class StepResult:
 
 
 def current_rate(options: NetOptions, seen: int, rng: np.random.Generator | None = None) -> float:
-    """DARKNET(network.c:get_current_rate) at ``batch_num = seen / (mini_batch * subdivisions)``."""
-    batch_num = get_current_batch(seen, options.mini_batch, options.subdivisions)
+    """DARKNET(network.c:get_current_rate) at ``batch_num = seen / images_per_update``."""
+    batch_num = get_current_batch(seen, options.images_per_update)
     return get_current_rate(options.policy, options.learning_rate, batch_num, burn_in=options.burn_in,
                             power=options.power, gamma=options.gamma, step=options.step, scale=options.scale,
                             steps=options.steps, scales=options.scales, max_batches=options.max_batches, rng=rng)
@@ -92,31 +92,31 @@ class TrainingForward(nn.Module):
         return outputs[self.source], outputs[self.top]
 
 
-def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *, head: Head | None = None,
+def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *, task: Task | None = None,
                seen: int | None = None, apply: bool = True, rng: np.random.Generator | None = None,
                record: bool = True, model: nn.Module | None = None, amp: bool | torch.dtype = False) -> StepResult:
     """Darknet's `train_network_datum` on one mini-batch.
 
-    images: (B, 3, H, W) network input, B = the cfg's batch/subdivisions; truths: what the head's
+    images: (B, 3, H, W) network input, B = the cfg's batch/subdivisions; truths: what the task's
     loss takes — (B, T, 5) rows ``x, y, w, h, class`` for a region layer (Darknet's `net->truth`; a
-    row with x == 0 ends an image's list), (B, n) class truths for a classifier. `head` is the task
-    (default: `head_for(net)`, region detector or classifier). `seen` replaces `net.seen` before the
+    row with x == 0 ends an image's list), (B, n) class truths for a classifier. `task` is the task
+    (default: `task_for(net)`, region detector or classifier). `seen` replaces `net.seen` before the
     step. The gradients always go into the optimizer's update arrays; the update is applied when due
     and `apply` is true. `rng` feeds the `random` learning-rate policy. The net is in training mode
     during the step and returns to its previous mode after it. `record=False` skips the copies of the
     update arrays and the BN batch statistics (the training loop does not need them). `model` is the
-    head's `TrainingForward`, possibly wrapped in DistributedDataParallel; `amp` runs the forward under
+    task's `TrainingForward`, possibly wrapped in DistributedDataParallel; `amp` runs the forward under
     bfloat16 autocast, on CUDA or the CPU (or under the autocast dtype given, e.g. torch.float16: no loss
     scaling); on a CPU with AMX, yolov2-tiny-voc at batch 8 steps 1.8x faster (0.95 vs 1.74 s).
     """
-    from .heads import head_for
+    from .tasks import task_for
 
-    head = head if head is not None else head_for(net)
+    task = task if task is not None else task_for(net)
     options = net.options
     if images.shape[0] != options.mini_batch:
         raise CfgError(f"{images.shape[0]} images given; the cfg trains on mini-batches of "
                        f"batch/subdivisions = {options.mini_batch}")
-    forward = model if model is not None else head.forward_module()
+    forward = model if model is not None else task.forward_module()
     if seen is not None:
         net.seen = seen
     # DARKNET(network.c:train_network_datum): seen counts this mini-batch before the forward,
@@ -129,10 +129,10 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     with network_mode(net, True), statistics as (batch_mean, batch_variance), autocast:
         raw, output = forward(images)
     output = output.float()
-    loss = head.loss(output.detach(), truths)
-    trained = trained_parameters(net, head.top)
+    loss = task.loss(output.detach(), truths)
+    trained = trained_parameters(net, task.top)
     if trained:
-        raw.backward(head.input_gradient(output, loss).view_as(raw).to(raw.dtype), inputs=trained)
+        raw.backward(task.input_gradient(output, loss).view_as(raw).to(raw.dtype), inputs=trained)
     optimizer.accumulate()
     updates = ({index: {name: u.clone() for name, u in named.items()} for index, named in optimizer.updates().items()}
                if record else {})
@@ -155,7 +155,7 @@ def trained_parameters(net: Darknet, top: int) -> list[nn.Parameter]:
     """
     stopped = [i for i in range(top + 1) if net.flags[i].stopbackward]
     first = stopped[-1] + 1 if stopped else 0
-    return [p for layer in net.layers[first:top] for p in darknet_parameters(layer).values()]
+    return [p for layer in net.layers[first:top] for p in layer.trained_tensors().values()]
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 One iteration = one Darknet "batch": `subdivisions` mini-batches whose gradients accumulate, then one
 update. The loop owns what every task shares: seeding, DDP, AMP, progress, the iteration line, the
-loss chart, the safety checks and the backups; the task's `Head` (engine/detector.py,
+loss chart, the safety checks and the backups; the task's `Task` (engine/detector.py,
 engine/classifier.py) supplies the loss, the data, the backup schedule and the line's figures.
 Backups go to the .data `backup` folder and are written atomically; resuming continues at the `seen`
 of the weights file.
@@ -32,11 +32,13 @@ from ..errors import CfgError, TrainingError
 from ..choices import TRAINING_DECODER
 from ..network import Darknet, network_mode, select_device
 from ..summary import layer_table, loading_weights_line, saving_weights_line
-from ..weights import check_iterations_left, load_weights, remove_stale_temporaries, save_weights
+from ..fileio import remove_stale_temporaries
+from ..weights import load_weights, save_weights
 from .chart import save_chart
-from .heads import Head
+from .lr import get_current_batch
 from .sgd import DarknetSGD
 from .step import train_step
+from .tasks import Task
 
 CHART_EVERY = 10            # iterations between redraws of <backup>/chart.png
 messages = logging.getLogger("pydarknet")   # Darknet's stderr messages (layer table, weights files); -q hides them
@@ -51,7 +53,7 @@ class IterationLog:
     avg_loss: float       # Darknet's running average: .9*avg + .1*loss
     rate: float
     seconds: float
-    images: int           # the figure Darknet prints (see Head.printed_images)
+    images: int           # the figure Darknet prints (see Task.printed_images)
     epoch: float | None = None   # classifier only: images seen / images in the list
 
     def line(self) -> str:
@@ -76,25 +78,41 @@ def cfg_base(cfg_path: str | os.PathLike) -> str:
     return Path(cfg_path).name.split(".")[0]
 
 
-def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | os.PathLike,
+def check_iterations_left(net: Darknet, weights_path: str | os.PathLike | None) -> None:
+    """Raise TrainingError when training `net` would run no iteration: the `seen` loaded from
+    `weights_path` is already at or past `max_batches` (e.g. a full file that a Darknet user meant
+    to fine-tune from, where Darknet itself silently writes an untrained `_final.weights`).
+
+    Call it after `-clear` and any max_batches override have been applied.
+    """
+    done = get_current_batch(net.seen, net.options.images_per_update)
+    if done >= net.options.max_batches:
+        # DIVERGES: Darknet's `while (get_current_batch(net) < net->max_batches)` just runs 0 iterations
+        raise TrainingError(
+            f"{weights_path}: seen = {net.seen} images is iteration {done}, already at max_batches = "
+            f"{net.options.max_batches}: training would run no iteration; add -clear to start from "
+            f"iteration 0 (or raise max_batches)")
+
+
+def train(task_type: type[Task], data_path: str | os.PathLike, cfg_path: str | os.PathLike,
           weights: str | os.PathLike | None = None, *, clear: bool = False,
           device: str | torch.device | None = None, amp: bool | torch.dtype = False, workers: int = 2, seed: int = 0,
           max_batches: int | None = None, decoder: str = TRAINING_DECODER, show_progress: bool = True,
           verbose: bool = True, log: Callable[[str], None] = print,
           on_iteration: Callable[[Darknet, IterationLog], None] | None = None) -> TrainResult:
-    """Train the net of `cfg_path` for the task `head_type` as `darknet <task> train data cfg [weights]`.
+    """Train the net of `cfg_path` for the task `task_type` as `darknet <task> train data cfg [weights]`.
 
     The net is initialised from `seed` (then overwritten by `weights` where given); images are drawn
     and augmented from `seed` too, so a run is reproducible. `max_batches` overrides the cfg's;
     `clear` starts `seen` again; `decoder` decodes the images (`image.load_image`; OpenCV by default,
-    "stb" for Darknet's exact pixels); `verbose` prints the per-mini-batch line of the head (region stats);
+    "stb" for Darknet's exact pixels); `verbose` prints the per-mini-batch line of the task (region stats);
     `on_iteration(net, log)` runs after every update (e.g. to compute mAP). The progress bar is drawn
     only on a terminal. Returns the final weights' path, the per-iteration log and the skipped samples.
     """
     rank, world = _distributed(device)
     data = read_data_file(data_path)
     net = Darknet.from_cfg(cfg_path, seed=seed)
-    head = head_type(net)
+    task = task_type(net)
     if rank == 0:
         messages.info("\n".join(layer_table(net)))   # DARKNET(parser.c:parse_network_cfg): on stderr
     if weights is not None:
@@ -113,30 +131,29 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
     options.learning_rate *= world  # DARKNET(detector.c:train_detector): rate times the GPU count
     device = _device_for_rank(device, rank, world)
     net.to(device, memory_format=torch.channels_last)  # NHWC convolutions: faster on oneDNN and cuDNN
-    model = head.forward_module()
+    model = task.forward_module()
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, find_unused_parameters=any(flags.stopbackward for flags in net.flags))
 
     # DARKNET(detector.c:train_detector): the backup folder is relative to the working directory
-    backup_dir = Path(data.get_str("backup", head.backup_default))
+    backup_dir = Path(data.get_str("backup", task.backup_default))
     backup_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         for stale in remove_stale_temporaries(backup_dir):   # left by a run killed while writing a backup
             log(f"Removed {stale}, an unfinished write of a killed run")
-    images_per_iteration = options.mini_batch * options.subdivisions
-    start = net.seen // images_per_iteration
+    start = get_current_batch(net.seen, options.images_per_update)
     # DARKNET(detector.c:train_detector): with N GPUs the iteration counter advances by N per round
-    loader = head.open_data(data, data_path, start_batch=start, seed=seed * 1000 + rank, workers=workers,
+    loader = task.open_data(data, data_path, start_batch=start, seed=seed * 1000 + rank, workers=workers,
                             decoder=decoder, stride=world)
     optimizer = DarknetSGD(net)
     rng = np.random.default_rng(seed)   # the `random` learning-rate policy
     base = cfg_base(cfg_path)
     if rank == 0:
         for line in [base, f"Learning Rate: {options.learning_rate:g}, Momentum: {options.momentum:g}, "
-                           f"Decay: {options.decay:g}", *head.header_lines()]:
+                           f"Decay: {options.decay:g}", *task.header_lines()]:
             log(line)
-    result = TrainResult(final_weights=backup_dir / head.final_name(base))
+    result = TrainResult(final_weights=backup_dir / task.final_name(base))
     keeper = WeightsKeeper(net, weights)
     progress = tqdm(total=max(options.max_batches - start, 0), unit="batch", dynamic_ncols=True,
                     disable=not (show_progress and rank == 0 and sys.stderr.isatty()))
@@ -147,18 +164,18 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
     for images, truths in loader:
         images, truths = fill_minibatch(images, truths, options.mini_batch)
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        step = train_step(net, images, truths.to(device, non_blocking=True), optimizer, head=head, rng=rng,
+        step = train_step(net, images, truths.to(device, non_blocking=True), optimizer, task=task, rng=rng,
                           record=False, model=model, amp=amp)
         cost += step.loss.cost
-        line = head.mini_batch_line(step.loss) if verbose and rank == 0 else None
+        line = task.mini_batch_line(step.loss) if verbose and rank == 0 else None
         if line is not None:
             write(line)
         if step.learning_rate is None:
             continue
         # DARKNET(network.c:sync_nets): seen gains the other GPUs' images, so it counts the global batch
         # DIVERGES: at every iteration, where Darknet syncs every 4th (seen lags by up to 3 rounds there)
-        net.seen += (world - 1) * images_per_iteration
-        entry = _log_entry(net, head, cost / images_per_iteration, result.history, step.learning_rate,
+        net.seen += (world - 1) * options.images_per_update
+        entry = _log_entry(net, task, cost / options.images_per_update, result.history, step.learning_rate,
                            time.perf_counter() - tick, world)
         if not math.isfinite(entry.loss):
             raise TrainingError(f"loss is {entry.loss} at iteration {entry.batch}; the last good weights are "
@@ -167,7 +184,7 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
         if rank == 0:
             write(entry.line())
             progress.update(1)
-            for name in head.backup_names(entry.batch, base):
+            for name in task.backup_names(entry.batch, base):
                 keeper.save(backup_dir / name, entry.batch, images)
             if on_iteration is not None:
                 on_iteration(net, entry)
@@ -178,7 +195,7 @@ def train(head_type: type[Head], data_path: str | os.PathLike, cfg_path: str | o
     progress.close()
     result.skipped_samples = loader.skipped_count
     if rank == 0:
-        keeper.save(result.final_weights, net.seen // images_per_iteration, images)
+        keeper.save(result.final_weights, get_current_batch(net.seen, options.images_per_update), images)
         _save_chart(backup_dir, result.history, options.max_batches)
     return result
 
@@ -229,9 +246,9 @@ def train_detector(data_path: str | os.PathLike, cfg_path: str | os.PathLike,
                    weights: str | os.PathLike | None = None, **options) -> TrainResult:
     """Train a YOLOv2/YOLO9000 detector as `darknet detector train data cfg [weights] [-clear]`
     (the .data file needs `train=`). Options as `train`."""
-    from .detector import RegionHead
+    from .detector import DetectorTask
 
-    return train(RegionHead, data_path, cfg_path, weights, **options)
+    return train(DetectorTask, data_path, cfg_path, weights, **options)
 
 
 def _save_chart(backup_dir: Path, history: list[IterationLog], max_batches: int) -> None:
@@ -276,10 +293,10 @@ def fill_minibatch(images, truths, size: int):
     return images[index], truths[index]
 
 
-def _log_entry(net: Darknet, head: Head, loss: float, history: list[IterationLog], rate: float, seconds: float,
+def _log_entry(net: Darknet, task: Task, loss: float, history: list[IterationLog], rate: float, seconds: float,
                world: int) -> IterationLog:
-    batch = net.seen // (net.options.mini_batch * net.options.subdivisions)
+    batch = get_current_batch(net.seen, net.options.images_per_update)
     previous = history[-1].avg_loss if history else loss
     # DARKNET(detector.c:train_detector): avg_loss starts at the first loss, then .9*avg + .1*loss
-    return IterationLog(batch, loss, previous * 0.9 + loss * 0.1, rate, seconds, head.printed_images(world),
-                        head.epoch())
+    return IterationLog(batch, loss, previous * 0.9 + loss * 0.1, rate, seconds, task.printed_images(world),
+                        task.epoch())

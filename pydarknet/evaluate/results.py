@@ -9,16 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import alexeyab
 from ..cfg import resolve_path
 from ..data.files import read_data_file, read_names, resolve_data_path
 from ..data.coco import COCO_IDS, coco_image_id, read_image_ids
-from ..decode import Detection
+from ..detections import Detection
+from ..dialect import PJREDDIE, Dialect
 from ..errors import DataError
 from ..network import Darknet, require_region
 from ..tree import read_map
-from .inference import (DEFAULT_BATCH, DEFAULT_WORKERS, VALID_NMS, VALID_THRESH, ImageDetections, detect_images,
-                        scored_probs, valid_paths)
+from .detect_list import DEFAULT_BATCH, DEFAULT_WORKERS, ImageDetections, detect_images, scored_probs, valid_paths
 
 IMAGENET_CLASSES = 200     # DARKNET(detector.c:validate_detector): eval=imagenet sets classes = 200
 # DARKNET(detector.c:validate_detector): `-out` default per `eval=` type, and the file it names
@@ -114,7 +113,7 @@ class ValidSetup:
 
 
 def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = None, workers: int = DEFAULT_WORKERS,
-                      batch: int = DEFAULT_BATCH, progress: bool = False, ab: bool = False,
+                      batch: int = DEFAULT_BATCH, progress: bool = False, dialect: Dialect = PJREDDIE,
                       letterbox: bool = True, decoder: str = "stb") -> list[Path]:
     """DARKNET(detector.c:validate_detector): detect every listed image (thresh .005, NMS .45,
     letterbox) and write the `eval=` type's result files under `setup.results`; returns their paths.
@@ -122,7 +121,7 @@ def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = Non
     voc: `<results>/<outfile><class name>.txt` per class; coco: `<results>/<outfile>.json`;
     imagenet: `<results>/<outfile>.txt`. `outfile` defaults to DEFAULT_OUTFILES[eval].
     DIVERGES: the results folder is created when missing (Darknet's fopen fails).
-    ab: as AlexeyAB's validate_detector (thresh .001, NMS .6, its decoding); letterbox: False stretches;
+    dialect: whose validate_detector (`ALEXEYAB`: thresh .001, NMS .6, its decoding); letterbox: False stretches;
     decoder: see `image.load_image`.
     """
     outfile = outfile or DEFAULT_OUTFILES[setup.eval]
@@ -130,9 +129,9 @@ def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = Non
     setup.results.mkdir(parents=True, exist_ok=True)
     # DARKNET(detector.c:validate_detector): eval=imagenet keeps the first 200 classes only
     kept = IMAGENET_CLASSES if setup.eval == "imagenet" else None
-    thresh, nms = (alexeyab.VALID_THRESH, alexeyab.VALID_NMS) if ab else (VALID_THRESH, VALID_NMS)
-    images = detect_images(net, setup.paths, thresh, nms, class_map=setup.class_map, classes=kept, letterbox=letterbox,
-                           workers=workers, batch=batch, progress=progress, ab=ab, decoder=decoder)
+    images = detect_images(net, setup.paths, dialect.valid_thresh, dialect.valid_nms, class_map=setup.class_map,
+                           classes=kept, letterbox=letterbox, workers=workers, batch=batch, progress=progress,
+                           dialect=dialect, decoder=decoder)
     if setup.eval == "coco":
         path = setup.results / f"{outfile}.json"
         records = [record for image in images for record in coco_lines(image, setup.image_ids)]

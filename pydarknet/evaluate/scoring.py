@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import alexeyab
 from ..boxes import pairwise_iou, pixel_xyxy
 from ..data.files import label_path, read_data_file
-from ..data.labels import CLASSIFICATION_ONLY_MIN, read_labels
-from ..decode import do_nms_obj
+from ..data.labels import CLASSIFICATION_ONLY_ABOVE, read_labels
+from ..detections import do_nms_obj
+from ..dialect import PJREDDIE, Dialect
 from .metrics import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_detections
 from ..network import Darknet, network_mode, require_region
-from .inference import (DEFAULT_BATCH, DEFAULT_WORKERS, VALID_NMS, VALID_THRESH, ImageDetections, detect_images,
-                        scored_probs, valid_paths)
+from .detect_list import DEFAULT_BATCH, DEFAULT_WORKERS, ImageDetections, detect_images, scored_probs, valid_paths
 
 RECALL_THRESH = 0.001  # DARKNET(detector.c:validate_detector_recall)
 RECALL_NMS = 0.4       # DARKNET(detector.c:validate_detector_recall): do_nms_obj, not per class
@@ -45,38 +44,38 @@ class MapInputs:
 
 
 def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAULT_WORKERS,
-                       batch: int = DEFAULT_BATCH, progress: bool = False, ab: bool = False,
+                       batch: int = DEFAULT_BATCH, progress: bool = False, dialect: Dialect = PJREDDIE,
                        letterbox: bool = True, decoder: str = "stb") -> MapInputs:
     """Detect every labelled image of `paths` as validate_detector does and read its ground truth.
 
-    Ground truth: the Darknet label file of the image (`data.files.label_path`), every object
+    Ground truth: the label file of the image (`dialect.label_path`), every object
     non-difficult, plus the objects of an optional sibling `<label>.difficult` file (same
     `class x y w h` format) as difficult ones: the VOC objects that voc_label.py leaves out of the
-    training labels. An image without a label file is skipped with a MissingLabelWarning.
-    Detection boxes are clipped to the image, like the boxes of the `valid` result files.
-    ab: AlexeyAB's validate_detector_map: its decoding, unclipped boxes and label paths (`alexeyab.label_path`);
-    an image without labels counts with no object. letterbox: False stretches. decoder: see `image.load_image`.
+    training labels. An image without a label file is skipped with a MissingLabelWarning, or counted with
+    no object (`dialect.map_counts_unlabelled`); detection boxes are clipped to the image unless the dialect
+    says otherwise. letterbox: False stretches. decoder: see `image.load_image`.
     """
     classes = require_region(net, "evaluation").options.classes
     truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in paths:
-        labels = Path(alexeyab.label_path(path) if ab else label_path(path))
+        labels = Path(dialect.label_path(path))
         if labels.is_file():
             truths[path] = _read_truth(labels, classes)
-        elif ab:
-            # DARKNET(AlexeyAB detector.c:validate_detector_map): read_boxes warns, the image counts with no object
+        elif dialect.map_counts_unlabelled:
             warnings.warn(f"{path}: no label file {labels}; evaluated with no object", MissingLabelWarning, stacklevel=2)
             truths[path] = np.zeros((0, 5), np.float32), np.zeros(0, bool)
         else:
             warnings.warn(f"{path}: no label file {labels}; image skipped", MissingLabelWarning, stacklevel=2)
     kept = [path for path in paths if path in truths]
     records, ground_truths, sizes = [], [], []
-    for image in detect_images(net, kept, VALID_THRESH, VALID_NMS, letterbox=letterbox, workers=workers, batch=batch,
-                               progress=progress, ab=ab, decoder=decoder):
+    # DARKNET(detector.c:validate_detector; AlexeyAB detector.c:validate_detector_map): thresh .005, NMS .45
+    thresh, nms = PJREDDIE.valid_thresh, PJREDDIE.valid_nms
+    for image in detect_images(net, kept, thresh, nms, letterbox=letterbox, workers=workers, batch=batch,
+                               progress=progress, dialect=dialect, decoder=decoder):
         rows, difficult = truths[image.path]
         ground_truths.append(GroundTruth(rows[:, 4], pixel_xyxy(rows[:, :4], image.width, image.height), difficult))
         sizes.append((image.width, image.height))
-        records.append(detection_records(image, clip=not ab))
+        records.append(detection_records(image, clip=dialect.map_clips_boxes))
     detections = Detections.from_records(np.concatenate(records) if records else np.zeros((0, 7)))
     return MapInputs(detections, ground_truths, np.array(sizes, dtype=float).reshape(-1, 2), kept,
                      [path for path in paths if path not in truths])
@@ -117,7 +116,7 @@ def _read_truth(labels: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
     hard = read_labels(difficult_file, classes) if difficult_file.is_file() else np.zeros((0, 5), np.float32)
     rows, flags = np.concatenate([rows, hard]), np.repeat([False, True], [len(rows), len(hard)])
     # a classification-only row (x == y == 0 in the file) names a class but has no box to find
-    boxed = rows[:, 0] < CLASSIFICATION_ONLY_MIN
+    boxed = rows[:, 0] <= CLASSIFICATION_ONLY_ABOVE
     return rows[boxed], flags[boxed]
 
 

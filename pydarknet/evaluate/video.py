@@ -12,12 +12,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..decode import do_nms_obj
+from ..detections import do_nms_obj
 from ..errors import DataError
 from ..image import draw_detections, network_input
-from ..network import Darknet
+from ..network import Darknet, require_region
 from ..progress import progress as progress_of
-from .inference import HIER_THRESH, ordered_map, region_detections
+from ..heads.region.detections import HIER_THRESH, region_detections
+from .detect_list import ordered_map
 
 DEMO_NMS = 0.4         # DARKNET(demo.c:detect_in_thread): do_nms_obj
 DEMO_FRAMES = 3        # DARKNET(demo.c:demo): region outputs averaged over the last 3 frames
@@ -64,7 +65,8 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
                     history = output.new_zeros(avg_frames, *output.shape)
                 history[frames % avg_frames] = output
                 height, width = frame.shape[:2]
-                dets = region_detections(net, _average(history), width, height, thresh, 0, hier_thresh)
+                dets = region_detections(require_region(net, "detector demo"), _average(history), net.width,
+                                         net.height, width, height, thresh, 0, hier_thresh)
                 dets = do_nms_obj(dets, DEMO_NMS)
                 if writer is None:
                     writer = _video_writer(out_path, fps, width, height)

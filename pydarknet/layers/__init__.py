@@ -1,5 +1,5 @@
-"""Layer modules; importing this package registers every section builder."""
-from . import conv, pool, region, softmax, structure  # noqa: F401  (registration side effects)
+"""Layer modules; importing this package registers their section builders (the heads register in `heads`)."""
+from . import conv, pool, softmax, structure  # noqa: F401  (registration side effects)
 from .base import DarknetLayer
 
 __all__ = ["DarknetLayer"]

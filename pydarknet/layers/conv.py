@@ -1,13 +1,18 @@
 """`[convolutional]` and `[connected]` layers: affine map, optional batch norm, activation."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from ..cfg import Section
 from ..registry import BuildContext, Shape, register
 from .activations import Activation, activation_from
-from .base import DarknetLayer
+from .base import DarknetLayer, dims
+
+if TYPE_CHECKING:
+    from ..network import Darknet
 
 BN_EPS = 1e-5        # DARKNET(batchnorm_layer.c / cuDNN): epsilon inside the sqrt, as the GPU build
 BN_MOMENTUM = 0.01   # DARKNET(batchnorm_layer.c:forward_batchnorm_layer): rolling = .99*rolling + .01*batch
@@ -55,8 +60,17 @@ class _Affine(DarknetLayer):
             return []
         return [self.bn.weight, self.bn.running_mean, self.bn.running_var]
 
+    def trained_tensors(self) -> dict[str, nn.Parameter]:
+        # DARKNET(convolutional_layer.c:update_convolutional_layer): weights, biases and, with BN, scales
+        named = {"weights": self.op.weight, "biases": self.biases()}
+        if self.bn is not None:
+            named["scales"] = self.bn.weight
+        return named
+
 
 class ConvolutionalLayer(_Affine):
+    clips_weights = True   # DARKNET(convolutional_kernels.cu:update_convolutional_layer_gpu): only conv weights
+
     @staticmethod
     def _unit_noise(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
         return torch.randn(shape, generator=generator)  # DARKNET(convolutional_layer.c:make_convolutional_layer)
@@ -64,6 +78,14 @@ class ConvolutionalLayer(_Affine):
     def darknet_tensors(self) -> list[Tensor]:
         # DARKNET(parser.c:save_convolutional_weights): biases, [scales, mean, variance], weights
         return [self.biases(), *self.batch_norm_tensors(), self.op.weight]
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        size, stride, groups = self.op.kernel_size[0], self.op.stride[0], self.op.groups
+        after = net.shapes[index]
+        # DARKNET(convolutional_layer.c:make_convolutional_layer): 2*n*size*size*c/groups*out_h*out_w in double
+        bflops = 2.0 * self.op.out_channels * size * size * before.c / groups * after.h * after.w / 1e9
+        return (f"conv  {self.op.out_channels:5d} {size:2d} x{size:2d} /{stride:2d}  {dims(before)}   ->  "
+                f"{dims(after)}  {bflops:5.3f} BFLOPs")
 
 
 class ConnectedLayer(_Affine):
@@ -77,6 +99,9 @@ class ConnectedLayer(_Affine):
     def darknet_tensors(self) -> list[Tensor]:
         # DARKNET(parser.c:save_connected_weights): biases, weights, then [scales, mean, variance]
         return [self.biases(), self.op.weight, *self.batch_norm_tensors()]
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return f"connected                            {before.size:4d}  ->  {net.shapes[index].size:4d}"
 
 
 @register("convolutional", "conv")

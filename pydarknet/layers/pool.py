@@ -1,13 +1,18 @@
 """`[maxpool]` and `[avgpool]` layers."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from ..cfg import Section
 from ..registry import BuildContext, Shape, register
-from .base import DarknetLayer
+from .base import DarknetLayer, dims
 from .conv import window_output
+
+if TYPE_CHECKING:
+    from ..network import Darknet
 
 
 class MaxPoolLayer(DarknetLayer):
@@ -37,6 +42,9 @@ class MaxPoolLayer(DarknetLayer):
     def extra_repr(self) -> str:
         return f"size={self.size}, stride={self.stride}, padding={self.padding}"
 
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return f"max          {self.size} x {self.size} / {self.stride}  {dims(before)}   ->  {dims(net.shapes[index])}"
+
 
 def _max_of_2x2_blocks(x: Tensor) -> Tensor:
     """`max_pool2d(x, 2, 2)` of an even-sized map, bit for bit, as three elementwise maxima of strided views:
@@ -52,6 +60,9 @@ class AvgPoolLayer(DarknetLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=(2, 3), keepdim=True)
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return f"avg                     {dims(before)}   ->  {before.c:4d}"
 
 
 @register("maxpool", "max")

@@ -1,11 +1,16 @@
 """`[softmax]`: a plain softmax over groups of the flattened input, or a WordTree group softmax."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor
 
 from ..cfg import Section, resolve_path
 from ..registry import BuildContext, Shape, register
 from .base import DarknetLayer
+
+if TYPE_CHECKING:
+    from ..network import Darknet
 
 
 class SoftmaxLayer(DarknetLayer):
@@ -26,6 +31,9 @@ class SoftmaxLayer(DarknetLayer):
                 groups = (groups - groups.amax(dim=2, keepdim=True).detach()) / self.temperature
             out = groups.softmax(dim=2).flatten(1)
         return out.view(x.shape[0], -1, 1, 1)
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return f"softmax                                        {before.size:4d}"
 
 
 @register("softmax", "soft")

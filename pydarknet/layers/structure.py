@@ -5,13 +5,18 @@ outputs to `forward` in that order.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from ..cfg import Section
 from ..registry import BuildContext, Shape, register
 from .activations import activation_from
-from .base import DarknetLayer
+from .base import DarknetLayer, dims
+
+if TYPE_CHECKING:
+    from ..network import Darknet
 
 
 class RouteLayer(DarknetLayer):
@@ -19,6 +24,9 @@ class RouteLayer(DarknetLayer):
 
     def forward(self, *inputs: Tensor) -> Tensor:
         return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return "route " + "".join(f" {source}" for source in net.sources[index])
 
 
 class ReorgLayer(DarknetLayer):
@@ -45,6 +53,9 @@ class ReorgLayer(DarknetLayer):
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}"
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return f"reorg              /{self.stride:2d}  {dims(before)}   ->  {dims(net.shapes[index])}"
 
 
 class ShortcutLayer(DarknetLayer):
@@ -73,6 +84,11 @@ class ShortcutLayer(DarknetLayer):
         out[window] = out[window] + self.beta * added[:, :c, :h, :w]
         return self.activation(out)
 
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        source = net.sources[index][1]
+        # DARKNET(shortcut_layer.c:make_shortcut_layer): the `from` layer's dims, then the previous layer's
+        return f"res  {source:3d}                {dims(net.shapes[source])}   ->  {dims(before)}"
+
 
 class UpsampleLayer(DarknetLayer):
     """DARKNET(blas.c:upsample_cpu): nearest-neighbour repeat by `stride`, times `scale`."""
@@ -85,6 +101,9 @@ class UpsampleLayer(DarknetLayer):
         out = x.repeat_interleave(self.stride, dim=2).repeat_interleave(self.stride, dim=3)
         return out * self.scale if self.scale != 1 else out
 
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return f"upsample           {self.stride:2d}x  {dims(before)}   ->  {dims(net.shapes[index])}"
+
 
 class DropoutLayer(DarknetLayer):
     """DARKNET(dropout_layer.c): inverted dropout; the identity at inference."""
@@ -96,6 +115,9 @@ class DropoutLayer(DarknetLayer):
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(x)
 
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return f"dropout       p = {self.dropout.p:.2f}               {before.size:4d}  ->  {before.size:4d}"
+
 
 class CostLayer(DarknetLayer):
     """`[cost]` passes its input through; the loss itself belongs to the training engine."""
@@ -106,6 +128,9 @@ class CostLayer(DarknetLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         return x
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        return f"cost                                           {before.size:4d}"
 
 
 @register("route")

@@ -1,7 +1,7 @@
-"""What a task adds to the one training loop: a `Head` per task (region detector, classifier).
+"""What a task adds to the one training loop: one `Task` per training task (region detector, classifier).
 
 DARKNET(network.c:train_network_datum) is shared by `detector train` and `classifier train`; what
-differs is the loss layer, its data, the backup schedule and the printed line. A head gives:
+differs is the loss layer, its data, the backup schedule and the printed line. A task gives:
 the module DDP wraps (the net up to its loss layer), the loss and the gradient it sends into the loss
 layer's input, the training data, the backups due after an iteration, and the lines printed.
 """
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..network import Darknet
 
 
-class Head(ABC):
+class Task(ABC):
     """A training task. `top` is the index of the loss layer; `backup_default` the folder used when
     the .data file has no `backup=` (relative to the working directory, as Darknet opens it)."""
 
@@ -72,9 +72,9 @@ class Head(ABC):
         """The weights file written at the end of training."""
 
 
-def head_for(net: Darknet) -> Head:
+def task_for(net: Darknet) -> Task:
     """The task of a net: a region detector if it has a `[region]` layer, else a `[softmax]` classifier."""
-    from .classifier import ClassifierHead
-    from .detector import RegionHead
+    from .classifier import ClassifierTask
+    from .detector import DetectorTask
 
-    return RegionHead(net) if net.region is not None else ClassifierHead(net)
+    return DetectorTask(net) if net.region is not None else ClassifierTask(net)

@@ -1,4 +1,7 @@
-"""Detections from a `[region]` output: decoding, Darknet's NMS, printed lines and JSON.
+"""Detections of any head: Darknet's `detection` struct, the letterbox correction, its NMS, printed lines, JSON.
+
+Each head package (`heads/region`, ...) turns its layer's output into these `Detection`s; everything
+after that (NMS, printing, drawing, result files, mAP) is shared and lives here or in `evaluate/`.
 
 Every comparison with a threshold is done in float32 against ``float32(thresh)``, because
 Darknet passes thresholds as C ``float``; products are float32 in Darknet's order, so the
@@ -7,18 +10,12 @@ probabilities (and the printed percentages) equal Darknet's up to its own float 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 
-from pydarknet.boxes import pairwise_iou
-from pydarknet.image import letterbox_size, pixel_box
-
-if TYPE_CHECKING:
-    from pydarknet.tree import WordTree
-
-COORDS = 4   # x, y, w, h entries before objectness in each anchor's block
+from .boxes import pairwise_iou
+from .image import letterbox_size, pixel_box
 
 
 @dataclass
@@ -35,61 +32,11 @@ class Detection:
     probs: np.ndarray
 
 
-def get_region_detections(region_out: np.ndarray | torch.Tensor, anchors: Sequence[float], net_w: int,
-                          net_h: int, im_w: int, im_h: int, thresh: float, hier_thresh: float = 0.5,
-                          tree: WordTree | None = None, relative: bool = True) -> list[Detection]:
-    """Decode one image's region output into ``A*H*W`` detections in Darknet's array order.
-
-    region_out: (A, 5+classes, H, W) region-layer output (entries 0,1,4 logistic, 2,3 raw,
-        5.. softmaxed class probabilities, or group-softmaxed ones with a WordTree).
-    anchors: flat ``w0, h0, w1, h1, ...`` in grid cells ([region] ``anchors``).
-    Detection ``a*H*W + y*W + x`` is anchor ``a`` at cell (y, x), as region_layer.c orders them.
-    With a ``tree``, each box gets one class, tree.c:hierarchy_top_prediction's, with
-    probability = objectness (map-less YOLO9000 test mode).
-    Not supported (not used by YOLOv2 detection): ``background``, ``coords > 4`` masks, a
-    class ``map``, and the batch-2 flip averaging.
-    """
-    pred = _check_region(region_out, anchors)
-    boxes = _correct_region_boxes(_region_boxes(pred, anchors), im_w, im_h, net_w, net_h, relative)
-    t = np.float32(thresh)
-    scale = pred[:, COORDS].reshape(-1)                                   # [A*H*W]
-    objectness = np.where(scale > t, scale, np.float32(0))
-    class_probs = pred[:, COORDS + 1:]                                    # [A, C, H, W]
-    if tree is None:
-        probs = _class_probs(class_probs, scale, objectness, t)
-    else:
-        probs = _tree_probs(class_probs, objectness, hier_thresh, tree)
-    return [Detection(box, float(obj), prob) for box, obj, prob in zip(boxes, objectness, probs)]
-
-
-def _check_region(region_out: np.ndarray | torch.Tensor, anchors: Sequence[float]) -> np.ndarray:
-    """The region output as a float32 (A, 5+C, H, W) array, checked against the anchors."""
-    if isinstance(region_out, torch.Tensor):
-        region_out = region_out.detach().cpu().numpy()
-    pred = np.asarray(region_out, dtype=np.float32)
-    if pred.ndim != 4 or pred.shape[1] < COORDS + 2:
-        raise ValueError(f"region output must be (num, 5+classes, H, W), got shape {pred.shape}")
-    if len(anchors) != 2 * pred.shape[0]:
-        raise ValueError(f"{len(anchors)} anchor values for num={pred.shape[0]} anchors (need {2 * pred.shape[0]})")
-    return pred
-
-
-def _region_boxes(pred: np.ndarray, anchors: Sequence[float]) -> np.ndarray:
-    """(A, 5+C, H, W) -> (A*H*W, 4) float32 cxcywh relative to the network input."""
-    num, _, h, w = pred.shape
-    # DARKNET(region_layer.c:get_region_box): biases are C floats; exp() and the anchor product in double
-    anchors_wh = np.asarray(anchors, dtype=np.float32).astype(np.float64).reshape(num, 2, 1, 1)
-    x = (np.arange(w, dtype=np.float32) + pred[:, 0]) / np.float32(w)            # [A, H, W]
-    y = (np.arange(h, dtype=np.float32)[:, None] + pred[:, 1]) / np.float32(h)    # [A, H, W]
-    with np.errstate(over="ignore"):   # huge tw/th give inf boxes in Darknet too
-        wh = np.exp(pred[:, 2:4].astype(np.float64)) * anchors_wh / np.array([w, h]).reshape(2, 1, 1)
-    boxes = np.stack([x, y, wh[:, 0].astype(np.float32), wh[:, 1].astype(np.float32)], -1)
-    return boxes.reshape(-1, 4)
-
-
-def _correct_region_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int,
-                          relative: bool) -> np.ndarray:
-    """Undo the letterbox: (N, 4) cxcywh relative to the network input -> to the original image."""
+def correct_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int,
+                  relative: bool = True) -> np.ndarray:
+    """Undo the letterbox: (N, 4) float32 cxcywh relative to the network input -> to the original image
+    (relative, or in pixels with ``relative=False``). A stretched image is corrected as one of the
+    network's size (im_w, im_h = net_w, net_h), which changes nothing."""
     new_w, new_h = letterbox_size(im_w, im_h, net_w, net_h)
     net = np.array([net_w, net_h], dtype=np.float32)
     new = np.array([new_w, new_h], dtype=np.float32)
@@ -101,27 +48,6 @@ def _correct_region_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w:
     if not relative:
         boxes *= np.array([im_w, im_h, im_w, im_h], dtype=np.float32)
     return boxes
-
-
-def _class_probs(class_probs: np.ndarray, scale: np.ndarray, objectness: np.ndarray,
-                 t: np.float32) -> np.ndarray:
-    """(A, C, H, W) conditional probabilities -> (A*H*W, C) objectness * P, 0 unless > t."""
-    num, classes, h, w = class_probs.shape
-    per_box = class_probs.transpose(0, 2, 3, 1).reshape(num * h * w, classes)
-    prob = scale[:, None] * per_box
-    # DARKNET(region_layer.c:get_region_detections): boxes below the objectness thresh keep all-zero probs
-    return np.where((prob > t) & (objectness[:, None] != 0), prob, np.float32(0))
-
-
-def _tree_probs(class_probs: np.ndarray, objectness: np.ndarray, hier_thresh: float,
-                tree: WordTree) -> np.ndarray:
-    """(A, C, H, W) WordTree group probabilities -> (A*H*W, C), one nonzero class per box."""
-    p_abs = tree.hierarchy_predictions(torch.from_numpy(class_probs), dim=1)
-    top = tree.top_prediction(p_abs, hier_thresh, dim=1).reshape(-1).numpy()      # [A*H*W]
-    probs = np.zeros((top.size, class_probs.shape[1]), dtype=np.float32)
-    # DARKNET(region_layer.c:get_region_detections): without a map the printed prob is the objectness
-    probs[np.arange(top.size), top] = objectness
-    return probs
 
 
 def do_nms_sort(dets: Sequence[Detection], classes: int, nms: float = 0.45) -> list[Detection]:
@@ -227,7 +153,7 @@ class DetectedObject:
 
     def line(self) -> str:
         """The line image.c:draw_detections prints for it, ``"<name>: <prob>%"``."""
-        return _printed_line(self.name, self.prob)
+        return printed_line(self.name, self.prob)
 
 
 def detected_objects(dets: Sequence[Detection], names: Sequence[str], thresh: float, im_w: int,
@@ -245,11 +171,12 @@ def detected_objects(dets: Sequence[Detection], names: Sequence[str], thresh: fl
 def format_detections(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[str]:
     """The lines image.c:draw_detections prints: ``"<name>: <prob>%"`` for every class > thresh,
     box by box in array order and by class index within a box."""
-    return [_printed_line(names[j], det.probs[j])
+    return [printed_line(names[j], det.probs[j])
             for det, classes in zip(dets, classes_above(dets, names, thresh)) for j in classes]
 
 
-def _printed_line(name: str, prob: float) -> str:
+def printed_line(name: str, prob: float) -> str:
+    """``"<name>: <percent>%"``, the line every Darknet prints for a detected class."""
     # DARKNET(image.c:draw_detections): prob*100 is a float32 product, printed with %.0f
     return f"{name}: {float(np.float32(prob) * np.float32(100)):.0f}%"
 

@@ -1,13 +1,7 @@
-"""AlexeyAB's Darknet (the fork most users run): its printed detections and its `detector map`.
+"""AlexeyAB's `detector map` (detector.c:validate_detector_map): its matching of detections and its report.
 
-pjreddie's Darknet stays the default everywhere; the commands' `-ab` switch selects what is here.
-What AlexeyAB does differently, for a YOLOv2 `[region]` net (checked against src/ of
-github.com/AlexeyAB/darknet, built for CPU):
-- the image is stretched to the net (`resize_image`) unless `-letter_box` or `letter_box=1` in [net];
-- every box gets objectness 1 (network.c:custom_get_region_detections), so `do_nms_sort` ranks all of them;
-- `detector test` prints the best class of each box first, boxes sorted by their left edge;
-- `detector map` matches unclipped boxes as it finds them, image by image, and reports its own
-  "average IoU": the summed IoU of the true positives over TP + FP.
+The `ALEXEYAB` dialect's map evaluator (`dialect.py`); numpy only. It matches unclipped boxes as it finds
+them, image by image, and reports its own "average IoU": the summed IoU of the true positives over TP + FP.
 """
 from __future__ import annotations
 
@@ -17,101 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .boxes import pairwise_iou, xyxy_to_cxcywh
-from .decode import Detection, classes_above
-from .evaluate.metrics import ALL_POINTS, Detections, GroundTruth
+from ..boxes import pairwise_iou, xyxy_to_cxcywh
+from .metrics import ALL_POINTS, Detections, GroundTruth
 
-TEST_THRESH = 0.25   # DARKNET(AlexeyAB darknet.c / detector.c:run_detector): -thresh default
-VALID_THRESH = 0.001  # DARKNET(AlexeyAB detector.c:validate_detector)
-VALID_NMS = 0.6       # DARKNET(AlexeyAB detector.c:validate_detector)
-DONT_SHOW = "dont_show"  # DARKNET(AlexeyAB image.c:get_actual_detections): names never chosen as a box's class
-
-
-# DARKNET(AlexeyAB utils.c:replace_image_to_label): folder rules (first occurrence each), in this order;
-# any other image's labels lie beside it
-LABEL_FOLDERS = (("/images/train2017/", "/labels/train2017/"), ("/images/val2017/", "/labels/val2017/"),
-                 ("/JPEGImages/", "/labels/"),
-                 ("\\images\\train2017\\", "\\labels\\train2017\\"), ("\\images\\val2017\\", "\\labels\\val2017\\"),
-                 ("\\images\\train2014\\", "\\labels\\train2014\\"), ("\\images\\val2014\\", "\\labels\\val2014\\"),
-                 ("/images/train2014/", "/labels/train2014/"), ("/images/val2014/", "/labels/val2014/"),
-                 ("\\JPEGImages\\", "\\labels\\"))
-IMAGE_EXTENSIONS = (".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".bmp", ".BMP", ".ppm", ".PPM", ".tiff", ".TIFF")
-
-
-def label_path(image_path: str) -> str:
-    """The label file AlexeyAB's Darknet reads for an image: usually beside it, with a .txt extension."""
-    result = image_path
-    for find, replace in LABEL_FOLDERS:
-        result = result.replace(find, replace, 1)
-    result = result.strip(" \t")
-    for extension in IMAGE_EXTENSIONS:
-        if result.endswith(extension):
-            result = result[:-len(extension)] + ".txt"
-    return result
-
-
-def uses_letterbox(net, letter_box_flag: bool) -> bool:
-    """AlexeyAB letterboxes only when asked: `-letter_box`, or `letter_box=1` in the cfg's [net]."""
-    return letter_box_flag or bool(net.options.letter_box)
-
-
-def with_unit_objectness(dets: Sequence[Detection]) -> list[Detection]:
-    """DARKNET(AlexeyAB network.c:custom_get_region_detections): objectness = 1 for every box."""
-    return [Detection(det.bbox, 1.0, det.probs) for det in dets]
-
-
-# ---------------------------------------------------------------------------- printed detections
-
-def printed_lines(dets: Sequence[Detection], names: Sequence[str], thresh: float, im_w: int, im_h: int,
-                  alexeyab_order: bool, ext_output: bool) -> list[str]:
-    """The `name: NN%` lines of `detector test`, in pjreddie's order (box by box, classes by index) or
-    AlexeyAB's (image.c:draw_detections_v3); `ext_output` adds AlexeyAB's `(left_x: ...)` box."""
-    pairs = _alexeyab_pairs(dets, names, thresh) if alexeyab_order else _darknet_pairs(dets, names, thresh)
-    return [_line(det, j, names, im_w, im_h, ext_output) for det, j in pairs]
-
-
-def _darknet_pairs(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
-    return [(det, int(j)) for det, classes in zip(dets, classes_above(dets, names, thresh)) for j in classes]
-
-
-def _alexeyab_pairs(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
-    t = np.float32(thresh)
-    showable = np.array([not name.startswith(DONT_SHOW) for name in names[:len(dets[0].probs)]]) if dets else None
-    selected = []
-    for det in dets:
-        candidates = np.where((det.probs > t) & showable, det.probs, -np.inf)
-        if np.isfinite(candidates).any():
-            selected.append((det, int(np.argmax(candidates))))   # the first of equal probs, as its strict >
-    # DARKNET(AlexeyAB image.c:compare_by_lefts): glibc's stable qsort on the float32 left edge
-    selected.sort(key=lambda pair: float(pair[0].bbox[0] - pair[0].bbox[2] / np.float32(2)))
-    pairs = []
-    for det, best in selected:
-        pairs.append((det, best))
-        pairs.extend((det, int(j)) for j in np.flatnonzero(det.probs > t) if j != best)
-    return pairs
-
-
-def _line(det: Detection, j: int, names: Sequence[str], im_w: int, im_h: int, ext_output: bool) -> str:
-    # DARKNET(image.c:draw_detections): prob*100 is a float32 product, printed with %.0f
-    line = f"{names[j]}: {float(det.probs[j] * np.float32(100)):.0f}%"
-    return line + ext_output_box(det.bbox, im_w, im_h) if ext_output else line
-
-
-def ext_output_box(bbox_cxcywh: np.ndarray, im_w: int, im_h: int) -> str:
-    """DARKNET(AlexeyAB image.c:draw_detections_v3): `\\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f
-    height: %4.0f)` of round() of the float32 pixel values (halves away from zero)."""
-    x, y, w, h = (np.float32(v) for v in bbox_cxcywh)
-    values = ((x - w / np.float32(2)) * np.float32(im_w), (y - h / np.float32(2)) * np.float32(im_h),
-              w * np.float32(im_w), h * np.float32(im_h))
-    left, top, width, height = (_c_round(float(v)) for v in values)
-    return f"\t(left_x: {left:4.0f}   top_y: {top:4.0f}   width: {width:4.0f}   height: {height:4.0f})"
-
-
-def _c_round(value: float) -> float:
-    return math.copysign(math.floor(abs(value) + 0.5), value) if math.isfinite(value) else value
-
-
-# ---------------------------------------------------------------------------- `detector map`
 
 @dataclass(frozen=True)
 class AlexeyABMap:
@@ -257,3 +159,10 @@ def _c_div(numerator: np.float32, denominator: np.float32) -> np.float32:
 def _c_float(value: np.float32, spec: str) -> str:
     # DARKNET(AlexeyAB detector.c): 0.f/0.f is the x86 default NaN, which glibc prints as -nan
     return "-nan" if math.isnan(value) else format(float(value), spec)
+
+
+def map_report_lines(detections: Detections, ground_truths: Sequence[GroundTruth], names: Sequence[str],
+                     iou_thresh: float, points: int, conf_thresh: float) -> list[str]:
+    """AlexeyAB's `detector map` report for the classes `names`."""
+    return format_map_report(evaluate_map(detections, ground_truths, len(names), iou_thresh, points, conf_thresh),
+                             names)

@@ -22,18 +22,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..boxes import box_iou
-from ..errors import UnsupportedError
-from ..layers.region import RegionOptions
-from ..tree import WordTree
+from ...boxes import box_iou
+from ...data.labels import CLASSIFICATION_ONLY_ABOVE  # x, y above it: a label without a box
+from ...errors import UnsupportedError
+from ...options import RegionOptions
+from ...tree import WordTree
+from .coder import COORDS, decode_boxes, encode_boxes
 
 PRIOR_SEEN = 12800          # DARKNET(region_layer.c:forward_region_layer): pull boxes toward the priors early
 PRIOR_SCALE = 0.01          # DARKNET(region_layer.c:forward_region_layer): weight of that pull
 MAX_TRUTHS = 30             # DARKNET(region_layer.c:forward_region_layer): rows scanned per image, whatever `max` is
-CLASSIFICATION_ONLY = 100000  # DARKNET(region_layer.c:forward_region_layer): x, y above this = label without box
 RECALL_IOU = 0.5            # DARKNET(region_layer.c:forward_region_layer): IoU counted as recalled
-OBJ = 4                     # objectness entry (coords = 4)
-CLS = 5                     # first class entry
+OBJ = COORDS                # objectness entry
+CLS = COORDS + 1            # first class entry
 
 
 @dataclass
@@ -94,30 +95,6 @@ def region_input_gradient(output: Tensor, delta: Tensor) -> Tensor:
     return -(delta * factor)
 
 
-def _predicted_boxes(output: Tensor, anchors: Tensor) -> Tensor:
-    """(B, A, H, W, 4) boxes cx, cy, w, h relative to the image (region_layer.c:get_region_box).
-
-    output: (B, A, 5+C, H, W); anchors: (A, 2) w, h in grid cells.
-    """
-    _, _, _, h, w = output.shape
-    col = torch.arange(w, device=output.device, dtype=output.dtype)
-    row = torch.arange(h, device=output.device, dtype=output.dtype)[:, None]
-    anchor_w, anchor_h = anchors[:, 0, None, None], anchors[:, 1, None, None]
-    return torch.stack(((col + output[:, :, 0]) / w, (row + output[:, :, 1]) / h,
-                        torch.exp(output[:, :, 2]) * anchor_w / w,
-                        torch.exp(output[:, :, 3]) * anchor_h / h), dim=-1)
-
-
-def _box_targets(box: Tensor, col: Tensor, row: Tensor, anchor_wh: Tensor, w: int, h: int) -> Tensor:
-    """(..., 4) targets tx, ty, tw, th of entries 0..3 for a box (..., 4) cx, cy, w, h in cell (row, col).
-
-    DARKNET(region_layer.c:delta_region_box): x, y are the offsets in the cell, w, h log-ratios to the anchor.
-    """
-    return torch.stack((box[..., 0] * w - col, box[..., 1] * h - row,
-                        torch.log(box[..., 2] * w / anchor_wh[..., 0]),
-                        torch.log(box[..., 3] * h / anchor_wh[..., 1])), dim=-1)
-
-
 @dataclass
 class _ClassTruths:
     """Class truths placed at an output cell: K rows of image, anchor, row, col, tree node and list order."""
@@ -170,7 +147,7 @@ def _noobject_and_prior(out: Tensor, pred: Tensor, truth: Tensor, rows: Tensor, 
         anchor_wh = anchors[:, None, None, :].expand(a, h, w, 2)
         prior = torch.stack((((col + .5) / w).expand(a, h, w), ((row + .5) / h).expand(a, h, w),
                              anchor_wh[..., 0] / w, anchor_wh[..., 1] / h), dim=-1)   # (A, H, W, 4)
-        targets = _box_targets(prior, col, row, anchor_wh, w, h).permute(0, 3, 1, 2)  # (A, 4, H, W)
+        targets = encode_boxes(prior, col, row, anchor_wh, w, h).permute(0, 3, 1, 2)  # (A, 4, H, W)
         writer.put((boxed.nonzero()[:, 0], slice(None), slice(0, 4)), targets, PRIOR_SCALE)
     return out[boxed, :, OBJ].sum()
 
@@ -204,7 +181,7 @@ def _box_truths(out: Tensor, pred: Tensor, truth: Tensor, rows: Tensor, anchors:
     last.scatter_reduce_(0, cell, t_idx, "amax")
     win = last[cell] == t_idx
     wb, wn, wj, wi = b_idx[win], best_n[win], j[win], i[win]
-    targets = _box_targets(box[win], wi.to(out.dtype), wj.to(out.dtype), anchors[wn], w, h)
+    targets = encode_boxes(box[win], wi.to(out.dtype), wj.to(out.dtype), anchors[wn], w, h)
     writer.put((wb, wn, slice(0, 4), wj, wi), targets,
                (opts.coord_scale * (2 - box[win, 2] * box[win, 3]))[:, None])
     writer.put((wb, wn, OBJ, wj, wi), iou[win] if opts.rescore else 1.0, opts.object_scale)
@@ -306,7 +283,7 @@ def region_loss(output: Tensor, truth: Tensor, opts: RegionOptions, seen: int,
         class_tree = tree if tree is not None else WordTree.flat(opts.classes)
         paths = class_tree.ancestor_table()
         rows = _valid_rows(truth)
-        label_rows = rows & (truth[..., 0] > CLASSIFICATION_ONLY) & (truth[..., 1] > CLASSIFICATION_ONLY)
+        label_rows = rows & (truth[..., 0] > CLASSIFICATION_ONLY_ABOVE) & (truth[..., 1] > CLASSIFICATION_ONLY_ABOVE)
         if tree is None:
             # DARKNET(region_layer.c:forward_region_layer): labels without a box are only recognised with a tree
             label_rows = torch.zeros_like(label_rows)
@@ -314,7 +291,7 @@ def region_loss(output: Tensor, truth: Tensor, opts: RegionOptions, seen: int,
         boxed = ~label_rows.any(dim=1)
 
         writer = _Writer(out)
-        pred = _predicted_boxes(out, anchors)
+        pred = decode_boxes(out, anchors)
         any_obj = _noobject_and_prior(out, pred, truth, rows, boxed, anchors, opts, seen, writer)
         box_classes, iou, obj = _box_truths(out, pred, truth, rows & boxed[:, None], anchors, opts,
                                            None if class_map is None else torch.as_tensor(class_map), writer)

@@ -2,7 +2,8 @@
 
 Images are decoded and fitted to the network by a few threads running ahead of the network, so
 decoding overlaps inference. Boxes handed around are Darknet's: cxcywh relative to the original
-image, as in `decode.get_region_detections`; pixel corners are made only where a writer prints them.
+image, as `heads.region.detections.region_detections` gives them; pixel corners are made only where a
+writer prints them.
 """
 from __future__ import annotations
 
@@ -18,18 +19,15 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from ..alexeyab import with_unit_objectness
 from ..data.files import DataConfig, read_list
-from ..decode import COORDS, Detection, do_nms_sort, get_region_detections
-from ..errors import DataError, MissingFileError
+from ..detections import Detection
+from ..dialect import PJREDDIE, Dialect
+from ..errors import MissingFileError
+from ..heads.region.detections import HIER_THRESH, region_detections
 from ..image import load_image, network_input
 from ..network import Darknet, require_region
 from ..progress import progress as progress_of
-from ..tree import WordTree
 
-VALID_THRESH = 0.005   # DARKNET(detector.c:validate_detector): keep nearly every box for the AP curve
-VALID_NMS = 0.45       # DARKNET(detector.c:validate_detector)
-HIER_THRESH = 0.5      # DARKNET(detector.c:validate_detector): get_network_boxes(..., .5, map, ...)
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)   # decoding threads
 DEFAULT_BATCH = 4          # images per forward; only float rounding depends on it
 T = TypeVar("T")
@@ -78,7 +76,7 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) ->
 def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float, hier_thresh: float = HIER_THRESH,
                   class_map: np.ndarray | None = None, classes: int | None = None, letterbox: bool = True,
                   workers: int = DEFAULT_WORKERS, batch: int = DEFAULT_BATCH, progress: bool = False,
-                  ab: bool = False, decoder: str = "stb") -> Iterator[ImageDetections]:
+                  dialect: Dialect = PJREDDIE, decoder: str = "stb") -> Iterator[ImageDetections]:
     """Detections for every image of `paths`, in list order, as `get_network_boxes` + `do_nms_sort`.
 
     letterbox: False stretches the image to the network size (`resize_image`), as
@@ -88,10 +86,10 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     nms: 0 skips the NMS. workers: decoding threads (0: decode in this thread, no overlap).
     batch: images per forward pass; only float rounding depends on it.
     progress: report progress on stderr (a tqdm bar on a terminal, else periodic lines; see progress.py).
-    ab: AlexeyAB's decoding (`alexeyab.with_unit_objectness`) before the NMS.
+    dialect: whose decoding (`Dialect.objectness_rule`) before the NMS.
     decoder: the image decoder (`image.load_image`: "stb", Darknet's pixels, or "opencv").
     """
-    require_region(net, "evaluation")
+    region = require_region(net, "evaluation")
     _check_images_exist(paths)
     inputs = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox,
                                  decoder=decoder), paths, workers)
@@ -100,48 +98,11 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
         while chunk := list(islice(inputs, batch)):
             outputs = net(torch.stack([x for x, _, _ in chunk]).to(net.device)).float().cpu()   # [B, A, 5+C, H, W]
             for output, (_, width, height) in zip(outputs, chunk):
-                # a stretched image has no letterbox to undo: decode it as if it had the net's size
-                fit_w, fit_h = (width, height) if letterbox else (net.width, net.height)
-                dets = region_detections(net, output, fit_w, fit_h, thresh, nms, hier_thresh, class_map, classes, ab)
+                dets = region_detections(region, output, net.width, net.height, width, height, thresh, nms,
+                                         hier_thresh, letterbox, class_map, classes, dialect)
                 yield ImageDetections(index, paths[index], width, height, dets)
                 index += 1
             bar.update(len(chunk))
-
-
-def region_detections(net: Darknet, output: torch.Tensor, im_w: int, im_h: int, thresh: float, nms: float,
-                      hier_thresh: float = HIER_THRESH, class_map: np.ndarray | None = None,
-                      classes: int | None = None, ab: bool = False) -> list[Detection]:
-    """One image's (A, 5+C, H, W) region output -> detections after `do_nms_sort` (none when nms=0)."""
-    region = require_region(net, "evaluation")
-    dets = get_region_detections(output, region.options.anchors, net.width, net.height, im_w, im_h,
-                                 thresh, hier_thresh, tree=region.tree)
-    # DARKNET(region_layer.c:get_region_detections): a map is only used with a WordTree
-    if class_map is not None and region.tree is not None:
-        probs = mapped_class_probs(output, region.tree, class_map, thresh)
-        dets = [Detection(det.bbox, det.objectness, prob) for det, prob in zip(dets, probs)]
-    if classes is not None:
-        # NMS and printing see only the first `classes` probs
-        dets = [Detection(det.bbox, det.objectness, det.probs[:classes]) for det in dets]
-    if ab:
-        dets = with_unit_objectness(dets)
-    return do_nms_sort(dets, len(dets[0].probs), nms) if nms and dets else dets
-
-
-def mapped_class_probs(output: torch.Tensor, tree: WordTree, class_map: np.ndarray, thresh: float) -> np.ndarray:
-    """Probabilities of the mapped classes: (A, 5+C, H, W) region output -> (A*H*W, K) float32.
-
-    DARKNET(region_layer.c:get_region_detections): with a map, class k of every box gets
-    objectness * P(tree node map[k]) (absolute WordTree probability), 0 unless > thresh; the
-    objectness itself is not thresholded first.
-    DIVERGES: Darknet hard-codes K = 200 (the length of inet9k.map); the map's length is used.
-    """
-    class_probs = output[:, COORDS + 1:].float()
-    if class_map.max(initial=-1) >= class_probs.shape[1]:
-        raise DataError(f"class map names tree node {class_map.max()}, the region has {class_probs.shape[1]} classes")
-    p_abs = tree.hierarchy_predictions(class_probs, dim=1)                     # [A, C, H, W]
-    prob = output[:, COORDS:COORDS + 1] * p_abs[:, torch.from_numpy(class_map)]   # [A, K, H, W]
-    prob = torch.where(prob > np.float32(thresh), prob, torch.zeros(()))
-    return prob.permute(0, 2, 3, 1).reshape(-1, len(class_map)).numpy()
 
 
 def _check_images_exist(paths: Sequence[str]) -> None:

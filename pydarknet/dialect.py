@@ -1,0 +1,152 @@
+"""pjreddie's Darknet or AlexeyAB's: how one fork answers the same command, as one `Dialect` object each.
+
+pjreddie's Darknet is the default everywhere; the commands' `-ab` switch selects `ALEXEYAB`. What
+AlexeyAB's Darknet does differently (checked against src/ of github.com/AlexeyAB/darknet, built for CPU):
+- the image is stretched to the net (`resize_image`) unless `-letter_box` or `letter_box=1` in [net];
+- every box gets objectness 1 (network.c:custom_get_region_detections), so `do_nms_sort` ranks all of them;
+- `detector test` prints the best class of each box first, boxes sorted by their left edge, and with
+  `-ext_output` each box in pixels;
+- labels lie beside the images except under JPEGImages/ and COCO's folders (utils.c:replace_image_to_label);
+- `detector valid` keeps boxes above .001 with NMS .6;
+- `detector map` matches unclipped boxes as it finds them and prints its own report (`evaluate.alexeyab_map`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .data.files import alexeyab_label_path, label_path
+from .detections import Detection, classes_above, printed_line
+from .evaluate import alexeyab_map, metrics
+
+DONT_SHOW = "dont_show"  # DARKNET(AlexeyAB image.c:get_actual_detections): names never chosen as a box's class
+
+PrintedPairs = Callable[[Sequence[Detection], Sequence[str], float], "list[tuple[Detection, int]]"]
+MapReport = Callable[..., "list[str]"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one Darknet fork answers the same command.
+
+    test_thresh: `detector test`'s -thresh default; valid_thresh, valid_nms: `detector valid`'s box
+    threshold and NMS; unit_objectness: every box's objectness is 1 before the NMS; letterbox_always: the
+    image is always letterboxed (else only with -letter_box or letter_box=1 in [net]); label_rule: image
+    path -> label path; printed_pairs: the (box, class) pairs `detector test` prints, in its order;
+    map_report: (detections, ground truths, names, iou_thresh, points, conf_thresh) -> the lines `detector map`
+    prints on stdout from `detections_count` on; map_counts_unlabelled: an image without a label file counts
+    with no object in the mAP (else it is skipped); map_clips_boxes: detections are clipped to the image
+    before they are matched; map_report_extended: pydarknet's lines may follow the report (COCO AP for
+    eval=coco), else it is printed line for line as the C program prints it.
+    """
+    name: str
+    test_thresh: float
+    valid_thresh: float
+    valid_nms: float
+    unit_objectness: bool
+    letterbox_always: bool
+    label_rule: Callable[[str], str]
+    printed_pairs: PrintedPairs
+    map_report: MapReport
+    map_counts_unlabelled: bool
+    map_clips_boxes: bool
+    map_report_extended: bool
+
+    def letterbox(self, net, letter_box_flag: bool = False) -> bool:
+        """Whether images are letterboxed for `net` (a Darknet or an InferenceNetwork) given `-letter_box`."""
+        return self.letterbox_always or letter_box_flag or bool(net.options.letter_box)
+
+    def label_path(self, image_path: str) -> str:
+        """The label file this Darknet reads for an image."""
+        return self.label_rule(image_path)
+
+    def objectness_rule(self, dets: Sequence[Detection]) -> list[Detection]:
+        """The detections as this Darknet hands them to its NMS."""
+        if not self.unit_objectness:
+            return list(dets)
+        # DARKNET(AlexeyAB network.c:custom_get_region_detections): objectness = 1 for every box
+        return [Detection(det.bbox, 1.0, det.probs) for det in dets]
+
+    def printed_lines(self, dets: Sequence[Detection], names: Sequence[str], thresh: float, im_w: int, im_h: int,
+                      ext_output: bool = False) -> list[str]:
+        """The `name: NN%` lines of `detector test` in this Darknet's order; `ext_output` adds AlexeyAB's
+        `(left_x: ...)` box in pixels of the `im_w` x `im_h` image."""
+        return [printed_line(names[j], det.probs[j]) + (ext_output_box(det.bbox, im_w, im_h) if ext_output else "")
+                for det, j in self.printed_pairs(dets, names, thresh)]
+
+
+def _box_by_box(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
+    """DARKNET(image.c:draw_detections): box by box in array order, classes by index within a box."""
+    return [(det, int(j)) for det, classes in zip(dets, classes_above(dets, names, thresh)) for j in classes]
+
+
+def _best_class_first(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
+    """DARKNET(AlexeyAB image.c:draw_detections_v3): each box's best class, then its others; boxes by left edge."""
+    t = np.float32(thresh)
+    showable = np.array([not name.startswith(DONT_SHOW) for name in names[:len(dets[0].probs)]]) if dets else None
+    selected = []
+    for det in dets:
+        candidates = np.where((det.probs > t) & showable, det.probs, -np.inf)
+        if np.isfinite(candidates).any():
+            selected.append((det, int(np.argmax(candidates))))   # the first of equal probs, as its strict >
+    # DARKNET(AlexeyAB image.c:compare_by_lefts): glibc's stable qsort on the float32 left edge
+    selected.sort(key=lambda pair: float(pair[0].bbox[0] - pair[0].bbox[2] / np.float32(2)))
+    pairs = []
+    for det, best in selected:
+        pairs.append((det, best))
+        pairs.extend((det, int(j)) for j in np.flatnonzero(det.probs > t) if j != best)
+    return pairs
+
+
+def ext_output_box(bbox_cxcywh: np.ndarray, im_w: int, im_h: int) -> str:
+    """DARKNET(AlexeyAB image.c:draw_detections_v3): `\\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f
+    height: %4.0f)` of round() of the float32 pixel values (halves away from zero)."""
+    x, y, w, h = (np.float32(v) for v in bbox_cxcywh)
+    values = ((x - w / np.float32(2)) * np.float32(im_w), (y - h / np.float32(2)) * np.float32(im_h),
+              w * np.float32(im_w), h * np.float32(im_h))
+    left, top, width, height = (_c_round(float(v)) for v in values)
+    return f"\t(left_x: {left:4.0f}   top_y: {top:4.0f}   width: {width:4.0f}   height: {height:4.0f})"
+
+
+def _c_round(value: float) -> float:
+    return math.copysign(math.floor(abs(value) + 0.5), value) if math.isfinite(value) else value
+
+
+PJREDDIE = Dialect(
+    name="pjreddie",
+    test_thresh=0.5,     # DARKNET(darknet.c:main): detector test -thresh default
+    valid_thresh=0.005,  # DARKNET(detector.c:validate_detector): keep nearly every box for the AP curve
+    valid_nms=0.45,      # DARKNET(detector.c:validate_detector)
+    unit_objectness=False,
+    letterbox_always=True,  # DARKNET(detector.c:test_detector): letterbox_image
+    label_rule=label_path,
+    printed_pairs=_box_by_box,
+    map_report=metrics.map_report_lines,   # pjreddie's Darknet has no `detector map`: AlexeyAB's layout
+    map_counts_unlabelled=False,
+    map_clips_boxes=True,                  # as the boxes of `detector valid`'s result files
+    map_report_extended=True,
+)
+
+ALEXEYAB = Dialect(
+    name="alexeyab",
+    test_thresh=0.25,    # DARKNET(AlexeyAB darknet.c / detector.c:run_detector): -thresh default
+    valid_thresh=0.001,  # DARKNET(AlexeyAB detector.c:validate_detector)
+    valid_nms=0.6,       # DARKNET(AlexeyAB detector.c:validate_detector)
+    unit_objectness=True,
+    letterbox_always=False,  # DARKNET(AlexeyAB detector.c:test_detector): resize_image unless letter_box
+    label_rule=alexeyab_label_path,
+    printed_pairs=_best_class_first,
+    map_report=alexeyab_map.map_report_lines,
+    # DARKNET(AlexeyAB detector.c:validate_detector_map): read_boxes warns, the image counts with no object
+    map_counts_unlabelled=True,
+    map_clips_boxes=False,
+    map_report_extended=False,
+)
+
+
+def dialect_for(alexeyab: bool) -> Dialect:
+    """The dialect the `-ab` switch selects."""
+    return ALEXEYAB if alexeyab else PJREDDIE

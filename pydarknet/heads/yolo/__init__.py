@@ -1,0 +1,1 @@
+"""YOLOv3's `[yolo]` head: the layer (decode, detections and loss come with the zoo issues)."""
