@@ -3,7 +3,7 @@
 pjreddie's Darknet is the default everywhere; the commands' `-ab` switch selects `ALEXEYAB`. What
 AlexeyAB's Darknet does differently (checked against src/ of github.com/AlexeyAB/darknet, built for CPU):
 - the image is stretched to the net (`resize_image`) unless `-letter_box` or `letter_box=1` in [net];
-- every box gets objectness 1 (network.c:custom_get_region_detections), so `do_nms_sort` ranks all of them;
+- every [region] box gets objectness 1 (network.c:custom_get_region_detections), so `do_nms_sort` ranks all;
 - `detector test` prints the best class of each box first, boxes sorted by their left edge, and with
   `-ext_output` each box in pixels;
 - labels lie beside the images except under JPEGImages/ and COCO's folders (utils.c:replace_image_to_label);
@@ -33,7 +33,7 @@ class Dialect:
     """How one Darknet fork answers the same command.
 
     test_thresh: `detector test`'s -thresh default; valid_thresh, valid_nms: `detector valid`'s box
-    threshold and NMS; unit_objectness: every box's objectness is 1 before the NMS; letterbox_always: the
+    threshold and NMS; unit_objectness: every [region] box's objectness is 1 before the NMS; letterbox_always: the
     image is always letterboxed (else only with -letter_box or letter_box=1 in [net]); label_rule: image
     path -> label path; printed_pairs: the (box, class) pairs `detector test` prints, in its order;
     map_report: (detections, ground truths, names, iou_thresh, points, conf_thresh) -> the lines `detector map`
@@ -64,7 +64,7 @@ class Dialect:
         return self.label_rule(image_path)
 
     def objectness_rule(self, dets: Sequence[Detection]) -> list[Detection]:
-        """The detections as this Darknet hands them to its NMS."""
+        """[region] detections as this Darknet hands them to its NMS."""
         if not self.unit_objectness:
             return list(dets)
         # DARKNET(AlexeyAB network.c:custom_get_region_detections): objectness = 1 for every box
