@@ -77,6 +77,33 @@ def pairwise_iou(a_cxcywh: Boxes, b_cxcywh: Boxes) -> Boxes:
     return box_iou(a_cxcywh[:, None, :], b_cxcywh[None, :, :])
 
 
+def box_diou(a_cxcywh: Boxes, b_cxcywh: Boxes, beta: float = 0.6) -> Boxes:
+    """AlexeyAB's Distance-IoU of broadcastable ``(..., 4)`` cxcywh boxes -> ``(...)``: ``IoU - (d²/c²)^beta``,
+    d the distance of the centres, c the diagonal of the smallest box enclosing both.
+
+    DARKNET(AlexeyAB box.c:box_diou / box_diounms): everything float32 but ``pow``, a double rounded to
+    float32 (so `beta` is used as the caller's Python float: pass ``float(np.float32(b))`` for a C float);
+    boxes whose enclosing box has a zero diagonal give the plain IoU.
+    """
+    xp = _namespace(a_cxcywh)
+    ax, ay, aw, ah = _unbind(a_cxcywh)
+    bx, by, bw, bh = _unbind(b_cxcywh)
+    enclosing_w = xp.maximum(ax + aw / 2, bx + bw / 2) - xp.minimum(ax - aw / 2, bx - bw / 2)
+    enclosing_h = xp.maximum(ay + ah / 2, by + bh / 2) - xp.minimum(ay - ah / 2, by - bh / 2)
+    diagonal = enclosing_w * enclosing_w + enclosing_h * enclosing_h
+    distance = (ax - bx) * (ax - bx) + (ay - by) * (ay - by)
+    iou = box_iou(a_cxcywh, b_cxcywh)
+    ratio = distance / xp.where(diagonal == 0, xp.ones_like(diagonal), diagonal)
+    penalty = (ratio.double() if xp is torch else ratio.astype(np.float64)) ** beta
+    penalty = penalty.to(iou.dtype) if xp is torch else penalty.astype(iou.dtype)
+    return xp.where(diagonal == 0, iou, iou - penalty)
+
+
+def pairwise_diou(a_cxcywh: Boxes, b_cxcywh: Boxes, beta: float = 0.6) -> Boxes:
+    """`box_diou` of every pair: ``(N, 4)`` x ``(M, 4)`` cxcywh -> ``(N, M)``."""
+    return box_diou(a_cxcywh[:, None, :], b_cxcywh[None, :, :], beta)
+
+
 def _overlap(xp: ModuleType, x1: Boxes, w1: Boxes, x2: Boxes, w2: Boxes) -> Boxes:
     """Length of the 1-D overlap of two centred segments (negative when disjoint)."""
     left = xp.maximum(x1 - w1 / 2, x2 - w2 / 2)

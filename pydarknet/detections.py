@@ -10,11 +10,12 @@ probabilities (and the printed percentages) equal Darknet's up to its own float 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .boxes import pairwise_iou
+from .boxes import pairwise_diou, pairwise_iou
 from .image import letterbox_size, pixel_box
 
 
@@ -37,26 +38,52 @@ def correct_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, ne
     """Undo the letterbox: (N, 4) float32 cxcywh relative to the network input -> to the original image
     (relative, or in pixels with ``relative=False``). A stretched image is corrected as one of the
     network's size (im_w, im_h = net_w, net_h), which changes nothing."""
-    new_w, new_h = letterbox_size(im_w, im_h, net_w, net_h)
+    new = np.array(letterbox_size(im_w, im_h, net_w, net_h), dtype=np.float32)
     net = np.array([net_w, net_h], dtype=np.float32)
-    new = np.array([new_w, new_h], dtype=np.float32)
+    # DARKNET(region_layer.c:correct_region_boxes): sizes times the float32 netw/new_w
+    return _undo_letterbox(boxes_cxcywh, net, new, net / new, im_w, im_h, relative)
+
+
+def correct_yolo_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int, letterbox: bool,
+                       relative: bool = True) -> np.ndarray:
+    """AlexeyAB's correction of [yolo] boxes: (N, 4) float32 cxcywh relative to the network input -> to the
+    original image; a stretched image (letterbox=False) leaves the relative boxes unchanged."""
+    new = np.array(letterbox_size(im_w, im_h, net_w, net_h) if letterbox else (net_w, net_h), dtype=np.float32)
+    net = np.array([net_w, net_h], dtype=np.float32)
+    # DARKNET(AlexeyAB yolo_layer.c:correct_yolo_boxes): sizes times 1/ratiow, a float32 reciprocal of the
+    # float32 new_w/netw, which may differ from correct_boxes' netw/new_w in the last bit
+    return _undo_letterbox(boxes_cxcywh, net, new, np.float32(1) / (new / net), im_w, im_h, relative)
+
+
+def _undo_letterbox(boxes_cxcywh: np.ndarray, net: np.ndarray, new: np.ndarray, size_scale: np.ndarray,
+                    im_w: int, im_h: int, relative: bool) -> np.ndarray:
+    """(N, 4) boxes in the (2,) float32 net size, image placed at (2,) float32 size ``new`` in its centre ->
+    relative to the image (or in its pixels); w, h are multiplied by the (2,) float32 `size_scale`."""
     # DARKNET(region_layer.c:correct_region_boxes): the centre shift is computed in double precision
     offset = (net.astype(np.float64) - new) / 2. / net
     xy = ((boxes_cxcywh[:, :2] - offset) / (new / net).astype(np.float64)).astype(np.float32)
-    wh = boxes_cxcywh[:, 2:] * (net / new)
+    wh = boxes_cxcywh[:, 2:] * size_scale
     boxes = np.concatenate([xy, wh], axis=1)
     if not relative:
         boxes *= np.array([im_w, im_h, im_w, im_h], dtype=np.float32)
     return boxes
 
 
-def do_nms_sort(dets: Sequence[Detection], classes: int, nms: float = 0.45) -> list[Detection]:
+NMS_KINDS = ("default", "greedynms", "diounms")   # DARKNET(AlexeyAB darknet.h:NMS_KIND): [yolo] nms_kind values
+
+
+def do_nms_sort(dets: Sequence[Detection], classes: int, nms: float = 0.45, nms_kind: str = "default",
+                beta_nms: float = 0.6) -> list[Detection]:
     """Darknet's per-class NMS; returns new detections in Darknet's final array order.
 
     Boxes with objectness 0 are first moved to the end; then, class by class, the others are
     sorted by that class's prob (descending) and each box zeroes the class prob of every later
-    box overlapping it by IoU > nms. No box is removed. The input is left untouched.
+    box overlapping it by more than nms. No box is removed. The input is left untouched.
+    nms_kind (AlexeyAB's [yolo] `nms_kind`) says what "overlapping" measures: "default" the IoU
+    (box.c:do_nms_sort), "greedynms" the DIoU with exponent 0.6, "diounms" the DIoU with exponent
+    beta_nms (box.c:diounms_sort; see `boxes.box_diou`).
     """
+    overlap = _overlap_measure(nms_kind, beta_nms)
     boxes, objectness, probs = _stack_detections(dets, classes)
     order = _objectness_partition(objectness != 0)
     total = int(np.count_nonzero(objectness))
@@ -67,9 +94,22 @@ def do_nms_sort(dets: Sequence[Detection], classes: int, nms: float = 0.45) -> l
     for k in np.flatnonzero((probs[front] != 0).any(axis=0)):
         front = front[np.argsort(-probs[front, k], kind="stable")]
         ranked = front[probs[front, k] != 0]                   # a prefix of front: probs are >= 0
-        probs[ranked[_suppressed(boxes[ranked], nms32)], k] = 0
+        probs[ranked[_suppressed(boxes[ranked], nms32, overlap)], k] = 0
     order[:total] = front
     return [Detection(boxes[i], float(objectness[i]), probs[i]) for i in order]
+
+
+def _overlap_measure(nms_kind: str, beta_nms: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The (N, 4) x (M, 4) -> (N, M) overlap an NMS kind compares with its threshold."""
+    if nms_kind == "default":
+        return pairwise_iou
+    if nms_kind == "greedynms":
+        # DARKNET(AlexeyAB box.c:box_diou): greedynms ignores beta_nms, the exponent is the double 0.6
+        return partial(pairwise_diou, beta=0.6)
+    if nms_kind == "diounms":
+        # DARKNET(AlexeyAB box.c:box_diounms): beta_nms is a C float promoted to double for pow
+        return partial(pairwise_diou, beta=float(np.float32(beta_nms)))
+    raise ValueError(f"unknown nms_kind {nms_kind!r}; expected one of {', '.join(NMS_KINDS)}")
 
 
 def do_nms_obj(dets: Sequence[Detection], nms: float) -> list[Detection]:
@@ -125,10 +165,12 @@ def _objectness_partition(nonzero: np.ndarray) -> np.ndarray:
     return order
 
 
-def _suppressed(boxes_cxcywh: np.ndarray, nms: np.float32) -> np.ndarray:
-    """Greedy NMS over (M, 4) boxes ranked best first -> (M,) bool, True where suppressed."""
+def _suppressed(boxes_cxcywh: np.ndarray, nms: np.float32,
+                overlap: Callable[[np.ndarray, np.ndarray], np.ndarray] = pairwise_iou) -> np.ndarray:
+    """Greedy NMS over (M, 4) boxes ranked best first -> (M,) bool, True where suppressed by a better box
+    whose `overlap` with it is > nms."""
     with np.errstate(invalid="ignore", divide="ignore"):   # 0/0 IoU of empty boxes is NaN in Darknet too
-        overlaps = pairwise_iou(boxes_cxcywh, boxes_cxcywh) > nms           # [M, M]
+        overlaps = overlap(boxes_cxcywh, boxes_cxcywh) > nms                # [M, M]
     suppressed = np.zeros(len(boxes_cxcywh), dtype=bool)
     # sequential by nature: a suppressed box no longer suppresses others
     for i in range(len(boxes_cxcywh)):

@@ -4,6 +4,8 @@ pjreddie's Darknet is the default everywhere; the commands' `-ab` switch selects
 AlexeyAB's Darknet does differently (checked against src/ of github.com/AlexeyAB/darknet, built for CPU):
 - the image is stretched to the net (`resize_image`) unless `-letter_box` or `letter_box=1` in [net];
 - every [region] box gets objectness 1 (network.c:custom_get_region_detections), so `do_nms_sort` ranks all;
+- the last [yolo] layer's `nms_kind` and `beta_nms` choose the NMS (detector.c:test_detector), and [yolo] boxes of
+  a stretched image are not corrected (yolo_layer.c:correct_yolo_boxes);
 - `detector test` prints the best class of each box first, boxes sorted by their left edge, and with
   `-ext_output` each box in pixels;
 - labels lie beside the images except under JPEGImages/ and COCO's folders (utils.c:replace_image_to_label);
@@ -19,13 +21,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .data.files import alexeyab_label_path, label_path
-from .detections import Detection, classes_above, printed_line
+from .detections import Detection, classes_above, correct_boxes, correct_yolo_boxes, printed_line
 from .evaluate import alexeyab_map, metrics
 
 DONT_SHOW = "dont_show"  # DARKNET(AlexeyAB image.c:get_actual_detections): names never chosen as a box's class
 
 PrintedPairs = Callable[[Sequence[Detection], Sequence[str], float], "list[tuple[Detection, int]]"]
 MapReport = Callable[..., "list[str]"]
+# (N, 4) boxes relative to the net input, im_w, im_h, net_w, net_h, letterbox -> (N, 4) relative to the image
+BoxCorrection = Callable[[np.ndarray, int, int, int, int, bool], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,9 @@ class Dialect:
     prints on stdout from `detections_count` on; map_counts_unlabelled: an image without a label file counts
     with no object in the mAP (else it is skipped); map_clips_boxes: detections are clipped to the image
     before they are matched; map_report_extended: pydarknet's lines may follow the report (COCO AP for
-    eval=coco), else it is printed line for line as the C program prints it.
+    eval=coco), else it is printed line for line as the C program prints it; yolo_nms_kind: the last [yolo]
+    layer's `nms_kind`/`beta_nms` choose the NMS (else always IoU `do_nms_sort`); correct_yolo: how [yolo] boxes
+    are brought back to the image (`BoxCorrection`).
     """
     name: str
     test_thresh: float
@@ -54,6 +60,8 @@ class Dialect:
     map_counts_unlabelled: bool
     map_clips_boxes: bool
     map_report_extended: bool
+    yolo_nms_kind: bool
+    correct_yolo: BoxCorrection
 
     def letterbox(self, net, letter_box_flag: bool = False) -> bool:
         """Whether images are letterboxed for `net` (a Darknet or an InferenceNetwork) given `-letter_box`."""
@@ -101,6 +109,13 @@ def _best_class_first(dets: Sequence[Detection], names: Sequence[str], thresh: f
     return pairs
 
 
+def _pjreddie_correct_yolo(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int,
+                           letterbox: bool) -> np.ndarray:
+    """DARKNET(pjreddie yolo_layer.c:correct_yolo_boxes): the region correction (always a letterbox there)."""
+    fit_w, fit_h = (im_w, im_h) if letterbox else (net_w, net_h)   # a stretch has no letterbox to undo
+    return correct_boxes(boxes_cxcywh, fit_w, fit_h, net_w, net_h)
+
+
 def ext_output_box(bbox_cxcywh: np.ndarray, im_w: int, im_h: int) -> str:
     """DARKNET(AlexeyAB image.c:draw_detections_v3): `\\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f
     height: %4.0f)` of round() of the float32 pixel values (halves away from zero)."""
@@ -128,6 +143,8 @@ PJREDDIE = Dialect(
     map_counts_unlabelled=False,
     map_clips_boxes=True,                  # as the boxes of `detector valid`'s result files
     map_report_extended=True,
+    yolo_nms_kind=False,   # DARKNET(pjreddie detector.c:test_detector): do_nms_sort; [yolo] has no nms_kind
+    correct_yolo=_pjreddie_correct_yolo,
 )
 
 ALEXEYAB = Dialect(
@@ -144,6 +161,8 @@ ALEXEYAB = Dialect(
     map_counts_unlabelled=True,
     map_clips_boxes=False,
     map_report_extended=False,
+    yolo_nms_kind=True,   # DARKNET(AlexeyAB detector.c:test_detector): the last layer's nms_kind, beta_nms
+    correct_yolo=correct_yolo_boxes,
 )
 
 

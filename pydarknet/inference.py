@@ -84,6 +84,7 @@ class InferenceNetwork(nn.Module):
 
     # what detect(), classify() and validation read from a Darknet, answered by the fused net
     region = property(lambda self: self.net.region)
+    layers = property(lambda self: self.net.layers)
     hierarchy = property(lambda self: self.net.hierarchy)
     width = property(lambda self: self.net.width)
     height = property(lambda self: self.net.height)

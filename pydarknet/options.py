@@ -142,6 +142,15 @@ class NetOptions:
     scales: list[float] = opt([], required=True, when=_policy_in("steps"))
     gamma: float = opt(1.0, when=_policy_in("exp", "sigmoid"))
     max_batches: int = opt(0, minimum=0)
+    # DARKNET(AlexeyAB parser.c:parse_net_options): its training-time augmentation keys, nothing at inference.
+    # DIVERGES: read so that AlexeyAB's cfgs build without notes; pydarknet's training does not apply them
+    flip: int = opt(1)
+    blur: int = opt(0)
+    gaussian_noise: int = opt(0)
+    mixup: int = opt(0)
+    cutmix: int = opt(0)
+    mosaic: int = opt(0)
+    mosaic_bound: int = opt(0)
 
     @classmethod
     def from_section(cls, section: Section) -> "NetOptions":
@@ -233,3 +242,70 @@ class RegionOptions:
         if self.anchors and len(self.anchors) < 2 * self.num:
             raise section.error(f"anchors lists {len(self.anchors)} numbers, need 2*num = {2 * self.num}",
                                 "anchors")
+
+
+FLT_MAX = 3.4028234663852886e38   # C's FLT_MAX: AlexeyAB's "no limit" default of max_delta
+
+
+@dataclass(frozen=True)
+class YoloOptions:
+    """Every `[yolo]` key, named as in the cfg, with AlexeyAB's defaults (DARKNET(AlexeyAB parser.c:parse_yolo);
+    pjreddie's parse_yolo reads the first keys only, with max=90). Keys for training, tracking and printing
+    change nothing at inference; they are read so that they are not reported as unused."""
+
+    classes: int = opt(20, minimum=0)
+    num: int = opt(1, minimum=1)            # anchors in `anchors` (all [yolo] layers together)
+    mask: list[int] = opt([], minimum=0)    # the anchors this layer predicts; empty: all `num`
+    max: int = opt(200, minimum=0)          # truths per image (pjreddie: 90)
+    show_details: int = opt(1)
+    max_delta: float = opt(FLT_MAX)
+    counters_per_class: list[int] = opt([])
+    label_smooth_eps: float = opt(0.0)
+    scale_x_y: float = opt(1.0)
+    objectness_smooth: int = opt(0)
+    new_coords: int = opt(0, minimum=0, maximum=1)
+    iou_normalizer: float = opt(0.75)
+    obj_normalizer: float = opt(1.0)
+    cls_normalizer: float = opt(1.0)
+    delta_normalizer: float = opt(1.0)
+    # DIVERGES: AlexeyAB takes any other name as "iou" (and iou_thresh_kind as "iou" after a message); here an error
+    iou_loss: str = opt("mse", choices=("mse", "iou", "giou", "diou", "ciou"))
+    iou_thresh_kind: str = opt("iou", choices=("iou", "giou", "diou", "ciou"))
+    beta_nms: float = opt(0.6)
+    # DARKNET(AlexeyAB parser.c:parse_yolo): only greedynms and diounms differ; cornersnms runs the default NMS
+    nms_kind: str = opt("default", choices=("default", "greedynms", "diounms", "cornersnms"))
+    jitter: float = opt(0.2)
+    resize: float = opt(1.0)
+    focal_loss: int = opt(0)
+    ignore_thresh: float = opt(0.5)
+    truth_thresh: float = opt(1.0)
+    iou_thresh: float = opt(1.0)
+    random: float = opt(0.0)
+    track_history_size: int = opt(5)
+    sim_thresh: float = opt(0.8)
+    dets_for_track: int = opt(1)
+    dets_for_show: int = opt(1)
+    track_ciou_norm: float = opt(0.01)
+    embedding_layer: int = opt(999999)      # DARKNET(AlexeyAB parser.c:parse_yolo): 999999 = none
+    map: str = opt("")                      # a class map file (name only; detections do not use it)
+    anchors: list[float] = opt([])          # flat w0,h0,w1,h1,... in pixels of the net input
+
+    @classmethod
+    def from_section(cls, section: Section) -> "YoloOptions":
+        return read_options(cls, section)
+
+    def check(self, section: Section) -> None:
+        if any(m >= self.num for m in self.mask):
+            raise section.error(f"mask={','.join(map(str, self.mask))} names an anchor past num={self.num}", "mask")
+        if self.anchors and len(self.anchors) < 2 * self.num:
+            raise section.error(f"anchors lists {len(self.anchors)} numbers, need 2*num = {2 * self.num}",
+                                "anchors")
+        if self.counters_per_class and len(self.counters_per_class) != self.classes:
+            # DARKNET(AlexeyAB parser.c:get_classes_multipliers): one counter per class, else an error
+            raise section.error(f"counters_per_class lists {len(self.counters_per_class)} numbers, need "
+                                f"classes = {self.classes}", "counters_per_class")
+
+    @property
+    def used_mask(self) -> list[int]:
+        """DARKNET(parser.c:parse_yolo): without `mask` the layer predicts every anchor."""
+        return list(self.mask) if self.mask else list(range(self.num))

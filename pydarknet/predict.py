@@ -10,9 +10,9 @@ import torch
 
 from .detections import DetectedObject, Detection, detected_objects
 from .dialect import PJREDDIE, Dialect
-from .heads.region.detections import HIER_THRESH, region_detections
+from .heads.detector import HIER_THRESH, detection_head, float_on_cpu
 from .image import crop_image, image_to_chw, load_image, network_input, resize_min
-from .network import Darknet, require_region
+from .network import Darknet
 
 NMS = 0.45  # DARKNET(detector.c:test_detector): fixed NMS threshold
 
@@ -39,7 +39,7 @@ def detect(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: float = 
     """
     image = _as_image(image)
     dets = detect_boxes(net, image, thresh, hier_thresh, nms, letterbox, dialect)
-    names = names if names is not None else [str(k) for k in range(net.region.options.classes)]
+    names = names if names is not None else [str(k) for k in range(detection_head(net, "detection").classes)]
     return detected_objects(dets, names, thresh, image.shape[1], image.shape[0])
 
 
@@ -54,13 +54,13 @@ def detect_boxes(net: Darknet, image: np.ndarray | str | os.PathLike, thresh: fl
     decoding, every box's objectness 1 before the NMS); letterbox: whether to letterbox the image (False
     stretches it to the net), by default the dialect's choice for this net.
     """
-    region = require_region(net, "detection")
+    head = detection_head(net, "detection")
     image = _as_image(image)
     letterbox = dialect.letterbox(net) if letterbox is None else letterbox
-    output = net(_batch_of_one(net, image, letterbox))[0].float().cpu()
+    output = head.image_output(net(_batch_of_one(net, image, letterbox)), 0)
     im_h, im_w = image.shape[:2]
-    return region_detections(region, output, net.width, net.height, im_w, im_h, thresh, nms, hier_thresh,
-                             letterbox, dialect=dialect)
+    return head.detections(float_on_cpu(output), net.width, net.height, im_w, im_h, thresh, nms, hier_thresh,
+                           letterbox, dialect)
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,7 @@ class FixedOutputs:
 
     def __init__(self, net, outputs: list[torch.Tensor]):
         self.region, self.width, self.height, self.cfg_path = net.region, net.width, net.height, "fixed"
+        self.layers = net.layers
         self.device = torch.device("cpu")
         self._outputs = iter(outputs)
 

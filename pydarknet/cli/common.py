@@ -348,10 +348,10 @@ def open_network(cfg: str, weights: str | None, device: str | None, trained: boo
         raise click.UsageError(str(error)) from None
 
 
-def region_of(net, purpose: str):
-    """The net's `[region]` layer (a CfgError naming the cfg when it has none)."""
-    from ..network import require_region
-    return require_region(net, purpose)
+def classes_of(net, purpose: str) -> int:
+    """The classes the net's detection head predicts (a CfgError naming the cfg when it has none)."""
+    from ..heads.detector import detection_head
+    return detection_head(net, purpose).classes
 
 
 def report_skipped(skipped_samples: int) -> None:

@@ -13,7 +13,7 @@ from ..cfg import resolve_path
 from ..choices import TRAINING_DECODER
 from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option,
                      end_without_teardown, existing_file, image_paths, inference_options, main, names_for, open_network,
-                     region_of, report_skipped, shipped_file, shipped_or_given)
+                     classes_of, report_skipped, shipped_file, shipped_or_given)
 
 
 class AnnotatedNames:
@@ -57,7 +57,7 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
     from ..predict import detect_boxes
 
     net = open_network(cfg, weights, device, **inference)
-    names = names_for(data, classes=region_of(net, "detection").options.classes)
+    names = names_for(data, classes=classes_of(net, "detection"))
     outputs = AnnotatedNames(out, one_image=image is not None)
     dialect = habits["dialect"]
     thresh = thresh if thresh is not None else dialect.test_thresh

@@ -9,7 +9,7 @@ import click
 from ..data.files import read_data_file
 from ..errors import DataError
 from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option,
-                     inference_options, names_for, open_network, region_of)
+                     inference_options, names_for, open_network, classes_of)
 
 workers_option = click.option("--workers", type=int, default=None,
                               help="Image decoding threads (0: decode between forwards, no overlap).")
@@ -96,7 +96,8 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, dialect, letter
 
     data_file = read_data_file(data)
     net = open_network(cfg, weights, device, **inference)
-    names = names_for(data, classes=region_of(net, "detector map").options.classes)
+    classes = classes_of(net, "detector map")
+    names = names_for(data, classes=classes)
     # DIVERGES: AlexeyAB's map reads only the cfg's letter_box and ignores -letter_box; -letter_box is honoured
     letterbox = dialect.letterbox(net, letter_box)
     with warnings.catch_warnings(record=True) as missing:
@@ -111,7 +112,6 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, dialect, letter
                    f"no label file", err=True)
     if not inputs.paths:
         raise DataError(f"{data}: no image of the valid list has a label file: nothing to evaluate")
-    classes = net.region.options.classes
     for line in dialect.map_report(inputs.detections, inputs.ground_truths, names[:classes], iou_thresh, points,
                                    thresh):
         click.echo(line)
@@ -135,7 +135,7 @@ def detector_demo(data, cfg, weights, video, thresh, hier, avg, out_filename, de
     from ..evaluate import annotate_video
 
     net = open_network(cfg, weights, device, **inference)
-    names = names_for(data, classes=region_of(net, "detector demo").options.classes)
+    names = names_for(data, classes=classes_of(net, "detector demo"))
     click.echo(f"video file: {video}", err=True)
     stats = annotate_video(net, video, out_filename, names, thresh, hier, avg, progress=True)
     click.echo(f"{stats.frames} frames in {stats.seconds:.2f} s: FPS:{stats.fps:.1f}; wrote {out_filename}")

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from ..data.augment import AugmentOptions
 from ..data.dataset import DetectionDataset, train_loader
 from ..data.files import DataConfig
+from ..errors import UnsupportedError
+from ..heads.detector import detection_head
 from ..heads.region.loss import RegionLoss, check_trainable, region_input_gradient, region_loss
 from ..network import Darknet, require_region
 from .tasks import Task
@@ -48,7 +50,11 @@ class DetectorTask(Task):
 
     def __init__(self, net: Darknet):
         super().__init__(net)
-        self.region = require_region(net, "detector training")
+        head = detection_head(net, "detector training")
+        if head.kind != "region":
+            raise UnsupportedError(f"{net.cfg_path}: training a [{head.kind}] net is not implemented yet; "
+                                   f"only [region] (YOLOv2) nets train")
+        self.region = head.layers[0]
         self.top = list(net.layers).index(self.region)
         check_trainable(self.region.options, self.region.tree, f"{net.cfg_path} [region] (layer {self.top})")
 

@@ -73,8 +73,8 @@ class Task(ABC):
 
 
 def task_for(net: Darknet) -> Task:
-    """The task of a net: a region detector if it has a `[region]` layer, else a `[softmax]` classifier."""
+    """The task of a net: a detector if it has a detection head ([region], [yolo]), else a `[softmax]` classifier."""
     from .classifier import ClassifierTask
     from .detector import DetectorTask
 
-    return DetectorTask(net) if net.region is not None else ClassifierTask(net)
+    return DetectorTask(net) if any(layer.outputs_detections for layer in net.layers) else ClassifierTask(net)

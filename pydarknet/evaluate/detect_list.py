@@ -2,7 +2,7 @@
 
 Images are decoded and fitted to the network by a few threads running ahead of the network, so
 decoding overlaps inference. Boxes handed around are Darknet's: cxcywh relative to the original
-image, as `heads.region.detections.region_detections` gives them; pixel corners are made only where a
+image, as `heads.detector.DetectionHead.detections` gives them; pixel corners are made only where a
 writer prints them.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ from ..data.files import DataConfig, read_list
 from ..detections import Detection
 from ..dialect import PJREDDIE, Dialect
 from ..errors import MissingFileError
-from ..heads.region.detections import HIER_THRESH, region_detections
+from ..heads.detector import HIER_THRESH, detection_head, float_on_cpu
 from ..image import load_image, network_input
-from ..network import Darknet, require_region
+from ..network import Darknet
 from ..progress import progress as progress_of
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)   # decoding threads
@@ -89,17 +89,17 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     dialect: whose decoding (`Dialect.objectness_rule`) before the NMS.
     decoder: the image decoder (`image.load_image`: "stb", Darknet's pixels, or "opencv").
     """
-    region = require_region(net, "evaluation")
+    head = detection_head(net, "evaluation")
     _check_images_exist(paths)
     inputs = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox,
                                  decoder=decoder), paths, workers)
     index = 0
     with torch.no_grad(), progress_of(total=len(paths), unit="img", enabled=progress) as bar:
         while chunk := list(islice(inputs, batch)):
-            outputs = net(torch.stack([x for x, _, _ in chunk]).to(net.device)).float().cpu()   # [B, A, 5+C, H, W]
-            for output, (_, width, height) in zip(outputs, chunk):
-                dets = region_detections(region, output, net.width, net.height, width, height, thresh, nms,
-                                         hier_thresh, letterbox, class_map, classes, dialect)
+            outputs = float_on_cpu(net(torch.stack([x for x, _, _ in chunk]).to(net.device)))   # [B, A, 5+C, H, W] (each)
+            for number, (_, width, height) in enumerate(chunk):
+                dets = head.detections(head.image_output(outputs, number), net.width, net.height, width, height,
+                                       thresh, nms, hier_thresh, letterbox, dialect, class_map, classes)
                 yield ImageDetections(index, paths[index], width, height, dets)
                 index += 1
             bar.update(len(chunk))

@@ -15,7 +15,8 @@ from ..data.coco import COCO_IDS, coco_image_id, read_image_ids
 from ..detections import Detection
 from ..dialect import PJREDDIE, Dialect
 from ..errors import DataError
-from ..network import Darknet, require_region
+from ..heads.detector import detection_head
+from ..network import Darknet
 from ..tree import read_map
 from .detect_list import DEFAULT_BATCH, DEFAULT_WORKERS, ImageDetections, detect_images, scored_probs, valid_paths
 
@@ -154,9 +155,9 @@ def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = Non
 
 def _output_classes(net: Darknet, setup: ValidSetup) -> int:
     """How many classes the result files cover, checked against the names and the map."""
-    region = require_region(net, "evaluation")
-    mapped = setup.class_map is not None and region.tree is not None
-    classes = len(setup.class_map) if mapped else region.options.classes
+    head = detection_head(net, "evaluation")
+    mapped = setup.class_map is not None and head.kind == "region" and head.layers[0].tree is not None
+    classes = len(setup.class_map) if mapped else head.classes
     if setup.eval == "imagenet":
         if classes < IMAGENET_CLASSES:
             raise DataError(f"eval=imagenet writes {IMAGENET_CLASSES} classes; the net gives {classes} "

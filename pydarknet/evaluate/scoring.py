@@ -15,7 +15,8 @@ from ..data.labels import CLASSIFICATION_ONLY_ABOVE, read_labels
 from ..detections import do_nms_obj
 from ..dialect import PJREDDIE, Dialect
 from .metrics import ALL_POINTS, Detections, EvalResult, GroundTruth, evaluate_detections
-from ..network import Darknet, network_mode, require_region
+from ..heads.detector import detection_head
+from ..network import Darknet, network_mode
 from .detect_list import DEFAULT_BATCH, DEFAULT_WORKERS, ImageDetections, detect_images, scored_probs, valid_paths
 
 RECALL_THRESH = 0.001  # DARKNET(detector.c:validate_detector_recall)
@@ -55,7 +56,7 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
     no object (`dialect.map_counts_unlabelled`); detection boxes are clipped to the image unless the dialect
     says otherwise. letterbox: False stretches. decoder: see `image.load_image`.
     """
-    classes = require_region(net, "evaluation").options.classes
+    classes = detection_head(net, "evaluation").classes
     truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in paths:
         labels = Path(dialect.label_path(path))
@@ -94,7 +95,7 @@ def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], i
         else list(data_or_list)
     with network_mode(net, False):
         inputs = collect_map_inputs(net, paths, workers, batch, decoder=decoder)
-    return evaluate_detections(inputs.detections, inputs.ground_truths, require_region(net, "evaluation").options.classes,
+    return evaluate_detections(inputs.detections, inputs.ground_truths, detection_head(net, "evaluation").classes,
                                iou_thresh, points, conf_thresh)
 
 
@@ -152,7 +153,7 @@ def validate_detector_recall(net: Darknet, paths: Sequence[str], workers: int = 
     whatever the class, is > .5.
     DIVERGES: labels are found with the training rules (`label_path`, which also knows raw/ and .png).
     """
-    classes = require_region(net, "evaluation").options.classes
+    classes = detection_head(net, "evaluation").classes
     stats = RecallStats(0, 0, 0, 0, np.float32(0))
     for image in detect_images(net, paths, RECALL_THRESH, 0, letterbox=False, workers=workers, batch=batch,
                                progress=progress, decoder=decoder):

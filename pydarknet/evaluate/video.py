@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from ..detections import do_nms_obj
-from ..errors import DataError
+from ..errors import DataError, UnsupportedError
 from ..image import draw_detections, network_input
-from ..network import Darknet, require_region
+from ..network import Darknet
 from ..progress import progress as progress_of
-from ..heads.region.detections import HIER_THRESH, region_detections
+from ..heads.detector import HIER_THRESH, detection_head
 from .detect_list import ordered_map
 
 DEMO_NMS = 0.4         # DARKNET(demo.c:detect_in_thread): do_nms_obj
@@ -46,6 +46,10 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
     DIVERGES: Darknet ignores `-avg` (its assignment is commented out) and always averages 3 frames.
     The codec follows the extension: MJPG for .avi, mp4v otherwise.
     """
+    head = detection_head(net, "detector demo")
+    if head.kind != "region":
+        raise UnsupportedError(f"{net.cfg_path}: detector demo averages [region] outputs; [{head.kind}] nets are "
+                               f"not supported yet")
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise DataError(f"cannot open video {video}")
@@ -65,8 +69,8 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
                     history = output.new_zeros(avg_frames, *output.shape)
                 history[frames % avg_frames] = output
                 height, width = frame.shape[:2]
-                dets = region_detections(require_region(net, "detector demo"), _average(history), net.width,
-                                         net.height, width, height, thresh, 0, hier_thresh)
+                dets = head.detections(_average(history), net.width, net.height, width, height, thresh, 0,
+                                       hier_thresh)
                 dets = do_nms_obj(dets, DEMO_NMS)
                 if writer is None:
                     writer = _video_writer(out_path, fps, width, height)

@@ -1,8 +1,18 @@
-"""Darknet's activation functions by their cfg names (DARKNET(activations.c:get_activation))."""
+"""Darknet's activation functions by their cfg names (DARKNET(activations.c:get_activation)).
+
+pjreddie's names and AlexeyAB's additions (`mish`, `hard_mish`, `swish`, `relu6`, `gelu`, `revleaky`), with
+AlexeyAB's formulas (activations.h, activations.c).
+"""
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from ..errors import UnsupportedError
+
+MISH_THRESHOLD = 20.0   # DARKNET(AlexeyAB activations.c:activate_array_mish): softplus is x above it, exp(x) below -it
+# AlexeyAB's activations that normalise across channels (a softmax or a sum over C per pixel)
+CHANNEL_NORMALIZING = ("normalize_channels", "normalize_channels_softmax", "normalize_channels_softmax_maxval")
 
 
 def _stair(x: Tensor) -> Tensor:
@@ -17,6 +27,29 @@ def _plse(x: Tensor) -> Tensor:
 
 def _lhtan(x: Tensor) -> Tensor:
     return torch.where(x < 0, 0.001 * x, torch.where(x > 1, 0.001 * (x - 1) + 1, x))
+
+
+def _softplus(x: Tensor) -> Tensor:
+    # DARKNET(AlexeyAB activations.h:softplus_activate): logf(expf(x) + 1), not log1p, between the thresholds;
+    # the clamp keeps exp finite where the branch is not taken (a NaN gradient otherwise)
+    middle = torch.log(torch.exp(x.clamp(max=MISH_THRESHOLD)) + 1)
+    return torch.where(x > MISH_THRESHOLD, x, torch.where(x < -MISH_THRESHOLD, torch.exp(x), middle))
+
+
+def _mish(x: Tensor) -> Tensor:
+    # DARKNET(AlexeyAB activations.c:activate_array_mish); DIVERGES: torch.tanh for AlexeyAB's 2/(1+exp(-2x))-1,
+    # which agree to float rounding
+    return x * torch.tanh(_softplus(x))
+
+
+def _hard_mish(x: Tensor) -> Tensor:
+    # DARKNET(AlexeyAB activations.c:hard_mish_yashas): x above 0, x²/2 + x on (-2, 0], 0 below
+    return torch.where(x > 0, x, torch.where(x > -2, x * x / 2 + x, torch.zeros_like(x)))
+
+
+def _gelu(x: Tensor) -> Tensor:
+    # DARKNET(AlexeyAB activations.h:gelu_activate): the tanh approximation with its rounded constants
+    return 0.5 * x * (1 + torch.tanh(0.797885 * x + 0.035677 * x.pow(3)))
 
 
 ACTIVATIONS = {
@@ -34,6 +67,14 @@ ACTIVATIONS = {
     "lhtan": _lhtan,
     "plse": _plse,
     "stair": _stair,
+    "mish": _mish,
+    "hard_mish": _hard_mish,
+    "swish": lambda x: x * torch.sigmoid(x),   # DARKNET(AlexeyAB activations.c:activate_array_swish)
+    # DIVERGES: AlexeyAB's CPU activate() has no RELU6 case and outputs 0; its GPU kernel clamps to [0, 6]
+    "relu6": lambda x: torch.clamp(x, 0, 6),
+    "gelu": _gelu,
+    # DARKNET(AlexeyAB activations.c:activate): revleaky's forward is leaky's (only its gradient differs)
+    "revleaky": lambda x: nn.functional.leaky_relu(x, 0.1),
 }
 
 
@@ -56,6 +97,9 @@ class Activation(nn.Module):
 
 def activation_from(section, key: str = "activation", default: str = "logistic") -> Activation:
     name = section.get_str(key, default)
+    if name in CHANNEL_NORMALIZING:
+        raise UnsupportedError(f"{section.where(key)}: activation '{name}' (AlexeyAB's normalisation across "
+                               f"channels) is not implemented")
     try:
         return Activation(name)
     except ValueError as exc:

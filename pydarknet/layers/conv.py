@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cfg import Section
+from ..errors import UnsupportedError
 from ..registry import BuildContext, Shape, register
 from .activations import Activation, activation_from
 from .base import DarknetLayer, dims
@@ -80,7 +81,7 @@ class ConvolutionalLayer(_Affine):
         return [self.biases(), *self.batch_norm_tensors(), self.op.weight]
 
     def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
-        size, stride, groups = self.op.kernel_size[0], self.op.stride[0], self.op.groups
+        size, stride, groups = self.op.kernel_size[0], self.op.stride[1], self.op.groups   # stride: stride_x
         after = net.shapes[index]
         # DARKNET(convolutional_layer.c:make_convolutional_layer): 2*n*size*size*c/groups*out_h*out_w in double
         bflops = 2.0 * self.op.out_channels * size * size * before.c / groups * after.h * after.w / 1e9
@@ -110,22 +111,64 @@ def build_convolutional(s: Section, ctx: BuildContext) -> tuple[ConvolutionalLay
     filters = s.get_int("filters", 1, minimum=1)
     size = s.get_int("size", 1, minimum=1)
     stride = s.get_int("stride", 1, minimum=1)
+    # DARKNET(AlexeyAB parser.c:parse_convolutional): stride_x, stride_y (default: stride), dilation (1 for size 1)
+    stride_x = s.get_int("stride_x", stride, minimum=1)
+    stride_y = s.get_int("stride_y", stride, minimum=1)
+    dilation = s.get_int("dilation", 1, minimum=1) if size > 1 else 1
     groups = s.get_int("groups", 1, minimum=1)
     padding = s.get_int("padding", 0, minimum=0)
     if s.get_int("pad", 0):
         padding = size // 2  # DARKNET(parser.c:parse_convolutional): pad=1 overrides padding with size/2
     batch_normalize = s.get_int("batch_normalize", 0)
     activation = activation_from(s)
+    _refuse_alexeyab_convolutions(s)
     if shape.c % groups or filters % groups:
         raise s.error(f"invalid geometry: filters={filters} size={size} stride={stride} groups={groups} "
                       f"for {shape.c} input channels", "groups")
-    out = window_output(s, shape, size, stride, 2 * padding)
+    across = window_output(s, shape, size, stride_x, 2 * padding)
+    down = window_output(s, shape, size, stride_y, 2 * padding)
+    if dilation > 1:
+        # DARKNET(AlexeyAB convolutional_layer.c:forward_convolutional_layer): im2col pads by pad*dilation, but the
+        # output keeps the undilated size, so only geometries where both agree ("same" convs) are well defined
+        span = dilation * (size - 1) + 1
+        dilated = ((shape.h + 2 * padding * dilation - span) // stride_y + 1,
+                   (shape.w + 2 * padding * dilation - span) // stride_x + 1)
+        if dilated != (down.h, across.w):
+            raise UnsupportedError(f"{s.where('dilation')}: dilation={dilation} with size={size} padding={padding} "
+                                   f"gives a {dilated[1]}x{dilated[0]} map where AlexeyAB's Darknet allocates "
+                                   f"{across.w}x{down.h}: not implemented")
     ctx.reserve(s, filters * (shape.c // groups * size * size + 4), f"filters={filters} with size={size}", "filters")
     if padding:
         ctx.reserve(s, shape.c * (shape.h + 2 * padding) * (shape.w + 2 * padding), "the zero-padded input", "pad")
-    conv = _affine_op(ctx, nn.Conv2d, shape.c, filters, size, stride, padding, groups=groups, bias=not batch_normalize)
+    conv = _affine_op(ctx, nn.Conv2d, shape.c, filters, size, (stride_y, stride_x), padding * dilation,
+                      dilation=dilation, groups=groups, bias=not batch_normalize)
     bn = nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
-    return ConvolutionalLayer(conv, bn, activation), Shape(filters, out.h, out.w)
+    return ConvolutionalLayer(conv, bn, activation), Shape(filters, down.h, across.w)
+
+
+# AlexeyAB's [convolutional] keys that change the result and are not implemented: key -> what it does
+_UNSUPPORTED_CONVOLUTION_KEYS = {
+    "antialiasing": "a blur after a strided convolution",
+    "binary": "binarised weights",
+    "xnor": "XNOR (binarised inputs and weights)",
+    "sway": "deformable (sway) convolution",
+    "rotate": "deformable (rotate) convolution",
+    "stretch": "deformable (stretch) convolution",
+    "stretch_sway": "deformable (stretch_sway) convolution",
+    "flipped": "weights stored transposed",
+}
+
+
+def _refuse_alexeyab_convolutions(s: Section) -> None:
+    """An UnsupportedError naming file:line for the AlexeyAB conv keys above when set, and for share_index."""
+    if s.has("share_index"):
+        # DARKNET(AlexeyAB parser.c:parse_convolutional): the layer uses layer share_index's weights
+        raise UnsupportedError(f"{s.where('share_index')}: share_index (weights shared with another layer) is not "
+                               f"implemented")
+    for key, what in _UNSUPPORTED_CONVOLUTION_KEYS.items():
+        if s.get_int(key, 0):
+            raise UnsupportedError(f"{s.where(key)}: {key}={s.raw(key)} ({what}) is not implemented")
+    s.get_int("bin_output", 0)   # DARKNET(AlexeyAB parser.c:parse_convolutional): only used with xnor=1
 
 
 def _affine_op(ctx: BuildContext, module_class: type[nn.Module], *args, **kwargs) -> nn.Module:

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cfg import Section
+from ..errors import UnsupportedError
 from ..registry import BuildContext, Shape, register
 from .base import DarknetLayer, dims
 from .conv import window_output
@@ -22,28 +23,34 @@ class MaxPoolLayer(DarknetLayer):
     hangs over the edge takes the max of its valid elements (zero padding would differ after leaky).
     """
 
-    def __init__(self, size: int, stride: int, padding: int):
+    def __init__(self, size: int, stride: int, padding: int, stride_y: int | None = None):
         super().__init__()
         self.size, self.stride, self.padding = size, stride, padding
+        self.stride_y = stride if stride_y is None else stride_y   # AlexeyAB's stride_y; `stride` is stride_x
 
     def forward(self, x: Tensor) -> Tensor:
         before = self.padding // 2
         after = self.padding - before
-        if before or not self._padding_unused(x.shape[-1], after) or not self._padding_unused(x.shape[-2], after):
+        if (before or not self._padding_unused(x.shape[-1], after, self.stride)
+                or not self._padding_unused(x.shape[-2], after, self.stride_y)):
             x = nn.functional.pad(x, (before, after, before, after), value=float("-inf"))
-        elif self.size == self.stride == 2 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0 and not x.requires_grad:
+        elif (self.size == self.stride == self.stride_y == 2 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+              and not x.requires_grad):
             return _max_of_2x2_blocks(x)
-        return nn.functional.max_pool2d(x, self.size, self.stride)
+        return nn.functional.max_pool2d(x, self.size, (self.stride_y, self.stride))
 
-    def _padding_unused(self, length: int, after: int) -> bool:
+    def _padding_unused(self, length: int, after: int, stride: int) -> bool:
         """True when no window reaches the right/bottom padding (e.g. size 2, stride 2, even length)."""
-        return (length + after - self.size) // self.stride == (length - self.size) // self.stride
+        return (length + after - self.size) // stride == (length - self.size) // stride
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, stride={self.stride}, padding={self.padding}"
+        strides = f"{self.stride}" if self.stride_y == self.stride else f"({self.stride_y}, {self.stride})"
+        return f"size={self.size}, stride={strides}, padding={self.padding}"
 
     def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
-        return f"max          {self.size} x {self.size} / {self.stride}  {dims(before)}   ->  {dims(net.shapes[index])}"
+        # DARKNET(AlexeyAB maxpool_layer.c:make_maxpool_layer): stride_x x stride_y when they differ
+        stride = f"{self.stride}" if self.stride_y == self.stride else f"{self.stride}x{self.stride_y}"
+        return f"max          {self.size} x {self.size} / {stride}  {dims(before)}   ->  {dims(net.shapes[index])}"
 
 
 def _max_of_2x2_blocks(x: Tensor) -> Tensor:
@@ -69,16 +76,34 @@ class AvgPoolLayer(DarknetLayer):
 def build_maxpool(s: Section, ctx: BuildContext) -> tuple[MaxPoolLayer, Shape]:
     shape = ctx.input_shape
     stride = s.get_int("stride", 1, minimum=1)
+    # DARKNET(AlexeyAB parser.c:parse_maxpool): stride_x, stride_y default to stride
+    stride_x = s.get_int("stride_x", stride, minimum=1)
+    stride_y = s.get_int("stride_y", stride, minimum=1)
     size = s.get_int("size", stride, minimum=1)
     padding = s.get_int("padding", size - 1, minimum=0)  # DARKNET(parser.c:parse_maxpool): total padding
+    _refuse_alexeyab_pooling(s)
     if padding - padding // 2 >= size:
         # DIVERGES: Darknet outputs -FLT_MAX for a window of padding only; here that would be -inf
         raise s.error(f"padding={padding} makes windows of padding only (size={size} allows at most "
                       f"{2 * (size - 1)})", "padding")
-    out = window_output(s, shape, size, stride, padding)
+    across = window_output(s, shape, size, stride_x, padding)
+    down = window_output(s, shape, size, stride_y, padding)
     if padding:
         ctx.reserve(s, shape.c * (shape.h + padding) * (shape.w + padding), "the -inf-padded input", "padding")
-    return MaxPoolLayer(size, stride, padding), out
+    return MaxPoolLayer(size, stride_x, padding, stride_y), Shape(shape.c, down.h, across.w)
+
+
+def _refuse_alexeyab_pooling(s: Section) -> None:
+    """AlexeyAB's maxpool keys this port does not implement: an UnsupportedError naming file:line when set."""
+    if s.get_int("maxpool_depth", 0):
+        raise UnsupportedError(f"{s.where('maxpool_depth')}: maxpool_depth=1 (a max across channels) is not "
+                               f"implemented")
+    s.get_int("out_channels", 1, minimum=1)   # DARKNET(AlexeyAB parser.c:parse_maxpool): only read with maxpool_depth
+    if s.get_int("antialiasing", 0):
+        raise UnsupportedError(f"{s.where('antialiasing')}: maxpool antialiasing (a blur after the pool) is not "
+                               f"implemented")
+    # DARKNET(AlexeyAB parser.c:parse_maxpool): maxpool_zero_nonmax is read, and nothing in the fork uses it
+    s.get_int("maxpool_zero_nonmax", 0)
 
 
 @register("avgpool", "avg")

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cfg import Section
+from ..errors import UnsupportedError
 from ..registry import BuildContext, Shape, register
 from .activations import activation_from
 from .base import DarknetLayer, dims
@@ -20,13 +21,33 @@ if TYPE_CHECKING:
 
 
 class RouteLayer(DarknetLayer):
-    """DARKNET(route_layer.c:forward_route_layer): concatenation along channels in the listed order."""
+    """DARKNET(route_layer.c:forward_route_layer): concatenation along channels in the listed order.
+
+    With AlexeyAB's `groups=G group_id=g` each input contributes only its channels [g·C/G, (g+1)·C/G)
+    (yolov4-tiny's CSP blocks take the second half). Shapes: inputs (B, C_i, H, W) -> (B, ΣC_i/G, H, W).
+    """
+
+    def __init__(self, groups: int = 1, group_id: int = 0):
+        super().__init__()
+        self.groups, self.group_id = groups, group_id
 
     def forward(self, *inputs: Tensor) -> Tensor:
+        if self.groups > 1:
+            # DARKNET(AlexeyAB route_layer.c:forward_route_layer): part group_id of each input's C/G channels
+            inputs = tuple(x.chunk(self.groups, dim=1)[self.group_id] for x in inputs)
         return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
 
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, group_id={self.group_id}" if self.groups > 1 else ""
+
     def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
-        return "route " + "".join(f" {source}" for source in net.sources[index])
+        sources = net.sources[index]
+        line = "route " + "".join(f" {source}" for source in sources)
+        if self.groups == 1:
+            return line   # pjreddie's line (AlexeyAB's pads it and adds the output size)
+        # DARKNET(AlexeyAB parser.c:parse_route): a tab run by input count, then group_id/groups and the output
+        gap = " \t    " if len(sources) > 3 else " \t            " if len(sources) > 1 else " \t\t            "
+        return f"{line}{gap}           {self.group_id}/{self.groups} -> {dims(net.shapes[index])} "
 
 
 class ReorgLayer(DarknetLayer):
@@ -62,7 +83,8 @@ class ShortcutLayer(DarknetLayer):
     """DARKNET(shortcut_layer.c:forward_shortcut_layer): out = alpha*previous + beta*from, then activation.
 
     When the two maps differ in size, Darknet samples the larger one with an integer stride and adds
-    over the common channels only (blas.c:shortcut_cpu).
+    over the common channels only (blas.c:shortcut_cpu). AlexeyAB's several `from=` layers (all of the
+    previous layer's shape) are all added: out = activation(previous + Σ from_i).
     """
 
     def __init__(self, alpha: float, beta: float, activation: nn.Module):
@@ -70,7 +92,10 @@ class ShortcutLayer(DarknetLayer):
         self.alpha, self.beta = alpha, beta
         self.activation = activation
 
-    def forward(self, previous: Tensor, source: Tensor) -> Tensor:
+    def forward(self, previous: Tensor, source: Tensor, *more: Tensor) -> Tensor:
+        if more:
+            # DARKNET(AlexeyAB blas.c:shortcut_multilayer_cpu): the sum of every input, unweighted
+            return self.activation(self.alpha * previous + self.beta * (source + sum(more)))
         if previous.shape == source.shape:
             return self.activation(self.alpha * previous + self.beta * source)
         stride = max(source.shape[3] // previous.shape[3], 1)
@@ -91,18 +116,32 @@ class ShortcutLayer(DarknetLayer):
 
 
 class UpsampleLayer(DarknetLayer):
-    """DARKNET(blas.c:upsample_cpu): nearest-neighbour repeat by `stride`, times `scale`."""
+    """DARKNET(blas.c:upsample_cpu): nearest-neighbour repeat by `stride`, times `scale`.
 
-    def __init__(self, stride: int, scale: float):
+    A negative cfg stride (`reverse`) downsamples: each output pixel is `scale` times the SUM of its
+    stride x stride block (upsample_cpu run backwards); rows and columns past the last whole block are dropped.
+    """
+
+    def __init__(self, stride: int, scale: float, reverse: bool = False):
         super().__init__()
-        self.stride, self.scale = stride, scale
+        self.stride, self.scale, self.reverse = stride, scale, reverse
 
     def forward(self, x: Tensor) -> Tensor:
-        out = x.repeat_interleave(self.stride, dim=2).repeat_interleave(self.stride, dim=3)
+        s = self.stride
+        if self.reverse:
+            b, c, h, w = x.shape
+            blocks = x[:, :, :h // s * s, :w // s * s].reshape(b, c, h // s, s, w // s, s)
+            return blocks.sum(dim=(3, 5)) * self.scale
+        out = x.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
         return out * self.scale if self.scale != 1 else out
 
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, scale={self.scale}" + (", reverse" if self.reverse else "")
+
     def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
-        return f"upsample           {self.stride:2d}x  {dims(before)}   ->  {dims(net.shapes[index])}"
+        # DARKNET(upsample_layer.c:make_upsample_layer): "downsample" for a negative stride
+        name = "downsample" if self.reverse else "upsample  "
+        return f"{name}         {self.stride:2d}x  {dims(before)}   ->  {dims(net.shapes[index])}"
 
 
 class DropoutLayer(DarknetLayer):
@@ -138,14 +177,21 @@ def build_route(s: Section, ctx: BuildContext) -> tuple[RouteLayer, Shape]:
     indices = [ctx.layer_index(s, "layers", v) for v in s.get_ints("layers")]
     if not indices:
         raise s.error("route needs at least one layer in 'layers'", "layers")
+    # DARKNET(AlexeyAB parser.c:parse_route): groups, group_id (pjreddie's Darknet has neither)
+    groups = s.get_int("groups", 1, minimum=1)
+    group_id = s.get_int("group_id", 0, minimum=0, maximum=groups - 1)
     shapes = [ctx.layers[i].shape for i in indices]
     first = shapes[0]
     for index, shape in zip(indices[1:], shapes[1:]):
         if (shape.h, shape.w) != (first.h, first.w):
             raise s.error(f"layer {index} outputs {shape.w}x{shape.h}, but layer {indices[0]} outputs "
                           f"{first.w}x{first.h}: routed maps must have the same size", "layers")
+    for index, shape in zip(indices, shapes):
+        if shape.c % groups:
+            # DIVERGES: AlexeyAB slices C*H*W/groups floats, which splits channels when groups does not divide C
+            raise s.error(f"groups={groups} does not divide the {shape.c} channels of layer {index}", "groups")
     ctx.sources = indices
-    return RouteLayer(), Shape(sum(shape.c for shape in shapes), first.h, first.w)
+    return RouteLayer(groups, group_id), Shape(sum(shape.c for shape in shapes) // groups, first.h, first.w)
 
 
 @register("reorg")
@@ -163,8 +209,22 @@ def build_reorg(s: Section, ctx: BuildContext) -> tuple[ReorgLayer, Shape]:
 
 @register("shortcut")
 def build_shortcut(s: Section, ctx: BuildContext) -> tuple[ShortcutLayer, Shape]:
-    source = ctx.layer_index(s, "from", s.get_int("from"))
-    ctx.sources = [ctx.index - 1, source]
+    sources = [ctx.layer_index(s, "from", value) for value in s.get_ints("from")]
+    if not sources:
+        raise s.error("shortcut needs at least one layer in 'from'", "from")
+    # DARKNET(AlexeyAB parser.c:parse_shortcut): weights_type none|per_feature|per_layer|per_channel
+    weights_type = s.get_str("weights_type", "none", choices=("none", "per_feature", "per_layer", "per_channel"))
+    if weights_type != "none":
+        raise UnsupportedError(f"{s.where('weights_type')}: weighted shortcuts (weights_type={weights_type}) "
+                               f"are not implemented")
+    s.get_str("weights_normalization", "none")   # DARKNET(AlexeyAB parser.c:parse_shortcut): unused without weights
+    if len(sources) > 1:
+        for source in sources:
+            if ctx.layers[source].shape != ctx.input_shape:
+                raise UnsupportedError(f"{s.where('from')}: layer {source} outputs {ctx.layers[source].shape}, not "
+                                       f"the previous layer's {ctx.input_shape}: a shortcut of several layers of "
+                                       f"different sizes is not implemented")
+    ctx.sources = [ctx.index - 1, *sources]
     layer = ShortcutLayer(s.get_float("alpha", 1), s.get_float("beta", 1), activation_from(s, default="linear"))
     return layer, ctx.input_shape
 
@@ -173,9 +233,16 @@ def build_shortcut(s: Section, ctx: BuildContext) -> tuple[ShortcutLayer, Shape]
 def build_upsample(s: Section, ctx: BuildContext) -> tuple[UpsampleLayer, Shape]:
     shape = ctx.input_shape
     stride = s.get_int("stride", 2)
-    if stride < 1:
-        raise s.error(f"upsample stride={stride}: the reverse (downsampling) mode is not supported", "stride")
-    return UpsampleLayer(stride, s.get_float("scale", 1)), Shape(shape.c, shape.h * stride, shape.w * stride)
+    scale = s.get_float("scale", 1)
+    if stride == 0:
+        raise s.error("upsample stride=0: the stride must not be 0 (negative downsamples)", "stride")
+    if stride < 0:
+        # DARKNET(upsample_layer.c:make_upsample_layer): a negative stride downsamples by -stride
+        stride = -stride
+        if shape.h < stride or shape.w < stride:
+            raise s.error(f"downsample stride={stride} leaves nothing of the {shape.w}x{shape.h} input", "stride")
+        return UpsampleLayer(stride, scale, reverse=True), Shape(shape.c, shape.h // stride, shape.w // stride)
+    return UpsampleLayer(stride, scale), Shape(shape.c, shape.h * stride, shape.w * stride)
 
 
 @register("dropout")

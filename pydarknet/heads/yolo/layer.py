@@ -1,4 +1,4 @@
-"""YOLOv3's `[yolo]` layer: activations in Darknet's memory layout `[B][n][entry][h][w]`."""
+"""YOLOv3's `[yolo]` layer (and AlexeyAB's YOLOv4/v7 keys): activations in Darknet's memory layout `[B][n][entry][h][w]`."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +6,7 @@ from torch import Tensor
 
 from ...cfg import Section
 from ...layers.base import DarknetLayer
+from ...options import YoloOptions
 from ...registry import BuildContext, Shape, register
 from ..region.layer import default_anchors
 
@@ -13,20 +14,38 @@ __all__ = ["YoloLayer", "build_yolo"]
 
 
 class YoloLayer(DarknetLayer):
-    """YOLOv3's `[yolo]` activations (DARKNET(yolo_layer.c:forward_yolo_layer)): logistic on x, y,
-    objectness and classes, w and h raw. Shapes: (B, n*(5+classes), H, W) -> (B, n, 5+classes, H, W)."""
+    """The `[yolo]` activations, DARKNET(AlexeyAB yolo_layer.c:forward_yolo_layer), CPU build.
 
-    def __init__(self, classes: int, mask: list[int], anchors: list[float]):
+    `new_coords=0`: logistic on x, y, objectness and classes, w and h raw; `new_coords=1` (YOLOv7): no activation
+    here (the conv before it has `activation=logistic`). Then x, y <- x·scale_x_y − (scale_x_y − 1)/2.
+    Shapes: (B, n·(5+classes), H, W) -> (B, n, 5+classes, H, W), n = len(mask).
+    `anchors` holds ALL `num` anchors, (num, 2) in pixels of the net input; `mask` picks this layer's.
+    """
+
+    outputs_detections = True
+
+    def __init__(self, classes: int, mask: list[int], anchors: list[float], options: YoloOptions | None = None):
         super().__init__()
         self.classes, self.mask = classes, mask
+        self.options = options if options is not None else YoloOptions(classes=classes, num=len(anchors) // 2,
+                                                                       mask=list(mask), anchors=list(anchors))
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         x = x.reshape(b, len(self.mask), 5 + self.classes, h, w)
-        return torch.cat((torch.sigmoid(x[:, :, :2]), x[:, :, 2:4], torch.sigmoid(x[:, :, 4:])), dim=2)
+        xy, wh, rest = x[:, :, :2], x[:, :, 2:4], x[:, :, 4:]
+        if not self.options.new_coords:
+            xy, rest = torch.sigmoid(xy), torch.sigmoid(rest)
+        scale = self.options.scale_x_y
+        if scale != 1:   # x·1 + (−0) is x: the CPU build's no-op (its GPU build skips it)
+            # DARKNET(AlexeyAB yolo_layer.c:forward_yolo_layer): scal_add_cpu(scale, -0.5*(scale-1)) on x, y
+            xy = xy * scale + (-0.5 * (scale - 1))
+        return torch.cat((xy, wh, rest), dim=2)
 
-    outputs_detections = True
+    def extra_repr(self) -> str:
+        o = self.options
+        return f"classes={self.classes}, mask={self.mask}, scale_x_y={o.scale_x_y}, new_coords={o.new_coords}"
 
     def summary_line(self, net, index: int, before: Shape) -> str:
         return "yolo"   # DARKNET(yolo_layer.c:make_yolo_layer)
@@ -35,20 +54,12 @@ class YoloLayer(DarknetLayer):
 @register("yolo")
 def build_yolo(s: Section, ctx: BuildContext) -> tuple[YoloLayer, Shape]:
     shape = ctx.input_shape
-    classes = s.get_int("classes", 20, minimum=0)
-    total = s.get_int("num", 1, minimum=1)
-    mask = s.get_ints("mask", None, minimum=0, maximum=total - 1)
-    used = len(mask) if mask is not None else total   # DARKNET(parser.c:parse_yolo): no mask = every anchor
-    expected = used * (5 + classes)
+    options = YoloOptions.from_section(s)
+    mask = options.used_mask
+    expected = len(mask) * (5 + options.classes)
     if shape.c != expected:
         raise s.error(f"input has {shape.c} channels, but len(mask)*(5+classes) = {expected}")
-    anchors = s.get_floats("anchors", [])
-    if anchors and len(anchors) < 2 * total:
-        raise s.error(f"anchors lists {len(anchors)} numbers, need 2*num = {2 * total}", "anchors")
-    ctx.reserve(s, 2 * total, f"num={total} anchors", "num")
-    for key in ("jitter", "ignore_thresh", "truth_thresh"):
-        s.get_float(key, 0)
-    for key in ("random", "max"):
-        s.get_int(key, 0)
-    s.get_str("map", "")
-    return YoloLayer(classes, mask if mask is not None else list(range(total)), default_anchors(anchors, total)), shape
+    ctx.reserve(s, 2 * options.num, f"num={options.num} anchors", "num")
+    # DARKNET(yolo_layer.c:make_yolo_layer): anchors default to .5; extra numbers are ignored
+    anchors = default_anchors(options.anchors, options.num)
+    return YoloLayer(options.classes, mask, anchors, options), shape
