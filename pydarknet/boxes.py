@@ -77,6 +77,15 @@ def pairwise_iou(a_cxcywh: Boxes, b_cxcywh: Boxes) -> Boxes:
     return box_iou(a_cxcywh[:, None, :], b_cxcywh[None, :, :])
 
 
+def grid_centres(offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(..., 2, H, W)`` offsets tx, ty of box centres in their grid cells -> x, y ``(..., H, W)`` relative to
+    the grid, ``(col + tx) / W`` and ``(row + ty) / H`` in the offsets' dtype (float32, as Darknet's get_*_box)."""
+    h, w = offsets.shape[-2:]
+    cols = torch.arange(w, dtype=offsets.dtype, device=offsets.device)                     # [W]
+    rows = torch.arange(h, dtype=offsets.dtype, device=offsets.device).unsqueeze(1)        # [H, 1]
+    return (cols + offsets[..., 0, :, :]) / w, (rows + offsets[..., 1, :, :]) / h
+
+
 def box_diou(a_cxcywh: Boxes, b_cxcywh: Boxes, beta: float = 0.6) -> Boxes:
     """AlexeyAB's Distance-IoU of broadcastable ``(..., 4)`` cxcywh boxes -> ``(...)``: ``IoU - (d²/c²)^beta``,
     d the distance of the centres, c the diagonal of the smallest box enclosing both.

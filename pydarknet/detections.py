@@ -47,12 +47,16 @@ def correct_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, ne
 def correct_yolo_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int, letterbox: bool,
                        relative: bool = True) -> np.ndarray:
     """AlexeyAB's correction of [yolo] boxes: (N, 4) float32 cxcywh relative to the network input -> to the
-    original image; a stretched image (letterbox=False) leaves the relative boxes unchanged."""
+    original image (relative, or in pixels with ``relative=False``); for a stretched image (letterbox=False)
+    only the sizes change, by the last bit (see below)."""
     new = np.array(letterbox_size(im_w, im_h, net_w, net_h) if letterbox else (net_w, net_h), dtype=np.float32)
     net = np.array([net_w, net_h], dtype=np.float32)
-    # DARKNET(AlexeyAB yolo_layer.c:correct_yolo_boxes): sizes times 1/ratiow, a float32 reciprocal of the
-    # float32 new_w/netw, which may differ from correct_boxes' netw/new_w in the last bit
-    return _undo_letterbox(boxes_cxcywh, net, new, np.float32(1) / (new / net), im_w, im_h, relative)
+    ratio = new / net
+    # DARKNET(AlexeyAB yolo_layer.c:correct_yolo_boxes): sizes times the float 1/ratiow, even unletterboxed; built
+    # -Ofast, gcc computes it with RCPSS and one Newton step, which makes 1/1 0.99999994 (as the pack shows)
+    size_scale = np.where(ratio == 1, np.float32(1 - 2 ** -24), np.float32(1) / ratio).astype(np.float32)
+    # DIVERGES: for a ratio != 1, the correctly rounded 1/ratio (the Newton step's last bit is the CPU's)
+    return _undo_letterbox(boxes_cxcywh, net, new, size_scale, im_w, im_h, relative)
 
 
 def _undo_letterbox(boxes_cxcywh: np.ndarray, net: np.ndarray, new: np.ndarray, size_scale: np.ndarray,

@@ -7,12 +7,19 @@ import pytest
 REFERENCE_ENV = "PYDARKNET_REFERENCE"
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REFERENCE_YOLO_ENV = "PYDARKNET_REFERENCE_YOLO"
+DEFAULT_REFERENCE_YOLO = Path(__file__).resolve().parent.parent.parent / "shared" / "reference-yolo"
+
+
+def _pack_dir(env: str, default: Path) -> Path | None:
+    """$env, else `default`, when a reference pack (a folder with its README.md) is there; else None."""
+    path = Path(os.environ.get(env, default))
+    return path if (path / "README.md").is_file() else None
 
 
 def reference_dir() -> Path | None:
     """The reference pack directory, or None when it is not on this machine."""
-    path = Path(os.environ.get(REFERENCE_ENV, DEFAULT_REFERENCE))
-    return path if (path / "README.md").is_file() else None
+    return _pack_dir(REFERENCE_ENV, DEFAULT_REFERENCE)
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +27,19 @@ def reference() -> Path:
     path = reference_dir()
     if path is None:
         pytest.skip(f"Darknet reference pack not found at ${REFERENCE_ENV} or {DEFAULT_REFERENCE}")
+    return path
+
+
+def reference_yolo_dir() -> Path | None:
+    """AlexeyAB's YOLO reference pack directory (yolov3/v4/v7-tiny, yolov4), or None when it is not here."""
+    return _pack_dir(REFERENCE_YOLO_ENV, DEFAULT_REFERENCE_YOLO)
+
+
+@pytest.fixture(scope="session")
+def reference_yolo() -> Path:
+    path = reference_yolo_dir()
+    if path is None:
+        pytest.skip(f"AlexeyAB's YOLO reference pack not found at ${REFERENCE_YOLO_ENV} or {DEFAULT_REFERENCE_YOLO}")
     return path
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...boxes import grid_centres
+
 COORDS = 4   # x, y, w, h entries before objectness in each anchor's block
 
 
@@ -23,10 +25,7 @@ def decode_boxes(output: Tensor, anchors: Tensor, exact: bool = False) -> Tensor
     sizes then lie within 1 ulp of the exact ones.
     """
     _, num, _, h, w = output.shape
-    cols = torch.arange(w, dtype=output.dtype, device=output.device)                       # [W]
-    rows = torch.arange(h, dtype=output.dtype, device=output.device).unsqueeze(1)          # [H, 1]
-    x = (cols + output[:, :, 0]) / w                                                        # [B, A, H, W]
-    y = (rows + output[:, :, 1]) / h
+    x, y = grid_centres(output[:, :, :2])                                                   # [B, A, H, W]
     sizes = output[:, :, 2:4]                                                               # [B, A, 2, H, W]
     anchor_wh = anchors.to(output.dtype).view(num, 2, 1, 1)
     if exact:

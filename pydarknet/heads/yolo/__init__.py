@@ -1,1 +1,1 @@
-"""YOLOv3's `[yolo]` head: the layer (decode, detections and loss come with the zoo issues)."""
+"""YOLOv3/v4/v7's `[yolo]` head: the layer, its box coder and output -> detections (the loss comes later)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...boxes import grid_centres
+
 COORDS = 4   # x, y, w, h entries before objectness in each anchor's block
 
 
@@ -26,14 +28,11 @@ def decode_boxes(output: Tensor, anchors_wh: Tensor, net_w: int, net_h: int, new
     exact=False keeps everything in the output's dtype: the loss (differentiable) and the ONNX graph; the
     sizes then lie within 1 ulp of the exact ones. new_coords=1 is float32 in C too: both forms are exact.
     """
-    _, num, _, h, w = output.shape
+    num = output.shape[1]
     if anchors_wh.shape != (num, 2):
         raise ValueError(f"anchors_wh must be ({num}, 2) for an output with {num} anchors, "
                          f"got {tuple(anchors_wh.shape)}")
-    cols = torch.arange(w, dtype=output.dtype, device=output.device)                       # [W]
-    rows = torch.arange(h, dtype=output.dtype, device=output.device).unsqueeze(1)          # [H, 1]
-    x = (cols + output[:, :, 0]) / w                                                        # [B, A, H, W]
-    y = (rows + output[:, :, 1]) / h
+    x, y = grid_centres(output[:, :, :2])                                                   # [B, A, H, W]
     sizes = output[:, :, 2:4]                                                               # [B, A, 2, H, W]
     anchor_wh = anchors_wh.to(output.dtype).view(num, 2, 1, 1)
     net_wh = sizes.new_tensor([net_w, net_h]).view(2, 1, 1)
