@@ -113,6 +113,26 @@ def pairwise_diou(a_cxcywh: Boxes, b_cxcywh: Boxes, beta: float = 0.6) -> Boxes:
     return box_diou(a_cxcywh[:, None, :], b_cxcywh[None, :, :], beta)
 
 
+def intersecting_pairs(boxes_cxcywh: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j), i < j, of the ``(M, 4)`` cxcywh boxes whose intersection has a positive width and
+    height as box.c:box_intersection computes them, sorted by i then j: the only pairs whose IoU (or DIoU, which
+    is at most the IoU) can exceed a threshold >= 0. `block` rows at a time: memory O(block * M), not O(M²).
+    """
+    x, y, w, h = (boxes_cxcywh[:, None, k] for k in range(4))                  # [M, 1] each
+    count = len(boxes_cxcywh)
+    firsts, seconds = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, count, block):
+        rows = slice(start, start + block)
+        later = slice(start, None)                                               # columns j >= start
+        overlap_w = _overlap(np, x[rows], w[rows], x[later].T, w[later].T)      # [B, M - start]
+        overlap_h = _overlap(np, y[rows], h[rows], y[later].T, h[later].T)
+        above_diagonal = np.arange(overlap_w.shape[1])[None] > np.arange(overlap_w.shape[0])[:, None]
+        i, j = np.nonzero((overlap_w > 0) & (overlap_h > 0) & above_diagonal)
+        firsts.append(i + start)
+        seconds.append(j + start)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
 def _overlap(xp: ModuleType, x1: Boxes, w1: Boxes, x2: Boxes, w2: Boxes) -> Boxes:
     """Length of the 1-D overlap of two centred segments (negative when disjoint)."""
     left = xp.maximum(x1 - w1 / 2, x2 - w2 / 2)

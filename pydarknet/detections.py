@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .boxes import pairwise_diou, pairwise_iou
+from .boxes import box_diou, box_iou, intersecting_pairs
 from .image import letterbox_size, pixel_box
 
 
@@ -104,15 +104,15 @@ def do_nms_sort(dets: Sequence[Detection], classes: int, nms: float = 0.45, nms_
 
 
 def _overlap_measure(nms_kind: str, beta_nms: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """The (N, 4) x (M, 4) -> (N, M) overlap an NMS kind compares with its threshold."""
+    """The elementwise (..., 4) x (..., 4) -> (...) overlap an NMS kind compares with its threshold."""
     if nms_kind == "default":
-        return pairwise_iou
+        return box_iou
     if nms_kind == "greedynms":
         # DARKNET(AlexeyAB box.c:box_diou): greedynms ignores beta_nms, the exponent is the double 0.6
-        return partial(pairwise_diou, beta=0.6)
+        return partial(box_diou, beta=0.6)
     if nms_kind == "diounms":
         # DARKNET(AlexeyAB box.c:box_diounms): beta_nms is a C float promoted to double for pow
-        return partial(pairwise_diou, beta=float(np.float32(beta_nms)))
+        return partial(box_diou, beta=float(np.float32(beta_nms)))
     raise ValueError(f"unknown nms_kind {nms_kind!r}; expected one of {', '.join(NMS_KINDS)}")
 
 
@@ -170,16 +170,24 @@ def _objectness_partition(nonzero: np.ndarray) -> np.ndarray:
 
 
 def _suppressed(boxes_cxcywh: np.ndarray, nms: np.float32,
-                overlap: Callable[[np.ndarray, np.ndarray], np.ndarray] = pairwise_iou) -> np.ndarray:
+                overlap: Callable[[np.ndarray, np.ndarray], np.ndarray] = box_iou) -> np.ndarray:
     """Greedy NMS over (M, 4) boxes ranked best first -> (M,) bool, True where suppressed by a better box
-    whose `overlap` with it is > nms."""
+    whose elementwise `overlap` with it is > nms.
+
+    Only pairs that intersect can pass a threshold >= 0, so only theirs are computed (the same float
+    operations per pair as a full matrix): a yolo net's thousands of candidates per class stay cheap.
+    """
+    count = len(boxes_cxcywh)
+    firsts, seconds = intersecting_pairs(boxes_cxcywh) if nms >= 0 else np.triu_indices(count, 1)
     with np.errstate(invalid="ignore", divide="ignore"):   # 0/0 IoU of empty boxes is NaN in Darknet too
-        overlaps = overlap(boxes_cxcywh, boxes_cxcywh) > nms                # [M, M]
-    suppressed = np.zeros(len(boxes_cxcywh), dtype=bool)
+        hits = overlap(boxes_cxcywh[firsts], boxes_cxcywh[seconds]) > nms
+    firsts, seconds = firsts[hits], seconds[hits]
+    bounds = np.searchsorted(firsts, np.arange(count + 1))
+    suppressed = np.zeros(count, dtype=bool)
     # sequential by nature: a suppressed box no longer suppresses others
-    for i in range(len(boxes_cxcywh)):
+    for i in np.unique(firsts):
         if not suppressed[i]:
-            suppressed[i + 1:] |= overlaps[i, i + 1:]
+            suppressed[seconds[bounds[i]:bounds[i + 1]]] = True
     return suppressed
 
 

@@ -58,3 +58,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """A 10-frame 160x120 clip (tests/video_clip.py)."""
+    from video_clip import write_clip
+
+    return write_clip(tmp_path_factory.mktemp("video") / "clip.avi")

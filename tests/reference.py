@@ -9,12 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pydarknet.image import network_input as image_network_input
 from pydarknet.network import Darknet, load_network
 
 MINI_NETS = {"mini-yolov2-voc": 416, "mini-yolov2-tiny-voc": 416, "mini-darknet19": 256, "mini-yolo9000": 224}
 FULL_NETS = {"yolov2-voc": 416, "yolov2-tiny-voc": 416, "darknet19": 256, "yolo9000": 544}
 DETECTOR_IMAGES = ("dog", "horses", "person")
 CLASSIFIER_IMAGES = ("dog", "eagle")
+
+
+# ../shared/reference-yolo (AlexeyAB's Darknet): the mini nets and the full-size nets with weights
+YOLO_MINI_NETS = ("mini-yolov3-tiny", "mini-yolov4-tiny", "mini-yolov4", "mini-yolov7-tiny")
+YOLO_FULL_NETS = ("yolov3-tiny", "yolov4-tiny")
 
 
 def is_classifier(net_name: str) -> bool:
@@ -45,6 +51,39 @@ def decompressed_weights(reference: Path, name: str, cache: Path) -> Path:
         with lzma.open(reference / "weights" / f"{name}.weights.xz") as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, length=16 << 20)
     return target
+
+
+def yolo_forward_dirs(reference_yolo: Path) -> list[Path]:
+    """Every forward/<net>/<image>/ folder of the YOLO pack (letter_box runs included)."""
+    return sorted(path.parent for path in (reference_yolo / "forward").glob("*/*/meta.json"))
+
+
+def yolo_network(reference_yolo: Path, meta: dict, cache: Path) -> Darknet:
+    """The net a forward/<net>/<image>/meta.json ran: a mini net from mini/, a full-size one from its .xz."""
+    weights = reference_yolo / meta["weights"]
+    if weights.suffix == ".xz":
+        weights = decompressed_weights(reference_yolo, weights.name.removesuffix(".weights.xz"), cache)
+    return load_network(reference_yolo / meta["cfg"], weights, "cpu")
+
+
+def yolo_input(reference_yolo: Path, meta: dict) -> torch.Tensor:
+    """The exact network input AlexeyAB's Darknet fed the net (resized or letterboxed), as a batch of one.
+
+    The pack leaves out the inputs its README §4 says follow from decoded/ (horses at 320, letterboxed):
+    those are made from decoded/<image>.npy (`made_yolo_input`).
+    """
+    path = reference_yolo / meta["input"]
+    if path.exists():
+        return torch.from_numpy(np.load(path))[None]
+    return torch.from_numpy(made_yolo_input(reference_yolo, path.stem))[None]
+
+
+def made_yolo_input(reference_yolo: Path, name: str) -> np.ndarray:
+    """inputs/<name>.npy (e.g. horses_320x320_resize) made from decoded/<image>.npy as README §4 describes."""
+    image, size, mode = name.split("_")
+    width, height = (int(side) for side in size.split("x"))
+    decoded = np.load(reference_yolo / "decoded" / f"{image}.npy")
+    return image_network_input(decoded, width, height, letterbox=mode == "letterbox")
 
 
 def full_network(reference: Path, name: str, cache: Path) -> Darknet:

@@ -267,3 +267,29 @@ def test_box_format_conversion():
         convert_boxes(cxcywh, "xywh", "xyxy")
     with pytest.raises(ValueError, match="last dimension of 4"):
         cxcywh_to_xyxy(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("nms_kind", ["default", "greedynms", "diounms"])
+def test_nms_over_intersecting_pairs_equals_the_dense_greedy_loop(nms_kind):
+    """do_nms_sort computes overlaps only for intersecting pairs; a plain O(M²) greedy loop agrees."""
+    from pydarknet.boxes import box_diou, box_iou
+
+    rng = np.random.default_rng(7)
+    count, classes = 400, 3
+    boxes = np.column_stack([rng.uniform(0, 1, (count, 2)), rng.uniform(0.01, 0.3, (count, 2))]).astype(np.float32)
+    probs = np.where(rng.random((count, classes)) < 0.5, rng.random((count, classes)), 0).astype(np.float32)
+    dets = [Detection(box, 1.0, prob) for box, prob in zip(boxes, probs)]
+    overlap = {"default": box_iou, "greedynms": lambda a, b: box_diou(a, b, 0.6),
+               "diounms": lambda a, b: box_diou(a, b, float(np.float32(0.8)))}[nms_kind]
+    got = do_nms_sort(dets, classes, 0.45, nms_kind, beta_nms=0.8)
+    want = probs.copy()
+    order = np.arange(count)
+    for k in range(classes):
+        order = order[np.argsort(-want[order, k], kind="stable")]
+        for a, i in enumerate(order):
+            if want[i, k] == 0:
+                continue
+            later = order[a + 1:]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                want[later[overlap(boxes[i][None], boxes[later]) > np.float32(0.45)], k] = 0
+    assert np.array_equal(np.stack([d.probs for d in got]), want[order])

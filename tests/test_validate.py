@@ -18,6 +18,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from video_clip import read_frames
+
 from pydarknet.boxes import pairwise_iou
 from pydarknet.cli import main
 from pydarknet.data.files import read_data_file
@@ -453,27 +455,6 @@ def test_detector_map_cli_report(reference, synth, tmp_path):
 
 
 # ---------------------------------------------------------------- detector demo
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory) -> Path:
-    """10 frames, 160x120: a red square moving over a grey background."""
-    path = tmp_path_factory.mktemp("video") / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
-    for i in range(10):
-        frame = np.full((120, 160, 3), 128, np.uint8)
-        frame[30:80, 10 + 8 * i:60 + 8 * i] = (40, 40, 220)
-        writer.write(frame)
-    writer.release()
-    return path
-
-
-def read_frames(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while (frame := capture.read())[0]:
-        frames.append(frame[1].astype(int))
-    return frames
-
 
 def test_detector_demo_writes_every_frame_annotated(reference, video, tmp_path):
     cfg, weights = mini(reference, "mini-yolov2-tiny-voc")

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from ..detections import do_nms_obj
-from ..errors import DataError, UnsupportedError
+from ..errors import DataError
 from ..image import draw_detections, network_input
 from ..network import Darknet
 from ..progress import progress as progress_of
-from ..heads.detector import HIER_THRESH, detection_head
+from ..heads.detector import HIER_THRESH, detection_head, float_on_cpu
 from .detect_list import ordered_map
 
 DEMO_NMS = 0.4         # DARKNET(demo.c:detect_in_thread): do_nms_obj
@@ -40,22 +40,19 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
                    progress: bool = False) -> DemoStats:
     """DARKNET(demo.c:demo) on a video file, writing the annotated frames to `out_path`, never a window.
 
-    Each frame is letterboxed; the region output drawn is the mean of the last `avg_frames` outputs
-    (the history starts as zeros, so the first frames are faded, as in Darknet), decoded with
+    Each frame is letterboxed; the head output drawn ([region], or each [yolo] layer's) is the mean of the
+    last `avg_frames` outputs (the history starts as zeros, so the first frames are faded, as in Darknet), decoded with
     relative boxes, then do_nms_obj(.4); boxes with a class prob > thresh are drawn.
     DIVERGES: Darknet ignores `-avg` (its assignment is commented out) and always averages 3 frames.
     The codec follows the extension: MJPG for .avi, mp4v otherwise.
     """
     head = detection_head(net, "detector demo")
-    if head.kind != "region":
-        raise UnsupportedError(f"{net.cfg_path}: detector demo averages [region] outputs; [{head.kind}] nets are "
-                               f"not supported yet")
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise DataError(f"cannot open video {video}")
     fps = capture.get(cv2.CAP_PROP_FPS) or DEMO_FALLBACK_FPS
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    history: torch.Tensor | None = None          # [avg_frames, A, 5+C, H, W]
+    history: list[torch.Tensor] | None = None    # per head layer: [avg_frames, A, 5+C, H, W]
     writer = None
     frames, start = 0, time.perf_counter()
     try:
@@ -64,13 +61,17 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
             letterboxed = ordered_map(partial(_with_input, width=net.width, height=net.height),
                                        _video_frames(capture), workers=1)
             for frame, inputs in progress_of(letterboxed, total=total, unit="frame", enabled=progress):
-                output = net(inputs[None].to(net.device))[0].float().cpu()
+                output = head.image_output(float_on_cpu(net(inputs[None].to(net.device))), 0)
+                outputs = [output] if isinstance(output, torch.Tensor) else output
                 if history is None:
-                    history = output.new_zeros(avg_frames, *output.shape)
-                history[frames % avg_frames] = output
+                    history = [layer_output.new_zeros(avg_frames, *layer_output.shape) for layer_output in outputs]
+                for layer_history, layer_output in zip(history, outputs):
+                    layer_history[frames % avg_frames] = layer_output
+                # DARKNET(demo.c:avg_predictions): every detection layer's output is averaged
+                averaged = [_average(layer_history) for layer_history in history]
                 height, width = frame.shape[:2]
-                dets = head.detections(_average(history), net.width, net.height, width, height, thresh, 0,
-                                       hier_thresh)
+                dets = head.detections(averaged if len(averaged) > 1 else averaged[0], net.width, net.height, width,
+                                       height, thresh, 0, hier_thresh)
                 dets = do_nms_obj(dets, DEMO_NMS)
                 if writer is None:
                     writer = _video_writer(out_path, fps, width, height)
