@@ -55,8 +55,8 @@ def mapped_map(net: Darknet, paths: Sequence[str], class_map: Sequence[int], tru
                                workers=workers):
         rows = read_labels(label_path(image.path), len(truth_class))
         boxes = pixel_xyxy(rows[:, :4], image.width, image.height)
+        records.append(detection_records(image, index=len(ground_truths)))   # an unreadable image is skipped
         ground_truths.append(GroundTruth(truth_class[rows[:, 4].astype(int)], boxes))
-        records.append(detection_records(image))
     return evaluate_detections(Detections.from_records(np.concatenate(records)), ground_truths, len(class_map))
 
 

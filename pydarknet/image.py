@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Sequence
 import cv2
 import numpy as np
 
-from .errors import DataError, MissingFileError
-from .imdecode import decode_image
+from .errors import DarknetError, DataError
+from .fileio import check_regular_file
+from .imdecode import check_pixels, decode_image, max_image_pixels
 
 if TYPE_CHECKING:
     from pydarknet.detections import Detection
@@ -31,29 +32,59 @@ _COLOR_RAMP = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0], [
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"   # SOI, EOI markers
 
 
-def load_image(path: str | Path, decoder: str = "stb") -> np.ndarray:
+def load_image(path: str | Path, decoder: str = "stb", max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB; EXIF orientation is ignored, as Darknet ignores it.
 
     ``decoder="stb"`` (default) gives Darknet's pixels bit for bit: stb_image's JPEG decoding, see
     `pydarknet.imdecode`. ``decoder="opencv"`` is OpenCV's libjpeg decoding (faster, but JPEG pixels
     may differ from Darknet's by a few levels).
-    Raises `MissingFileError` for a missing file, `DataError` naming the file for an unreadable one.
+    max_pixels: the largest width * height decoded (default `imdecode.max_image_pixels()`: 134 M, or
+    $PYDARKNET_MAX_IMAGE_PIXELS); a larger image is refused from its header, before decoding.
+    Raises `MissingFileError` for a missing file, `DataError` naming the file for an unreadable one
+    (a directory, FIFO or device, an empty, broken or too large file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"Cannot load image {str(path)!r}: no such file")
-    if decoder == "stb":
-        return decode_image(path)
-    if decoder != "opencv":
+    if decoder not in ("stb", "opencv"):
         raise ValueError(f"load_image: decoder must be 'stb' or 'opencv', got {decoder!r}")
-    data = path.read_bytes()
+    data = _image_bytes(path)
+    if decoder == "stb":
+        return _within_limit(path, decode_image(path, data, max_pixels), max_pixels)
+    check_pixels(path, data, max_pixels)
     if data[:2] == JPEG_START and data.rstrip(b"\0\r\n\t ")[-2:] != JPEG_END:
         # libjpeg would decode a cut-off file as a half-grey image, saying only "Premature end of JPEG file"
         raise DataError(f"Cannot load image {str(path)!r}: truncated JPEG (no end-of-image marker)")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as error:   # a size above OpenCV's own limit, a header it cannot allocate for
+        raise DataError(f"Cannot load image {str(path)!r}: OpenCV: {' '.join(str(error.err).split())}") from None
     if bgr is None:
         raise DataError(f"Cannot load image {str(path)!r}: not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return _within_limit(path, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_pixels)
+
+
+def _within_limit(path: Path, image: np.ndarray, max_pixels: int | None) -> np.ndarray:
+    """The last guard of the pixel limit: a header no reader understood may still decode to more."""
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    if image.shape[0] * image.shape[1] > limit:
+        raise DataError(f"Cannot load image {str(path)!r}: decoded to {image.shape[1]}x{image.shape[0]} pixels, "
+                        f"above the limit of {limit}")
+    return image
+
+
+def _image_bytes(path: Path) -> bytes:
+    """The bytes of an image file; `MissingFileError` when absent, `DataError` when it is not a regular
+    file (checked before `open()`, which blocks on a FIFO), unreadable or empty."""
+    where = f"Cannot load image {str(path)!r}"
+    try:
+        check_regular_file(path, "image file")
+        data = path.read_bytes()
+    except DarknetError as error:   # "<path>: image file is a FIFO, ..." -> "Cannot load image '<path>': ..."
+        raise type(error)(f"{where}: {str(error).removeprefix(f'{path}: ')}") from None
+    except OSError as exc:
+        raise DataError(f"{where}: {exc.strerror}") from None
+    if not data:
+        raise DataError(f"{where}: empty file (0 bytes)")
+    return data
 
 
 def save_image(path: str | Path, image: np.ndarray) -> None:
@@ -117,6 +148,11 @@ def letterbox_image(image: np.ndarray, w: int, h: int) -> np.ndarray:
     The resized image is centred on a 0.5-grey canvas (integer offsets).
     """
     new_w, new_h = letterbox_size(image.shape[2], image.shape[1], w, h)
+    if new_w < 1 or new_h < 1:
+        # DIVERGES: Darknet's integer division makes a 1x417 image 0x416: it feeds a blank grey canvas
+        # and then divides by that 0 when it corrects the boxes (inf/nan boxes); refused instead
+        raise DataError(f"cannot letterbox a {image.shape[2]}x{image.shape[1]} image into {w}x{h}: it would be "
+                        f"{new_w}x{new_h} pixels (Darknet feeds a blank canvas); an image this thin is unusable")
     resized = resize_image(image, new_w, new_h)
     boxed = np.full((image.shape[0], h, w), LETTERBOX_FILL, dtype=np.float32)
     dx, dy = (w - new_w) // 2, (h - new_h) // 2

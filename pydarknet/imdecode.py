@@ -19,13 +19,22 @@ Not reproduced (none occurs in files written by ordinary encoders):
 * DIVERGES: stb's SSE2 IDCT saturates its 16-bit intermediates where its scalar code (followed here)
   does not; they differ only for coefficients far outside what an 8-bit image encodes.
 * DIVERGES: formats neither OpenCV nor Pillow reads (PSD, PIC, HDR) are a `DataError`.
+
+DIVERGES: an image of more than `max_image_pixels()` pixels (2**27, 134 M, by default; set
+$PYDARKNET_MAX_IMAGE_PIXELS or pass `max_pixels=`) is refused from its header before anything is
+decoded: stb would allocate whatever a 74-byte file claims (a 100000x100000 PNG, a 30000² bomb).
+The header is read here for JPEG (every SOF before the first scan), PNG (IHDR), BMP, GIF (screen and
+every frame), PNM, and through Pillow's lazy `Image.open` for the rest (TGA, TIFF, WebP).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import io
+import os
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +45,8 @@ import numpy as np
 from .errors import DataError
 
 BLOCK = 8
+MAX_PIXELS_ENV = "PYDARKNET_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 2 ** 27   # 134 M pixels: above any camera's photo, 400 MB as uint8 RGB
 FAST_LIBJPEG = "turbo210"
 # jpeglib's C wrapper is not thread-safe: concurrent reads abort the process (`malloc(): unaligned tcache
 # chunk`, bus errors) when the evaluation decodes in threads, and jpeglib.version.set reloads the library
@@ -145,26 +156,140 @@ def is_jpeg(data: bytes) -> bool:
     return _JPEG_START.match(data) is not None
 
 
-def decode_image(path: str | Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB, the pixels of ``stbi_load(path, &w, &h, &c, 3)``.
+def decode_image(path: str | Path, data: bytes | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB, the pixels of ``stbi_load(path, &w, &h, &c, 3)``; `data`: the file's bytes
+    when already read.
 
     Raises `DataError` naming the file when stb would not decode it (truncated or corrupt JPEG,
-    arithmetic-coded/lossless/12-bit JPEG) or OpenCV cannot read a non-JPEG file.
+    arithmetic-coded/lossless/12-bit JPEG), OpenCV cannot read a non-JPEG file, or its header gives
+    more than `max_pixels` (default `max_image_pixels()`) pixels.
     """
     path = Path(path)
-    with open(path, "rb") as file:
-        data = file.read()
+    if data is None:
+        with open(path, "rb") as file:
+            data = file.read()
+    check_pixels(path, data, max_pixels)
     if is_jpeg(data):
         return decode_jpeg(path, data)
-    return decode_lossless(path)
+    return decode_lossless(path, data)
 
 
-def decode_lossless(path: Path) -> np.ndarray:
+def max_image_pixels() -> int:
+    """The pixel limit: $PYDARKNET_MAX_IMAGE_PIXELS when set, else DEFAULT_MAX_PIXELS."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(value) if value.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise DataError(f"${MAX_PIXELS_ENV}={value!r} is not a whole number of pixels") from None
+
+
+def check_pixels(path: Path, data: bytes, max_pixels: int | None = None) -> None:
+    """`DataError` when the header of `data` gives more than `max_pixels` pixels (from the header only)."""
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > limit:
+        raise DataError(f"Cannot load image {str(path)!r}: {size[0]}x{size[1]} is {size[0] * size[1]} pixels, "
+                        f"above the limit of {limit} (${MAX_PIXELS_ENV} raises it)")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` an image file's header claims (the largest, for several frames), None when
+    the header is not understood (the decoders then refuse the file or apply their own limits)."""
+    sizes = [size for size in (_own_header_size(data), _pillow_size(data)) if size is not None]
+    # both readings: a decoder that falls back to Pillow gets Pillow's size (a GIF frame grows its canvas)
+    return max(sizes, key=lambda size: size[0] * size[1], default=None)
+
+
+def _own_header_size(data: bytes) -> tuple[int, int] | None:
+    try:
+        if is_jpeg(data):
+            return _jpeg_size(data)
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) \
+                if data[12:16] == b"IHDR" and len(data) >= 24 else None
+        if data[:2] == b"BM" and len(data) >= 26:
+            if int.from_bytes(data[14:18], "little") == 12:   # OS/2 BITMAPCOREHEADER: 16-bit sides
+                return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+            return tuple(abs(int.from_bytes(data[i:i + 4], "little", signed=True)) for i in (18, 22))
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return _gif_size(data)
+        pnm = _PNM_HEADER.match(data)
+        if pnm:
+            return int(pnm.group(1)), int(pnm.group(2))
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
+_PNM_HEADER = re.compile(rb"P[1-7](?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)")
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}   # markers without a length
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The largest frame of the SOF segments before the first scan (libjpeg's and stb's frame)."""
+    pos, sizes = _JPEG_START.match(data).end(), []
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            break
+        while pos < len(data) and data[pos] == 0xFF:
+            pos += 1
+        marker, pos = data[pos], pos + 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (SOS, EOI) or pos + 2 > len(data):
+            break
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and pos + 7 <= len(data):
+            sizes.append((int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 3:pos + 5], "big")))
+        pos += int.from_bytes(data[pos:pos + 2], "big")
+    return max(sizes, key=lambda size: size[0] * size[1], default=None)
+
+
+def _gif_size(data: bytes) -> tuple[int, int]:
+    """The logical screen grown to hold every frame (as Pillow grows it)."""
+    width, height = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while pos < len(data) and data[pos] != 0x3B:   # trailer
+        if data[pos] == 0x2C:                      # image descriptor: left, top, width, height
+            left, top, w, h = (int.from_bytes(data[pos + i:pos + i + 2], "little") for i in (1, 3, 5, 7))
+            width, height = max(width, left + w), max(height, top + h)
+            flags = data[pos + 9]
+            pos += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1   # + LZW code size
+        elif data[pos] == 0x21:                    # extension: label, then sub-blocks
+            pos += 2
+        else:
+            pos += 1                               # as Pillow's reader, skip a stray byte
+            continue
+        while pos < len(data) and data[pos]:       # sub-blocks up to the empty one
+            pos += data[pos] + 1
+        pos += 1
+    return width, height
+
+
+def _pillow_size(data: bytes) -> tuple[int, int] | None:
+    """What Pillow's lazy open reads from the header (TGA, TIFF, WebP, ...); None without Pillow or a header."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+    except Exception:   # a header Pillow cannot read or refuses (a bomb): the decoders will say so
+        return None
+
+
+def decode_lossless(path: Path, data: bytes | None = None) -> np.ndarray:
     """Non-JPEG formats through OpenCV, converted to 3 channels the way stb converts them."""
+    data = path.read_bytes() if data is None else data
     # IMREAD_UNCHANGED applies no EXIF orientation, keeps alpha and 16-bit samples as stored.
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error as error:   # e.g. a size above OpenCV's own limit
+        raise DataError(f"Cannot load image {str(path)!r}: OpenCV: {_cv2_reason(error)}") from None
     if pixels is None:
-        return _decode_with_pillow(path)
+        return _decode_with_pillow(path, data)
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)   # DARKNET(stb_image.h:stbi__convert_16_to_8): top byte
     if pixels.dtype != np.uint8:
@@ -175,7 +300,7 @@ def decode_lossless(path: Path) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, 2::-1]) if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, 2)
 
 
-def _decode_with_pillow(path: Path) -> np.ndarray:
+def _decode_with_pillow(path: Path, data: bytes) -> np.ndarray:
     """Formats stb reads and OpenCV does not (TGA), through Pillow when it is installed."""
     try:
         from PIL import Image, UnidentifiedImageError
@@ -183,11 +308,25 @@ def _decode_with_pillow(path: Path) -> np.ndarray:
         raise DataError(f"Cannot load image {str(path)!r}: not a readable image "
                         "(TGA files need Pillow: pip install pillow)") from None
     try:
-        with Image.open(path) as image:
-            # Pillow's RGB conversion replicates grey and drops alpha, as stb's req_comp 3 does
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # DecompressionBombWarning: check_pixels has applied our limit
+            with Image.open(io.BytesIO(data)) as image:
+                # Pillow's RGB conversion replicates grey and drops alpha, as stb's req_comp 3 does
+                return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
         raise DataError(f"Cannot load image {str(path)!r}: not a readable image") from None
+    except Exception as error:   # a broken file: SyntaxError (bad PNG chunk), DecompressionBombError, OSError, ...
+        raise DataError(f"Cannot load image {str(path)!r}: not a readable image "
+                        f"(Pillow: {type(error).__name__}: {_one_line(error)})") from None
+
+
+def _cv2_reason(error: cv2.error) -> str:
+    """The reason of a cv2.error in one line (its `err`, e.g. "!buf.empty()")."""
+    return _one_line(getattr(error, "err", None) or error)
+
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 def decode_jpeg(path: Path, data: bytes) -> np.ndarray:

@@ -14,6 +14,7 @@ from . import layers as _layers  # noqa: F401  (registers the section builders)
 from .cfg import Section, read_cfg
 from .errors import CfgError, DarknetError, WeightsError
 from .heads.region.layer import RegionLayer
+from .heads.yolo.gaussian import GaussianYoloLayer
 from .heads.yolo.layer import YoloLayer
 from .layers.softmax import SoftmaxLayer
 from .options import LayerFlags, NetOptions
@@ -51,8 +52,9 @@ class Darknet(nn.Module):
         modules, self.info = self._build(sections[1:], MemoryEstimate(limit))
         self.layers = nn.ModuleList(modules)
         self._free_after = self._free_schedule()
-        # the [yolo] layers, whose outputs `forward` returns together when there are several
-        self._output_layers = [i for i, layer in enumerate(self.layers) if isinstance(layer, YoloLayer)]
+        # the [yolo] (or [Gaussian_yolo]) layers, whose outputs `forward` returns together when there are several
+        self._output_layers = [i for i, layer in enumerate(self.layers)
+                               if isinstance(layer, (YoloLayer, GaussianYoloLayer))]
         for section in sections:
             section.warn_unused()
 
@@ -81,6 +83,7 @@ class Darknet(nn.Module):
             module, shape = builder_for(section)(section, ctx)
             sources = ctx.sources or [index - 1]
             _check_reads_images(section, sources, modules, info)
+            _check_region_is_last(section, modules, info)
             ctx.reserve(section, shape.size, f"the output {shape.c}x{shape.h}x{shape.w}")
             modules.append(module)
             info.append(LayerInfo(index, section.kind, shape, sources, LayerFlags.from_section(section), section))
@@ -215,6 +218,21 @@ def _check_reads_images(section: Section, sources: list[int], modules: list[nn.M
             raise section.error(f"reads the output of layer {source} [{info[source].kind}], which holds "
                                 f"detections, not an image: nothing may follow a detection layer except "
                                 f"layers that read earlier ones (e.g. [route] layers=-4)")
+
+
+def _check_region_is_last(section: Section, modules: list[nn.Module], info: list[LayerInfo]) -> None:
+    """A [region] must be the last layer: refuse the layer that follows one.
+
+    DIVERGES: Darknet builds it, then `detector test`/`valid` read `classes` from `net->layers[net->n-1]`
+    (0 for a [route]: nothing is printed) and `detector train` reads jitter and the truth count there
+    (examples/detector.c); we refuse at build time, naming the line. ([yolo] heads are followed by layers
+    in YOLOv3, so they are not concerned.)
+    """
+    region = len(modules) - 1   # the layer before this one: the first layer after a [region] is refused
+    if modules and isinstance(modules[region], RegionLayer):
+        raise section.error(f"follows the [region] of layer {region} ({info[region].section.where()}): a [region] "
+                            f"must be the last layer (Darknet's detector reads its classes from the last layer "
+                            f"and would detect nothing)")
 
 
 @contextmanager

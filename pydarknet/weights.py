@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import MissingFileError, WeightsError
-from .fileio import write_atomically
+from .fileio import check_regular_file, write_atomically
 from .layers.conv import ConnectedLayer
 
 FLOAT = np.dtype("<f4")
@@ -111,6 +111,7 @@ def load_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> Loa
     net then holds the file's values up to that layer.
     """
     path = str(path)
+    check_regular_file(path, "weights file")   # a FIFO would block open() forever
     try:
         file = open(path, "rb")
     except OSError as exc:

@@ -53,7 +53,7 @@ def test_task_for_picks_the_task_of_the_net(tmp_path):
     detector.write_text(TINY_CFG.format(lr=0.001, burn_in=0))
     task = task_for(Darknet.from_cfg(detector))
     assert isinstance(task, DetectorTask) and task.top == 5
-    with pytest.raises(CfgError, match="detector training needs a \\[region\\] layer"):
+    with pytest.raises(CfgError, match="detector training needs a detection layer"):
         DetectorTask(classifier)
 
 

@@ -11,9 +11,10 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pydarknet.cfg import parse_cfg_text
@@ -288,3 +289,262 @@ def test_inference_networks_of_grammar_cfgs_give_the_fused_nets_output(tmp_path,
         assert g.shape == w.shape and (g - w).abs().max() <= 1e-5 * max(w.abs().max(), 1.0), data.decode()
     for b in bf16 if isinstance(bf16, list) else [bf16]:   # bf16: runs, float32 out (its accuracy: test_inference*)
         assert b.dtype == torch.float32, data.decode()
+
+
+# ---- Images, Darknet's text files and the dataset converters' inputs (issue 20) ----------------------------
+# Any outcome but a decoded (H, W, 3) uint8 array of at most FUZZ_MAX_PIXELS pixels (an image) or a
+# DarknetError fails an example; so does a peak memory FUZZ_MEMORY_BYTES above the first example's, and,
+# for the converters, a file written outside the output folder and the dataset's label folders.
+
+FUZZ_MAX_PIXELS = 2 ** 20          # the pixel limit passed to load_image: headers above it must be refused
+FUZZ_MEMORY_BYTES = 512 * 2 ** 20  # what decoding a file within that limit may add to the peak (ru_maxrss)
+HEADER_BYTES = 64                  # mutations land here 7 times in 8: sizes, depths, chunk lengths, markers
+EDGE_INTS = [0, 1, 2, 3, 7, 8, 15, 16, 255, 256, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000,
+             0xFFFFFFFF, 20000, 30000, 100000]
+
+
+def _image_seeds() -> dict[str, bytes]:
+    from bad_images import seeds
+
+    return seeds()
+
+
+IMAGE_SEEDS = _image_seeds()
+_PEAK: list[int] = []   # ru_maxrss (bytes) at the first image example
+
+
+@st.composite
+def mutated_image(draw) -> bytes:
+    """A seed JPEG/PNG/BMP/GIF/TGA with 1-4 mutations, mostly in its header: a byte, a 16- or 32-bit
+    field set to an edge value (big- or little-endian), a cut, an insertion or a run of bytes removed."""
+    data = bytearray(IMAGE_SEEDS[draw(st.sampled_from(sorted(IMAGE_SEEDS)))])
+    for _ in range(draw(st.integers(1, 4))):
+        if not data:
+            break
+        end = min(len(data), HEADER_BYTES) if draw(st.integers(0, 7)) else len(data)
+        at = draw(st.integers(0, end - 1))
+        op = draw(st.sampled_from(["byte", "int", "int", "cut", "insert", "remove"]))
+        if op == "byte":
+            data[at] = draw(st.integers(0, 255))
+        elif op == "int":
+            width = draw(st.sampled_from([2, 4]))
+            value = draw(st.sampled_from(EDGE_INTS)) % (1 << 8 * width)
+            data[at:at + width] = value.to_bytes(width, draw(st.sampled_from(["big", "little"])))
+        elif op == "cut":
+            del data[draw(st.integers(0, len(data) - 1)):]
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del data[at:at + draw(st.integers(1, 16))]
+    return bytes(data)
+
+
+def check_image(data: bytes, tmp: Path) -> None:
+    """Both decoders: a decoded array within the pixel limit, or a DarknetError; and bounded memory."""
+    import resource
+
+    from pydarknet.image import load_image
+
+    path = tmp / "fuzz.img"
+    path.write_bytes(data)
+    for decoder in ("stb", "opencv"):
+        try:
+            image = load_image(path, decoder, max_pixels=FUZZ_MAX_PIXELS)
+        except DarknetError:
+            event(f"{decoder}: refused")
+            continue
+        event(f"{decoder}: decoded")
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, image.shape
+        assert image.shape[0] * image.shape[1] <= FUZZ_MAX_PIXELS, image.shape
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
+    if not _PEAK:
+        _PEAK.append(peak)
+    assert peak - _PEAK[0] < FUZZ_MEMORY_BYTES, f"peak memory grew by {(peak - _PEAK[0]) / 2 ** 20:.0f} MiB"
+
+
+TEXT_EDGES = ["0", "-1", "2", "3", "1e9", "nan", "inf", "-inf", "", " ", "=", "==", "#", ";", "\t", "\r",
+              "\x00", "\ufeff", "é", "/", "..", "../../etc/passwd", "a b", "2147483648", "0.5", ".5e-3"]
+DATA_KEYS_FUZZ = ["classes", "train", "valid", "names", "backup", "eval", "results", "map", "tree", "labels",
+                  "top", "bogus", ""]
+
+
+def _text_line(draw, kind: str) -> str:
+    edge = st.sampled_from(TEXT_EDGES)
+    if kind == "data":
+        return f"{draw(st.sampled_from(DATA_KEYS_FUZZ))}{draw(st.sampled_from(['=', ' = ', '', '==']))}{draw(edge)}"
+    if kind == "label":
+        fields = [draw(st.sampled_from(["0", "1", "2", "3", "-1", "0.5", "0.25", "1.5", "0", *TEXT_EDGES]))
+                  for _ in range(draw(st.integers(0, 7)))]
+        return draw(st.sampled_from([" ", "\t", "  "])).join(fields)
+    return draw(st.one_of(edge, st.text(max_size=12)))   # a name or a list path
+
+
+@st.composite
+def text_file(draw) -> tuple[str, bytes]:
+    """(kind, bytes) of a .data, .names, list or label file: grammar lines, edge values, bad bytes."""
+    kind = draw(st.sampled_from(["data", "names", "list", "label"]))
+    lines = [_text_line(draw, kind) for _ in range(draw(st.integers(0, 8)))]
+    data = draw(st.sampled_from(["\n", "\r\n", "\r"])).join(lines).encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 5)) == 0:
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.binary(min_size=1, max_size=6)) + data[at:]
+    return kind, data
+
+
+def check_text_file(case: tuple[str, bytes], tmp: Path) -> None:
+    """A parsed result (labels: finite, classes in range, sizes not negative) or a DarknetError."""
+    kind, data = case
+    from pydarknet.data.files import read_data_file, read_list, read_names
+    from pydarknet.data.labels import read_labels
+
+    path = tmp / f"fuzz.{kind}"
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if kind == "data":
+                config = read_data_file(path)
+                for key in list(config.options):
+                    config.get_str(key)
+            elif kind == "names":
+                assert all(name.strip() for name in read_names(path))
+            elif kind == "list":
+                assert all(line.strip() for line in read_list(path))
+            else:
+                truths = read_labels(path, classes=3)
+                assert np.isfinite(truths).all() and truths.shape[1] == 5
+                assert ((truths[:, 4] >= 0) & (truths[:, 4] < 3)).all()
+        except DarknetError:
+            event(f"{kind}: refused")
+            return
+    event(f"{kind}: read")
+
+
+CONVERTER_EDGES = [float("nan"), float("inf"), -float("inf"), -1, 0, 1e30, 2 ** 63, "1", None, [], {}, True,
+                   "../../../../victim/passwd", "/abs/x.jpg", "../x.jpg", "no_extension", "a\x00b.jpg", "x.jpeg",
+                   "sub/dir/y.png", ""]
+
+
+@st.composite
+def coco_document(draw) -> dict:
+    """A small COCO instances dict with 0-3 fields replaced by edge values or removed."""
+    images = [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg", "width": 40, "height": 30} for i in (1, 2)]
+    annotations = [{"id": k, "image_id": 1 + k % 2, "category_id": (1, 2, 90)[k % 3], "iscrowd": 0,
+                    "bbox": [1.0 * k, 2.0, 10.0, 8.0]} for k in range(4)]
+    document = {"images": images, "annotations": annotations, "categories": [{"id": c} for c in (1, 2, 90)]}
+    for _ in range(draw(st.integers(0, 3))):
+        section = draw(st.sampled_from(["images", "annotations", "categories"]))
+        entry = draw(st.sampled_from(document[section]))
+        if not entry:
+            continue
+        key = draw(st.sampled_from(sorted(entry)))
+        if key == "bbox" and isinstance(entry["bbox"], list) and len(entry["bbox"]) == 4 and draw(st.booleans()):
+            entry["bbox"][draw(st.integers(0, 3))] = draw(st.sampled_from(CONVERTER_EDGES))
+        elif draw(st.integers(0, 5)) == 0:
+            del entry[key]
+        else:
+            entry[key] = draw(st.sampled_from(CONVERTER_EDGES))
+    return document
+
+
+def _files_outside(root: Path, *allowed: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not any(p.is_relative_to(folder) for folder in allowed)}
+
+
+def check_coco(document: dict, tmp: Path) -> None:
+    """convert_coco: a result or a DarknetError; no file outside OUT and the labels folder changes, and
+    no label line holds a non-finite number."""
+    import json
+    import tempfile
+
+    from pydarknet.data.coco import convert_coco
+
+    root = Path(tempfile.mkdtemp(dir=tmp))
+    images = root / "coco" / "images" / "val2014"
+    images.mkdir(parents=True)
+    (images / "COCO_val2014_000000000001.jpg").write_bytes(b"not decoded by the converter")
+    (root / "victim").mkdir()
+    (root / "victim" / "passwd").write_text("keep\n")
+    instances = root / "instances_val2014.json"
+    instances.write_text(json.dumps(document))
+    labels, out = root / "coco" / "labels", root / "out"
+    before = _files_outside(root, labels, out)
+    try:
+        convert_coco(instances, images, out)
+        event("converted")
+    except DarknetError:
+        event("refused")
+    assert _files_outside(root, labels, out) == before
+    for label in labels.rglob("*.txt"):
+        assert all(np.isfinite(float(v)) for line in label.read_text().splitlines() for v in line.split())
+
+
+VOC_XML = ("<annotation><size><width>{w}</width><height>{h}</height></size>"
+           "<object><name>{name}</name><difficult>{difficult}</difficult><bndbox><xmin>{xmin}</xmin>"
+           "<xmax>{xmax}</xmax><ymin>{ymin}</ymin><ymax>{ymax}</ymax></bndbox></object></annotation>")
+VOC_FIELDS = {"w": "100", "h": "50", "name": "dog", "difficult": "0", "xmin": "1", "xmax": "51", "ymin": "1",
+              "ymax": "26"}
+VOC_EDGES = ["nan", "inf", "-inf", "-1", "0", "1e30", "", "x", "1.5", "200", "<", "&amp;", "dog", "person"]
+
+
+@st.composite
+def voc_inputs(draw) -> tuple[str, list[str]]:
+    """(annotation xml, image-set ids): fields replaced by edge values, markup cut, hostile ids."""
+    fields = dict(VOC_FIELDS)
+    for _ in range(draw(st.integers(0, 4))):
+        fields[draw(st.sampled_from(sorted(fields)))] = draw(st.sampled_from(VOC_EDGES))
+    xml = VOC_XML.format(**fields)
+    if draw(st.integers(0, 5)) == 0:
+        xml = xml[:draw(st.integers(0, len(xml)))]
+    ids = ["000001", *draw(st.lists(st.sampled_from(["000001", "../../../victim/note", "/abs/id", "..", "a/b",
+                                                      "x\x00y", "000002"]), max_size=2))]
+    return xml, ids
+
+
+def check_voc(case: tuple[str, list[str]], tmp: Path) -> None:
+    """convert_voc: a result or a DarknetError; nothing outside OUT and the devkit's labels folders changes."""
+    xml, ids = case
+    import tempfile
+
+    from pydarknet.data.voc import convert_voc
+
+    root = Path(tempfile.mkdtemp(dir=tmp))
+    year = root / "VOCdevkit" / "VOC2007"
+    for folder in ("Annotations", "ImageSets/Main", "JPEGImages"):
+        (year / folder).mkdir(parents=True)
+    (year / "Annotations" / "000001.xml").write_text(xml)
+    (year / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids) + "\n")
+    (root / "victim").mkdir()
+    (root / "victim" / "note.xml").write_text(VOC_XML.format(**VOC_FIELDS))
+    labels, out = year / "labels", root / "out"
+    before = _files_outside(root, labels, out)
+    try:
+        convert_voc(root / "VOCdevkit", out)
+        event("converted")
+    except DarknetError:
+        event("refused")
+    assert _files_outside(root, labels, out) == before
+    for label in labels.rglob("*.txt"):
+        for line in label.read_text().splitlines():
+            values = [float(v) for v in line.split()]
+            assert all(np.isfinite(values)) and values[3] >= 0 and values[4] >= 0, line
+
+
+# target -> (strategy, check, examples in the bounded run)
+INPUT_TARGETS = {"images": (mutated_image(), check_image, 150), "text_files": (text_file(), check_text_file, 200),
+                 "coco": (coco_document(), check_coco, 100), "voc": (voc_inputs(), check_voc, 100)}
+
+
+@pytest.mark.parametrize("target", sorted(INPUT_TARGETS))
+def test_inputs(tmp_path, target):
+    strategy, check, examples = INPUT_TARGETS[target]
+    fuzz_settings(examples)(given(case=strategy)(lambda case: check(case, tmp_path)))()
+
+
+@pytest.mark.fuzz
+@long_run
+@pytest.mark.parametrize("target", sorted(INPUT_TARGETS))
+def test_long_inputs(tmp_path, target):
+    strategy, check, _ = INPUT_TARGETS[target]
+    fuzz_settings(LONG_EXAMPLES, long=True)(given(case=strategy)(lambda case: check(case, tmp_path)))()

@@ -26,10 +26,10 @@ from ..cfg import resolve_path
 from ..choices import BACKENDS, DECODERS, PRECISIONS
 from ..data.files import read_data_file, read_names
 from ..errors import DarknetError, DataError, MissingFileError
+from ..fileio import check_regular_file
 
 log = logging.getLogger("pydarknet")
 
-existing_file = click.Path(exists=True, dir_okay=False)
 decoder_option = click.option("--decoder", type=click.Choice(DECODERS), default=None,
                               help="Image decoder: stb (Darknet's pixels, the default except for training) "
                                    "or opencv (faster).")
@@ -54,21 +54,30 @@ def inference_options(function):
                                                 "and on GPUs; all layers but the last region / softmax one in bfloat16).")(run)
 
 
-class ShippedFile(click.ParamType):
-    """An existing file, or else one of the `cfg/`, `data/` files shipped with pydarknet by that name,
-    so `pydarknet detect cfg/yolov2.cfg …` works from any directory (and from a wheel)."""
+class UserFile(click.ParamType):
+    """An existing regular file. A missing one, a directory, a FIFO (whose `open()` would block) or a device
+    is the user's mistake: one `Error: <file>: …` line and exit code 1, not click's usage text."""
 
     name = "file"
 
     def convert(self, value, param, ctx) -> str:
+        what = f"{param.human_readable_name.lower()} file" if param is not None else "file"
+        check_regular_file(value, what)
+        return value
+
+
+class ShippedFile(UserFile):
+    """An existing file, or else one of the `cfg/`, `data/` files shipped with pydarknet by that name,
+    so `pydarknet detect cfg/yolov2.cfg …` works from any directory (and from a wheel)."""
+
+    def convert(self, value, param, ctx) -> str:
         path = shipped_or_given(value)
         if not Path(path).exists():
-            self.fail(f"'{value}' does not exist, here or among the files shipped with pydarknet", param, ctx)
-        if not Path(path).is_file():
-            self.fail(f"'{value}' is a directory", param, ctx)
-        return path
+            raise MissingFileError(f"{value}: no such file, here or among the files shipped with pydarknet")
+        return super().convert(path, param, ctx)
 
 
+existing_file = UserFile()
 shipped_file = ShippedFile()
 
 

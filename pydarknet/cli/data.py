@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import data
+from .common import data, existing_file
 
 
 @data.command("synth")
@@ -37,7 +37,7 @@ def data_voc(devkit, out) -> None:
 
 
 @data.command("coco")
-@click.argument("instances_json", type=click.Path(exists=True, dir_okay=False))
+@click.argument("instances_json", type=existing_file)
 @click.argument("images_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for the list, coco.names and coco.data.")

@@ -111,7 +111,7 @@ def detector_map(data, cfg, weights, iou_thresh, thresh, points, dialect, letter
         click.echo(f"{len(inputs.skipped)} of {len(inputs.skipped) + len(inputs.paths)} images skipped: "
                    f"no label file", err=True)
     if not inputs.paths:
-        raise DataError(f"{data}: no image of the valid list has a label file: nothing to evaluate")
+        raise DataError(f"{data}: no image of the valid list has a label file and can be read: nothing to evaluate")
     for line in dialect.map_report(inputs.detections, inputs.ground_truths, names[:classes], iou_thresh, points,
                                    thresh):
         click.echo(line)

@@ -13,15 +13,17 @@ file; `read_image_ids` reads it back.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..errors import DataError, MissingFileError
+from ..fileio import TEXT_FILE_MAX_BYTES, check_regular_file
 from .convert import (ConversionResult, PathLike, check_no_blanks, copy_bundled_names, prepare_output,
                       write_data_file, write_list)
-from .files import label_path
+from .files import contained_label_path
 
 # DARKNET(detector.c:coco_ids): COCO category id of each of the 80 contiguous class indices
 COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
@@ -46,17 +48,31 @@ def convert_coco(instances_json: PathLike, images_dir: PathLike, out: PathLike) 
     images_path = Path(os.path.abspath(images_dir))
     check_no_blanks(images_path)
     out_path = prepare_output(out)
-    images = _images(document, json_path)
-    boxes, skipped = _boxes_by_image(document, json_path, {image["id"]: image for image in images})
-    paths = [str(images_path / image["file_name"]) for image in images]
-    for image, path in zip(images, paths):
-        labels = _labels_path(path, json_path)
-        labels.parent.mkdir(parents=True, exist_ok=True)
-        labels.write_text("".join(boxes.get(image["id"], ())))
+    all_images = _images(document, json_path)
+    boxes, skipped = _boxes_by_image(document, json_path, {image["id"]: image for image in all_images})
+    images, paths, labels, refused = [], [], [], Counter()
+    for image in all_images:
+        found = contained_label_path(images_path, image["file_name"])
+        if isinstance(found, str):
+            refused[found] += 1
+            continue
+        images.append(image)
+        paths.append(str(found[0]))
+        labels.append(found[1])
+    if not images:
+        raise DataError(f"{json_path}: no image with a usable file_name ({_counted(refused)})")
+    for image, label in zip(images, labels):
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text("".join(boxes.get(image["id"], ())))
     name = json_path.stem.removeprefix(INSTANCES_PREFIX)
     image_list = write_list(out_path / f"{name}.txt", paths)
     notes = _image_notes(paths, images_path, json_path)
+    if refused:
+        notes.append(f"{sum(refused.values())} image(s) of the json skipped: {_counted(refused)}")
+    clipped = skipped.pop("clipped", 0)
     notes.extend(f"{count} {reason} annotation(s) skipped" for reason, count in sorted(skipped.items()))
+    if clipped:
+        notes.append(f"{clipped} box(es) reaching outside their image clipped to it")
     options = {"classes": len(COCO_IDS), "train": image_list, "valid": image_list,
                "names": copy_bundled_names("coco.names", out_path), "backup": out_path / "backup",
                "results": out_path / "results", "eval": "coco"}
@@ -86,6 +102,7 @@ def coco_label_line(class_id: int, bbox: list[float], width: int, height: int) -
 
 
 def _read_json(path: Path):
+    check_regular_file(path, "json file", TEXT_FILE_MAX_BYTES)   # a FIFO would block, a device never end
     try:
         with path.open() as file:
             return json.load(file)
@@ -120,7 +137,8 @@ def _images(document, json_path: Path) -> list[dict]:
         for side in ("width", "height"):
             if _field(image, side, int, where) <= 0:
                 raise DataError(f"{where}: '{side}' must be positive, got {image[side]}")
-    known = {category.get("id") for category in _section(document, "categories", json_path)}
+    known = {_field(category, "id", int, f"{json_path}: categories[{index}]")
+             for index, category in enumerate(_section(document, "categories", json_path))}
     unknown = sorted(known - set(COCO_IDS), key=str)
     if unknown:
         raise DataError(f"{json_path}: category id(s) {unknown} are not among Darknet's 80 COCO classes")
@@ -145,18 +163,34 @@ def _boxes_by_image(document, json_path: Path, images: dict[int, dict]) -> tuple
         bbox = _field(annotation, "bbox", list, where)
         if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
             raise DataError(f"{where}: 'bbox' must be four numbers x, y, w, h, got {bbox!r}")
+        if not all(math.isfinite(v) for v in bbox):
+            skipped["non-finite (NaN or infinite)"] += 1
+            continue
         if bbox[2] <= 0 or bbox[3] <= 0:
             skipped["zero-size"] += 1   # DARKNET(data.c:fill_truth_detection): such a box is dropped anyway
             continue
-        lines[image["id"]].append(coco_label_line(CLASS_OF_CATEGORY[category], bbox, image["width"], image["height"]))
+        clipped = clip_box(bbox, image["width"], image["height"])
+        if clipped is None:
+            skipped["outside-the-image"] += 1
+            continue
+        skipped["clipped"] += clipped != bbox
+        lines[image["id"]].append(coco_label_line(CLASS_OF_CATEGORY[category], clipped, image["width"],
+                                                  image["height"]))
     return lines, skipped
 
 
-def _labels_path(image: str, json_path: Path) -> Path:
-    try:
-        return Path(label_path(image))
-    except ValueError as exc:
-        raise DataError(f"{json_path}: {exc}") from None
+def clip_box(bbox: list[float], width: int, height: int) -> list[float] | None:
+    """A COCO box (x, y, w, h pixels) cut to the image; None when nothing of it is inside."""
+    left, top = max(bbox[0], 0), max(bbox[1], 0)
+    right, bottom = min(bbox[0] + bbox[2], width), min(bbox[1] + bbox[3], height)
+    if right <= left or bottom <= top:
+        return None
+    return bbox if [left, top, right, bottom] == [bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]] \
+        else [left, top, right - left, bottom - top]
+
+
+def _counted(reasons: Counter) -> str:
+    return ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
 
 
 def _image_notes(paths: list[str], images_dir: Path, json_path: Path) -> list[str]:

@@ -7,7 +7,8 @@ size and augmentation seed of every sample, so batches are reproducible whatever
 
 A bad sample (missing label file, unreadable image, malformed label) never stops an epoch: the
 dataset returns a `SkippedSample`, and `DetectionLoader` warns naming the file, counts it, and
-yields the batch without it.
+yields the batch without it. Only a list with no usable sample stops training, before its first
+update (`DetectionDataset.require_a_sample`, and the training loader once every path was skipped).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,12 +25,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..image import letterbox_size, load_image, network_input
 from .augment import AugmentOptions, augment_detection, correct_boxes, fill_truth
-from .files import label_path, read_list
+from ..errors import DataError
+from .files import alexeyab_label_path, label_path, read_list
 from .labels import read_labels
 
 MULTISCALE_EVERY = 10               # DARKNET(detector.c:train_detector): steps between size changes
 MULTISCALE_DIMS = (320, 608, 32)    # DARKNET(detector.c:train_detector): (rand()%10+10)*32
 MULTISCALE_FINAL_BATCHES = 200      # DARKNET(detector.c:train_detector): last steps train at 608
+
+# DARKNET(data.c:fill_truth_detection): the label-path rule training uses, as the error of an unusable list says it
+LABEL_PATH_RULE = ("pjreddie's label-path rule: the first images, JPEGImages and raw in the path each become labels, "
+                   "the first .jpg, .png, .JPG and .JPEG each become .txt")
 
 # What a bad sample raises: missing/unreadable files (OSError), undecodable images and malformed
 # labels (ValueError, LabelError).
@@ -84,7 +90,38 @@ class DetectionDataset(Dataset):
     @classmethod
     def from_list(cls, list_file: str | os.PathLike, classes: int, **kwargs) -> DetectionDataset:
         """A dataset over the image paths of a Darknet list file (relative paths: working directory)."""
-        return cls(read_list(list_file), classes, **kwargs)
+        dataset = cls(read_list(list_file), classes, **kwargs)
+        dataset.source = str(list_file)
+        return dataset
+
+    source: str | None = None   # the list file the paths came from (for messages)
+
+    def require_a_sample(self) -> None:
+        """Raise `no_usable_samples` unless some listed image and its label file are both there (a cheap
+        check made before training: one stat per path until the first pair is found)."""
+        for path in self.paths:
+            if _is_file(path) and _is_file(_label_path_or_none(path)):
+                return
+        raise self.no_usable_samples("no listed image has both its image and its label file")
+
+    def no_usable_samples(self, why: str) -> DataError:
+        """The error of a list whose every sample is bad: how many images and label files were found, by
+        which label-path rule, with the first path as the example."""
+        images = sum(_is_file(path) for path in self.paths)
+        labels = sum(_is_file(_label_path_or_none(path)) for path in self.paths)
+        first = self.paths[0]
+        example = _label_path_or_none(first) or "(no rule applies)"
+        hint = ""
+        if labels == 0:
+            beside = sum(_is_file(alexeyab_label_path(path)) for path in self.paths)
+            if beside:
+                hint = (f"; {beside} label files lie beside their images (AlexeyAB's rule): move them to the "
+                        f"labels folders")
+        # DIVERGES: Darknet ends at the first missing label or unreadable image (data.c:read_boxes, image.c:
+        # load_image_stb: "Couldn't open file", exit 0); we skip bad samples and stop only when none is usable
+        return DataError(f"{self.source or 'the image list'}: no usable training sample ({why}): {images} of "
+                         f"{len(self.paths)} listed images found, {labels} label files found by {LABEL_PATH_RULE} "
+                         f"(e.g. {first} -> {example}){hint}; nothing was trained")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -106,6 +143,17 @@ class DetectionDataset(Dataset):
         if self.augment:
             return augment_detection(image, truths, key.w, key.h, self.options, np.random.default_rng(key.rng_key))
         return letterbox_sample(image, truths, key.w, key.h, self.options.max)
+
+
+def _label_path_or_none(image_path: str) -> str | None:
+    try:
+        return label_path(image_path)
+    except ValueError:   # no rule applies
+        return None
+
+
+def _is_file(path: str | None) -> bool:
+    return path is not None and os.path.isfile(path)
 
 
 def letterbox_sample(image: np.ndarray, truths: np.ndarray, w: int, h: int,
@@ -201,11 +249,15 @@ class DetectionLoader:
 
     B is smaller than the mini-batch when samples were skipped; a mini-batch of only bad samples
     is not yielded at all. `skipped` counts skips per image path over the loader's lifetime.
+    With `nothing_usable`, the loader raises the exception it returns as soon as every listed path has
+    been skipped before any sample was good (the list holds nothing to train on).
     """
 
-    def __init__(self, loader: DataLoader):
+    def __init__(self, loader: DataLoader, nothing_usable: Callable[[], Exception] | None = None):
         self.loader = loader
         self.skipped: Counter[str] = Counter()
+        self.nothing_usable = nothing_usable
+        self._distinct_paths = len(set(getattr(loader.dataset, "paths", ())))
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -215,12 +267,16 @@ class DetectionLoader:
         return sum(self.skipped.values())
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        good = False
         for batch in self.loader:
             for bad in batch.skipped:
                 self.skipped[bad.path] += 1
                 warnings.warn(f"skipping sample {bad.path}: {bad.reason}", BadSampleWarning, stacklevel=2)
             if batch.images is not None:
+                good = True
                 yield batch.images, batch.truths
+            elif not good and self.nothing_usable and self._distinct_paths and len(self.skipped) >= self._distinct_paths:
+                raise self.nothing_usable()
 
 
 def train_loader(dataset: DetectionDataset, batch: int, subdivisions: int, max_batches: int, *,
@@ -229,9 +285,11 @@ def train_loader(dataset: DetectionDataset, batch: int, subdivisions: int, max_b
     """Augmented mini-batches for steps start_batch..max_batches-1 (every `stride`-th: see
     `DarknetBatchSampler`), loaded by `workers` processes.
 
-    Uses `dataset.size` as the network size until `random` multi-scale first changes it.
+    Uses `dataset.size` as the network size until `random` multi-scale first changes it. Raises
+    `dataset.no_usable_samples` (a DataError) once every listed sample was skipped before a good one.
     """
     sampler = DarknetBatchSampler(len(dataset), batch, subdivisions, max_batches, dataset.size,
                                   start_batch, random, seed, stride)
     return DetectionLoader(DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                      collate_fn=collate_detections))
+                                      collate_fn=collate_detections),
+                           nothing_usable=lambda: dataset.no_usable_samples("every one was skipped: see the warnings"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..cfg import _REQUIRED, CfgError, Option, Section, read_text_file, resolve_path
 from ..errors import DataError
+from ..fileio import TEXT_FILE_MAX_BYTES, check_regular_file
 
 PathLike = str | os.PathLike
 
@@ -125,6 +126,24 @@ def label_path(image_path: str) -> str:
     return result
 
 
+def contained_label_path(folder: Path, name: str) -> tuple[Path, Path] | str:
+    """(image, label file) of the image a dataset names `name` under `folder`, or why it is refused: a
+    name that is absolute, climbs out with '..', or whose label file would not be a `.txt` beside it
+    (no image extension: `label_path` would give the image itself, e.g. "../../etc/passwd")."""
+    if "\0" in name:
+        return "with a NUL byte in the name"
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        return "with an absolute path or '..' in the name"
+    image = folder / name
+    try:
+        label = label_path(str(image))
+    except ValueError:
+        label = str(image)
+    if not label.endswith(".txt") or label == str(image):
+        return "without an image extension (.jpg, .png, .JPG, .JPEG)"
+    return image, Path(label)
+
+
 # DARKNET(AlexeyAB utils.c:replace_image_to_label): folder rules (first occurrence each), in this order;
 # any other image's labels lie beside it
 ALEXEYAB_LABEL_FOLDERS = (("/images/train2017/", "/labels/train2017/"), ("/images/val2017/", "/labels/val2017/"),
@@ -150,4 +169,7 @@ def alexeyab_label_path(image_path: str) -> str:
 
 
 def _read_text(path: PathLike, what: str) -> str:
+    # DIVERGES: Darknet's fgetl reads `names=/dev/zero` until memory runs out and blocks on a FIFO;
+    # a user's text file must be a regular file of at most TEXT_FILE_MAX_BYTES
+    check_regular_file(path, what, TEXT_FILE_MAX_BYTES)
     return read_text_file(path, what, DataError)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, MissingFileError
+from ..fileio import TEXT_FILE_MAX_BYTES, check_regular_file
 
 # DARKNET(data.c:correct_boxes): the x, y, w, h written for a classification-only truth (a label line
 # with x == y == 0: a class without a box, YOLO9000's ImageNet labels)
@@ -46,6 +47,7 @@ def parse_labels(text: str, classes: int, path: str | os.PathLike = "<string>",
 
 def read_labels(path: str | os.PathLike, classes: int, classification_only: bool = True) -> np.ndarray:
     """Read a label file into truths (N, 5) float32 `(x, y, w, h, class)`; see `parse_labels`."""
+    check_regular_file(path, "label file", TEXT_FILE_MAX_BYTES)   # a FIFO would block, a device never end
     try:
         text = Path(path).read_text()
     except OSError as exc:

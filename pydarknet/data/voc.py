@@ -13,6 +13,7 @@ bytes. Image sets that are absent are skipped with a note.
 """
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 from ..errors import DataError, MissingFileError
 from .convert import (ConversionResult, PathLike, check_no_blanks, copy_bundled_names, prepare_output,
                       write_data_file, write_list)
-from .files import label_path, read_names
+from .files import contained_label_path, label_path, read_names
 
 # DARKNET(scripts/voc_label.py): the (year, image set) pairs it converts
 VOC_SETS = (("2007", "train"), ("2007", "val"), ("2007", "test"), ("2012", "train"), ("2012", "val"))
@@ -47,6 +48,8 @@ class VocAnnotation:
     height: int
     objects: tuple[VocObject, ...]
     unknown: int
+    invalid: int = 0    # objects skipped: NaN, infinite or inverted box, or nothing of it in the image
+    clipped: int = 0    # objects whose box was cut to the image
 
 
 def convert_voc(devkit: PathLike, out: PathLike) -> ConversionResult:
@@ -71,6 +74,7 @@ def convert_voc(devkit: PathLike, out: PathLike) -> ConversionResult:
             notes.append(f"VOC{year} {image_set}: no {_image_set_file(devkit_path, year, image_set)}; "
                          f"{year}_{image_set}.txt not written")
             continue
+        ids = totals.contained(ids, devkit_path / f"VOC{year}" / "JPEGImages")
         images = [str(devkit_path / f"VOC{year}" / "JPEGImages" / f"{image_id}.jpg") for image_id in ids]
         for image_id, image in zip(ids, images):
             labels = _labels_path(devkit_path, year, image_id, image)
@@ -105,7 +109,7 @@ def read_annotation(path: Path, classes: list[str]) -> VocAnnotation:
     width, height = (_value(root, f"size/{side}", path, "", int) for side in ("width", "height"))
     if width <= 0 or height <= 0:
         raise DataError(f"{path}: image size must be positive, got {width}x{height}")
-    objects, unknown = [], 0
+    objects, unknown, invalid, clipped = [], 0, 0, 0
     # DARKNET(scripts/voc_label.py:convert_annotation): every <object> of the tree; the <bndbox> of a
     # <part> inside it is not the object's (find looks at direct children only)
     for number, element in enumerate(root.iter("object"), start=1):
@@ -115,8 +119,28 @@ def read_annotation(path: Path, classes: list[str]) -> VocAnnotation:
             unknown += 1
             continue
         box = tuple(_value(element, f"bndbox/{side}", path, where, float) for side in ("xmin", "xmax", "ymin", "ymax"))
-        objects.append(VocObject(classes.index(name), _is_difficult(element, path, where), box))
-    return VocAnnotation(width, height, tuple(objects), unknown)
+        inside = clip_voc_box(box, width, height)
+        if inside is None:
+            invalid += 1
+            continue
+        clipped += inside != box
+        objects.append(VocObject(classes.index(name), _is_difficult(element, path, where), inside))
+    return VocAnnotation(width, height, tuple(objects), unknown, invalid, clipped)
+
+
+def clip_voc_box(box: tuple[float, float, float, float], width: int, height: int):
+    """(xmin, xmax, ymin, ymax) cut to 0..width, 0..height (VOC's 1-based pixels never need it); None for a
+    NaN, infinite or inverted box or one with nothing inside the image.
+
+    DIVERGES: voc_label.py writes `nan` and negative sizes for such boxes; Darknet then trains on them.
+    """
+    xmin, xmax, ymin, ymax = box
+    if not all(math.isfinite(v) for v in box) or xmax < xmin or ymax < ymin:
+        return None
+    inside = (max(xmin, 0.0), min(xmax, float(width)), max(ymin, 0.0), min(ymax, float(height)))
+    if inside[1] <= inside[0] or inside[3] <= inside[2]:
+        return None
+    return box if inside == box else inside
 
 
 def voc_label_line(obj: VocObject, width: int, height: int) -> str:
@@ -134,14 +158,26 @@ class _Totals:
     """Counts across the annotations, for the result and its notes."""
 
     def __init__(self) -> None:
-        self.objects = self.difficult = self.unknown = 0
+        self.objects = self.difficult = self.unknown = self.invalid = self.clipped = 0
         self.missing_images: list[str] = []
+        self.refused_ids: list[str] = []
+
+    def contained(self, ids: list[str], images: Path) -> list[str]:
+        """The ids whose image and label file stay in the devkit (no '..', '/', absolute path); the others
+        are counted: an id `../../../victim/note` would write `victim/note.txt`."""
+        kept = []
+        for image_id in ids:
+            inside = "/" not in image_id and not isinstance(contained_label_path(images, f"{image_id}.jpg"), str)
+            (kept if inside else self.refused_ids).append(image_id)
+        return kept
 
     def add(self, annotation: VocAnnotation, image: str) -> None:
         difficult = sum(obj.difficult for obj in annotation.objects)
         self.objects += len(annotation.objects) - difficult
         self.difficult += difficult
         self.unknown += annotation.unknown
+        self.invalid += annotation.invalid
+        self.clipped += annotation.clipped
         if not os.path.isfile(image):
             self.missing_images.append(image)
 
@@ -152,6 +188,14 @@ class _Totals:
                          f"<label>{DIFFICULT_SUFFIX} files for `detector map`")
         if self.unknown:
             notes.append(f"{self.unknown} object(s) of classes not in voc.names skipped")
+        if self.invalid:
+            notes.append(f"{self.invalid} object(s) with a NaN, infinite or inverted box (or none inside the "
+                         f"image) skipped")
+        if self.clipped:
+            notes.append(f"{self.clipped} box(es) reaching outside their image clipped to it")
+        if self.refused_ids:
+            notes.append(f"{len(self.refused_ids)} image set id(s) naming a path ('/', '..') skipped, first: "
+                         f"{self.refused_ids[0]!r}")
         if self.missing_images:
             notes.append(f"{len(self.missing_images)} listed image(s) do not exist, first: {self.missing_images[0]}")
         return notes

@@ -77,6 +77,7 @@ class DetectorTask(Task):
         dataset = DetectionDataset.from_list(data.get_path("train"), self.region.options.classes,
                                              size=(net.width, net.height), options=augment_options(net),
                                              classification_only=self.region.tree is not None, decoder=decoder)
+        dataset.require_a_sample()   # before iteration 1: a list whose labels are all missing trains nothing
         return train_loader(dataset, options.batch, options.subdivisions, options.max_batches,
                             start_batch=start_batch, random=bool(self.region.options.random), seed=seed,
                             workers=workers, stride=stride)

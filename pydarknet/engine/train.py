@@ -5,7 +5,7 @@ update. The loop owns what every task shares: seeding, DDP, AMP, progress, the i
 loss chart, the safety checks and the backups; the task's `Task` (engine/detector.py,
 engine/classifier.py) supplies the loss, the data, the backup schedule and the line's figures.
 Backups go to the .data `backup` folder and are written atomically; resuming continues at the `seen`
-of the weights file.
+of the weights file. One run at a time per backup folder (`fileio.FolderLock`, `<backup>/.pydarknet.lock`).
 
 Several GPUs: launched under torchrun (see `cli/detector.py`), every process trains its own mini-batches and
 DistributedDataParallel averages the gradients; as Darknet, the learning rate is scaled by the GPU count.
@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,12 +28,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..data.files import read_data_file
-from ..errors import CfgError, TrainingError
+from ..data.files import DataConfig, read_data_file
+from ..errors import CfgError, DataError, TrainingError
 from ..choices import TRAINING_DECODER
 from ..network import Darknet, network_mode, select_device
 from ..summary import layer_table, loading_weights_line, saving_weights_line
-from ..fileio import remove_stale_temporaries
+from ..fileio import FolderLock, output_folder_problem, remove_stale_temporaries
 from ..weights import load_weights, save_weights
 from .chart import save_chart
 from .lr import get_current_batch
@@ -108,9 +109,43 @@ def train(task_type: type[Task], data_path: str | os.PathLike, cfg_path: str | o
     "stb" for Darknet's exact pixels); `verbose` prints the per-mini-batch line of the task (region stats);
     `on_iteration(net, log)` runs after every update (e.g. to compute mAP). The progress bar is drawn
     only on a terminal. Returns the final weights' path, the per-iteration log and the skipped samples.
+
+    One run per backup folder: a second run into the folder of a running one stops (FolderBusyError
+    naming the first's pid) before it loads anything.
     """
     rank, world = _distributed(device)
     data = read_data_file(data_path)
+    backup_dir = backup_folder(data, task_type.backup_default)
+    with FolderLock(backup_dir) if rank == 0 else nullcontext():
+        return _train(task_type, data, data_path, cfg_path, weights, backup_dir, rank, world, clear=clear,
+                      device=device, amp=amp, workers=workers, seed=seed, max_batches=max_batches, decoder=decoder,
+                      show_progress=show_progress, verbose=verbose, log=log, on_iteration=on_iteration)
+
+
+def backup_folder(data: DataConfig, default: str) -> Path:
+    """The .data file's backup folder (`default` without `backup=`), created if missing; a DataError naming
+    the .data line when it cannot be a folder (a file is there) or cannot be created or written in."""
+    # DARKNET(detector.c:train_detector): the backup folder is relative to the working directory
+    value = data.get_str("backup", default)
+    path = Path(value)
+    problem = output_folder_problem(path)
+    try:
+        if problem is None:
+            path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        problem = f"cannot create the folder: {error.strerror or error}"
+    if problem is None and not os.access(path, os.W_OK | os.X_OK):
+        problem = "cannot write in the folder: permission denied"
+    if problem is not None:
+        # DIVERGES: Darknet trains, then fails at its first backup ("Couldn't open file") hours later
+        raise DataError(f"{data.where('backup')}: backup={value}: {problem}")
+    return path
+
+
+def _train(task_type: type[Task], data: DataConfig, data_path, cfg_path, weights, backup_dir: Path, rank: int,
+           world: int, *, clear, device, amp, workers, seed, max_batches, decoder, show_progress, verbose, log,
+           on_iteration) -> TrainResult:
+    """`train` once the backup folder is this run's."""
     net = Darknet.from_cfg(cfg_path, seed=seed)
     task = task_type(net)
     if rank == 0:
@@ -136,9 +171,6 @@ def train(task_type: type[Task], data_path: str | os.PathLike, cfg_path: str | o
         model = torch.nn.parallel.DistributedDataParallel(
             model, find_unused_parameters=any(flags.stopbackward for flags in net.flags))
 
-    # DARKNET(detector.c:train_detector): the backup folder is relative to the working directory
-    backup_dir = Path(data.get_str("backup", task.backup_default))
-    backup_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         for stale in remove_stale_temporaries(backup_dir):   # left by a run killed while writing a backup
             log(f"Removed {stale}, an unfinished write of a killed run")

@@ -7,6 +7,7 @@ writer prints them.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,12 +23,13 @@ import torch
 from ..data.files import DataConfig, read_list
 from ..detections import Detection
 from ..dialect import PJREDDIE, Dialect
-from ..errors import MissingFileError
+from ..errors import DataError, MissingFileError
 from ..heads.detector import HIER_THRESH, detection_head, float_on_cpu
 from ..image import load_image, network_input
 from ..network import Darknet
 from ..progress import progress as progress_of
 
+log = logging.getLogger("pydarknet")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)   # decoding threads
 DEFAULT_BATCH = 4          # images per forward; only float rounding depends on it
 T = TypeVar("T")
@@ -48,10 +50,30 @@ class ImageDetections:
     detections: list[Detection]
 
 
-def _decoded_input(path: str, width: int, height: int, letterbox: bool, decoder: str) -> tuple[torch.Tensor, int, int]:
-    """Decode an image and fit it to the network: (3, height, width) input, original width and height."""
-    image = load_image(path, decoder)
-    return torch.from_numpy(network_input(image, width, height, letterbox)), image.shape[1], image.shape[0]
+def _decoded_input(path: str, width: int, height: int, letterbox: bool,
+                   decoder: str) -> tuple[torch.Tensor, int, int] | DataError:
+    """Decode an image and fit it to the network: (3, height, width) input, original width and height;
+    the DataError instead for an image that cannot be read or fitted (skipped by the caller)."""
+    try:
+        image = load_image(path, decoder)
+        return torch.from_numpy(network_input(image, width, height, letterbox)), image.shape[1], image.shape[0]
+    except DataError as error:
+        return error if str(path) in str(error) else DataError(f"{path}: {error}")
+
+
+def _readable(inputs: Iterable, paths: Sequence[str], unreadable: list[str]) -> Iterator[tuple[int, tuple]]:
+    """(list index, decoded input) of the images that decoded; each other one is warned about and skipped.
+
+    DIVERGES: Darknet's load_image exits on the first unreadable image of a long validation list.
+    """
+    for index, item in enumerate(inputs):
+        if isinstance(item, DataError):
+            log.warning(f"Warning: {item}; skipped")
+            unreadable.append(paths[index])
+        else:
+            yield index, item
+    if unreadable:
+        log.warning(f"Warning: {len(unreadable)} of {len(paths)} images could not be read and were skipped")
 
 
 def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
@@ -76,7 +98,8 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) ->
 def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float, hier_thresh: float = HIER_THRESH,
                   class_map: np.ndarray | None = None, classes: int | None = None, letterbox: bool = True,
                   workers: int = DEFAULT_WORKERS, batch: int = DEFAULT_BATCH, progress: bool = False,
-                  dialect: Dialect = PJREDDIE, decoder: str = "stb") -> Iterator[ImageDetections]:
+                  dialect: Dialect = PJREDDIE, decoder: str = "stb",
+                  unreadable: list[str] | None = None) -> Iterator[ImageDetections]:
     """Detections for every image of `paths`, in list order, as `get_network_boxes` + `do_nms_sort`.
 
     letterbox: False stretches the image to the network size (`resize_image`), as
@@ -88,20 +111,21 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     progress: report progress on stderr (a tqdm bar on a terminal, else periodic lines; see progress.py).
     dialect: whose decoding (`Dialect.objectness_rule`) before the NMS.
     decoder: the image decoder (`image.load_image`: "stb", Darknet's pixels, or "opencv").
+    unreadable: gets the paths of the images that could not be read: each is skipped with a warning
+        line on the `pydarknet` logger (a count follows the last); `index` stays the position in `paths`.
     """
     head = detection_head(net, "evaluation")
     _check_images_exist(paths)
-    inputs = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox,
-                                 decoder=decoder), paths, workers)
-    index = 0
+    decoded = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox,
+                                  decoder=decoder), paths, workers)
+    inputs = _readable(decoded, paths, unreadable if unreadable is not None else [])
     with torch.no_grad(), progress_of(total=len(paths), unit="img", enabled=progress) as bar:
         while chunk := list(islice(inputs, batch)):
-            outputs = float_on_cpu(net(torch.stack([x for x, _, _ in chunk]).to(net.device)))   # [B, A, 5+C, H, W] (each)
-            for number, (_, width, height) in enumerate(chunk):
+            outputs = float_on_cpu(net(torch.stack([x for _, (x, _, _) in chunk]).to(net.device)))   # [B, A, 5+C, H, W] (each)
+            for number, (index, (_, width, height)) in enumerate(chunk):
                 dets = head.detections(head.image_output(outputs, number), net.width, net.height, width, height,
                                        thresh, nms, hier_thresh, letterbox, dialect, class_map, classes)
                 yield ImageDetections(index, paths[index], width, height, dets)
-                index += 1
             bar.update(len(chunk))
 
 

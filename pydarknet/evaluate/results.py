@@ -15,6 +15,7 @@ from ..data.coco import COCO_IDS, coco_image_id, read_image_ids
 from ..detections import Detection
 from ..dialect import PJREDDIE, Dialect
 from ..errors import DataError
+from ..fileio import output_folder_problem
 from ..heads.detector import detection_head
 from ..network import Darknet
 from ..tree import read_map
@@ -99,6 +100,7 @@ class ValidSetup:
     eval: str
     class_map: np.ndarray | None
     image_ids: dict[str, int] | None = None   # `image_ids=`: COCO ids by image path (see data.coco)
+    names_file: Path | None = None           # where `names` came from, for messages
 
     @classmethod
     def from_data(cls, data_path: str | os.PathLike) -> ValidSetup:
@@ -107,7 +109,8 @@ class ValidSetup:
         if kind not in DEFAULT_OUTFILES:
             # DIVERGES: Darknet treats any other value as voc
             raise data.error(f"eval={kind} is not one of {', '.join(DEFAULT_OUTFILES)}", "eval")
-        return cls(paths=valid_paths(data), names=read_names(data.get_path("names", "data/names.list")),
+        names_file = data.get_path("names", "data/names.list")
+        return cls(paths=valid_paths(data), names=read_names(names_file), names_file=names_file,
                    results=resolve_data_path(data.get_str("results", "results")), eval=kind,
                    class_map=read_map(resolve_path(data.get_str("map"), data.path)) if data.has("map") else None,
                    image_ids=read_image_ids(data.get_path("image_ids")) if data.has("image_ids") else None)
@@ -127,6 +130,11 @@ def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = Non
     """
     outfile = outfile or DEFAULT_OUTFILES[setup.eval]
     classes = _output_classes(net, setup)
+    problem = output_folder_problem(setup.results)
+    if problem:
+        raise DataError(f"results folder {problem}")
+    if setup.eval == "voc":
+        _check_file_names(setup, classes)
     setup.results.mkdir(parents=True, exist_ok=True)
     # DARKNET(detector.c:validate_detector): eval=imagenet keeps the first 200 classes only
     kept = IMAGENET_CLASSES if setup.eval == "imagenet" else None
@@ -151,6 +159,18 @@ def validate_detector(net: Darknet, setup: ValidSetup, outfile: str | None = Non
             for k, line in voc_lines(image):
                 files[k].write(line)
     return paths
+
+
+def _check_file_names(setup: ValidSetup, classes: int) -> None:
+    """DataError naming the names file line of a class name that would put its result file outside
+    `setup.results` (a '/' in it: names read from /etc/passwd) or that no file can have (a NUL)."""
+    for k, name in enumerate(setup.names[:classes]):
+        bad = next((c for c in ("/", os.sep, "\0") if c in name), None)
+        if bad is not None:
+            # DIVERGES: Darknet fopens `<results>/<outfile><name>.txt` whatever the name holds
+            where = f"{setup.names_file}:{k + 1}" if setup.names_file else f"class {k}"
+            raise DataError(f"{where}: class name {name!r} contains {bad!r}: it cannot name a result file "
+                            f"in {setup.results}")
 
 
 def _output_classes(net: Darknet, setup: ValidSetup) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class MapInputs:
     image_sizes: np.ndarray
     paths: list[str]
     skipped: list[str]
+    unreadable: list[str] = field(default_factory=list)   # images that could not be decoded, skipped too
 
 
 def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAULT_WORKERS,
@@ -71,15 +72,19 @@ def collect_map_inputs(net: Darknet, paths: Sequence[str], workers: int = DEFAUL
     records, ground_truths, sizes = [], [], []
     # DARKNET(detector.c:validate_detector; AlexeyAB detector.c:validate_detector_map): thresh .005, NMS .45
     thresh, nms = PJREDDIE.valid_thresh, PJREDDIE.valid_nms
+    unreadable: list[str] = []
     for image in detect_images(net, kept, thresh, nms, letterbox=letterbox, workers=workers, batch=batch,
-                               progress=progress, dialect=dialect, decoder=decoder):
+                               progress=progress, dialect=dialect, decoder=decoder, unreadable=unreadable):
         rows, difficult = truths[image.path]
+        # records name their image by its place among the ground truths (an unreadable image has none)
+        records.append(detection_records(image, clip=dialect.map_clips_boxes, index=len(ground_truths)))
         ground_truths.append(GroundTruth(rows[:, 4], pixel_xyxy(rows[:, :4], image.width, image.height), difficult))
         sizes.append((image.width, image.height))
-        records.append(detection_records(image, clip=dialect.map_clips_boxes))
     detections = Detections.from_records(np.concatenate(records) if records else np.zeros((0, 7)))
-    return MapInputs(detections, ground_truths, np.array(sizes, dtype=float).reshape(-1, 2), kept,
-                     [path for path in paths if path not in truths])
+    read = set(kept) - set(unreadable)
+    return MapInputs(detections, ground_truths, np.array(sizes, dtype=float).reshape(-1, 2),
+                     [path for path in kept if path in read],
+                     [path for path in paths if path not in truths], unreadable)
 
 
 def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], iou_thresh: float = 0.5,
@@ -99,15 +104,16 @@ def compute_map(net: Darknet, data_or_list: str | os.PathLike | Sequence[str], i
                                iou_thresh, points, conf_thresh)
 
 
-def detection_records(image: ImageDetections, clip: bool = True) -> np.ndarray:
+def detection_records(image: ImageDetections, clip: bool = True, index: int | None = None) -> np.ndarray:
     """(M, 7) rows image index, class, score, xyxy pixels (clipped to the image unless `clip=False`) of
-    every nonzero prob, box by box and by class within a box."""
+    every nonzero prob, box by box and by class within a box. index: the image index written (default
+    `image.index`, its place in the list)."""
     boxes, classes, scores = scored_probs(image.detections)
     bboxes = np.array([image.detections[i].bbox for i in boxes]).reshape(-1, 4)
     corners = pixel_xyxy(bboxes, image.width, image.height)
     if clip:
         corners = np.clip(corners, 0, [image.width, image.height] * 2)
-    return np.column_stack([np.full(len(boxes), image.index), classes, scores, corners])
+    return np.column_stack([np.full(len(boxes), image.index if index is None else index), classes, scores, corners])
 
 
 def _read_truth(labels: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
