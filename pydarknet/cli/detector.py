@@ -11,6 +11,7 @@ import click
 
 from ..cfg import resolve_path
 from ..choices import TRAINING_DECODER
+from ..errors import DataError
 from .common import (alexeyab_mode_options, data_cfg_weights, decoder_option, detector, device_option,
                      end_without_teardown, existing_file, image_paths, inference_options, main, names_for, open_network,
                      classes_of, report_skipped, shipped_file, shipped_or_given)
@@ -66,7 +67,10 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
     for path in image_paths(image):
         picture = load_image(shipped_or_given(path), decoder or "stb")   # data/dog.jpg from anywhere
         start = time.perf_counter()
-        dets = detect_boxes(net, picture, thresh, hier, letterbox=letterbox, dialect=dialect)
+        try:
+            dets = detect_boxes(net, picture, thresh, hier, letterbox=letterbox, dialect=dialect)
+        except DataError as error:   # an image too thin to letterbox
+            raise DataError(f"{path}: {error}") from None
         click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.")
         for line in dialect.printed_lines(dets, names, thresh, picture.shape[1], picture.shape[0],
                                           ext_output=habits["ext_output"]):
