@@ -195,8 +195,11 @@ def check_pixels(path: Path, data: bytes, max_pixels: int | None = None) -> None
 def header_size(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` an image file's header claims (the largest, for several frames), None when
     the header is not understood (the decoders then refuse the file or apply their own limits)."""
-    sizes = [size for size in (_own_header_size(data), _pillow_size(data)) if size is not None]
-    # both readings: a decoder that falls back to Pillow gets Pillow's size (a GIF frame grows its canvas)
+    own = _own_header_size(data)
+    if own is not None and data[:6] not in (b"GIF87a", b"GIF89a"):
+        return own   # JPEG, PNG, BMP, PNM: their decoders read these sides (and Pillow is not imported)
+    # a GIF is decoded through Pillow, whose canvas a frame can grow: both readings, the larger
+    sizes = [size for size in (own, _pillow_size(data)) if size is not None]
     return max(sizes, key=lambda size: size[0] * size[1], default=None)
 
 

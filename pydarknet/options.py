@@ -151,6 +151,7 @@ class NetOptions:
     cutmix: int = opt(0)
     mosaic: int = opt(0)
     mosaic_bound: int = opt(0)
+    ema_alpha: float = opt(0.0)   # DARKNET(AlexeyAB parser.c:parse_net_options): an EMA of the weights in training
 
     @classmethod
     def from_section(cls, section: Section) -> "NetOptions":
@@ -309,3 +310,40 @@ class YoloOptions:
     def used_mask(self) -> list[int]:
         """DARKNET(parser.c:parse_yolo): without `mask` the layer predicts every anchor."""
         return list(self.mask) if self.mask else list(range(self.num))
+
+
+@dataclass
+class DetectionOptions:
+    """Every YOLOv1 `[detection]` key, named as in the cfg (DARKNET(parser.c:parse_detection) defaults)."""
+
+    coords: int = opt(1)
+    classes: int = opt(1, minimum=1)
+    rescore: int = opt(0)
+    num: int = opt(1, minimum=1)
+    side: int = opt(7, minimum=1)
+    softmax: int = opt(0)
+    sqrt: int = opt(0)
+    max: int = opt(90, minimum=0)   # DARKNET(parser.c:parse_detection): read quietly, as `max_boxes`
+    coord_scale: float = opt(1.0)
+    forced: int = opt(0)
+    object_scale: float = opt(1.0)
+    noobject_scale: float = opt(1.0)
+    class_scale: float = opt(1.0)
+    jitter: float = opt(0.2, minimum=0)
+    random: int = opt(0)
+    reorg: int = opt(0)
+
+    @classmethod
+    def from_section(cls, section: Section) -> "DetectionOptions":
+        return read_options(cls, section)
+
+    def check(self, section: Section) -> None:
+        if self.coords != 4:
+            # DIVERGES: Darknet builds it, but detection_layer.c:get_detection_detections steps over the boxes 4 by 4
+            raise section.error(f"coords={self.coords}: a [detection] layer's boxes are x, y, w, h (coords=4)",
+                                "coords")
+
+    @property
+    def outputs(self) -> int:
+        """DARKNET(detection_layer.c:make_detection_layer): side*side*((1+coords)*num + classes) values."""
+        return self.side * self.side * ((1 + self.coords) * self.num + self.classes)

@@ -34,12 +34,29 @@ EXAMPLES = {
     "shortcut": ("[convolutional]\nfilters=4\nsize=1\n", "from=-1\nactivation=leaky"),
     "upsample": ("", "stride=2"),
     "dropout": ("", "probability=0.5"),
+    "local": ("", "filters=3\nsize=3\nstride=1\npad=1\nactivation=leaky"),
+    # side*side*((1+coords)*num + classes) = 2*2*((1+4)*1 + 2) values in
+    "detection": ("[connected]\noutput=28\nactivation=linear\n", "classes=2\ncoords=4\nside=2\nnum=1\nsqrt=1"),
     # num*(coords+1+classes) = 2*(4+1+2) channels in
     "region": ("[convolutional]\nfilters=14\nsize=1\nactivation=linear\n",
                "anchors=1,1,2,2\nclasses=2\nnum=2\nsoftmax=1"),
     # len(mask)*(5+classes) = 2*(5+2) channels in
     "yolo": ("[convolutional]\nfilters=14\nsize=1\nactivation=linear\n",
              "mask=0,1\nanchors=1,1,2,2,3,3\nclasses=2\nnum=3"),
+    # AlexeyAB's sections
+    "scale_channels": ("[convolutional]\nfilters=4\nsize=1\n[avgpool]\n", "from=-2\nactivation=logistic"),
+    "sam": ("[convolutional]\nfilters=4\nsize=1\n[convolutional]\nfilters=4\nsize=1\nactivation=logistic\n",
+            "from=-2"),
+    "implicit": ("", "filters=6\natoms=2"),
+    "batchnorm": ("", ""),
+    "activation": ("", "activation=mish"),
+    "empty": ("", ""),
+    "crop": ("", "crop_height=6\ncrop_width=5\nflip=1"),
+    "local_avgpool": ("", "size=3\nstride=2"),
+    "reorg3d": ("", "stride=2"),
+    # len(mask)*(9+classes) = 2*(9+2) channels in
+    "Gaussian_yolo": ("[convolutional]\nfilters=22\nsize=1\nactivation=linear\n",
+                      "mask=0,1\nanchors=1,1,2,2,3,3\nclasses=2\nnum=3"),
 }
 DARKNET_NAMES = {"weights", "biases", "scales"}
 

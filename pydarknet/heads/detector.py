@@ -12,8 +12,10 @@ from torch import Tensor
 from ..detections import Detection
 from ..dialect import PJREDDIE, Dialect
 from ..errors import CfgError
+from .detection.layer import DetectionLayer
 from .region.detections import HIER_THRESH, region_detections
 from .region.layer import RegionLayer
+from .yolo.gaussian import GaussianYoloLayer, gaussian_yolo_detections
 from .yolo.layer import YoloLayer
 
 HeadOutput = Tensor | Sequence[Tensor]   # one layer's (.., A, 5+C, H, W), or one per [yolo] layer
@@ -21,8 +23,8 @@ HeadOutput = Tensor | Sequence[Tensor]   # one layer's (.., A, 5+C, H, W), or on
 
 @dataclass(frozen=True)
 class DetectionHead:
-    """kind: the section name ("region", "yolo"); layers: the head's layers in network order (the last
-    [region], or every [yolo]); classes: the classes it predicts."""
+    """kind: the section name ("region", "yolo", "Gaussian_yolo", "detection"); layers: the head's layers in network order (the
+    last [region] or [detection], or every [yolo] / [Gaussian_yolo]); classes: the classes it predicts."""
     kind: str
     layers: tuple
     classes: int
@@ -38,11 +40,17 @@ class DetectionHead:
         """One image's head output -> its detections after the NMS (none when nms=0), in Darknet's array order;
         boxes cxcywh relative to the `im_w` x `im_h` image (letterbox: whether it was letterboxed, else stretched).
         class_map, classes: [region] only (see `region_detections`)."""
+        if self.kind == "detection":
+            from .detection.detections import detection_detections
+            return detection_detections(self.layers[0], output, net_w, net_h, im_w, im_h, thresh, nms, letterbox)
         if self.kind == "region":
             return region_detections(self.layers[0], output, net_w, net_h, im_w, im_h, thresh, nms, hier_thresh,
                                      letterbox, class_map, classes, dialect)
         from .yolo.detections import yolo_detections
         outputs = [output] if isinstance(output, Tensor) else list(output)
+        if self.kind == "Gaussian_yolo":
+            return gaussian_yolo_detections(self.layers, outputs, net_w, net_h, im_w, im_h, thresh, nms, letterbox,
+                                            dialect)
         return yolo_detections(self.layers, outputs, net_w, net_h, im_w, im_h, thresh, nms, letterbox, dialect)
 
 
@@ -57,7 +65,14 @@ def detection_head(net, purpose: str) -> DetectionHead:
     yolo = tuple(layer for layer in net.layers if isinstance(layer, YoloLayer))
     if yolo:
         return DetectionHead("yolo", yolo, yolo[-1].classes)
+    gaussian = tuple(layer for layer in net.layers if isinstance(layer, GaussianYoloLayer))
+    if gaussian:
+        return DetectionHead("Gaussian_yolo", gaussian, gaussian[-1].classes)
     region = next((layer for layer in reversed(net.layers) if isinstance(layer, RegionLayer)), None)
     if region is not None:
         return DetectionHead("region", (region,), region.options.classes)
-    raise CfgError(f"{net.cfg_path}: {purpose} needs a detection layer ([region] or [yolo]); this cfg has none")
+    detection = next((layer for layer in reversed(net.layers) if isinstance(layer, DetectionLayer)), None)
+    if detection is not None:
+        return DetectionHead("detection", (detection,), detection.options.classes)
+    raise CfgError(f"{net.cfg_path}: {purpose} needs a detection layer ([region], [yolo], [Gaussian_yolo] or "
+                   f"[detection]); this cfg has none")
