@@ -22,7 +22,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .layers.conv import ConnectedLayer, ConvolutionalLayer
+from .layers.conv import ConnectedLayer, ConvolutionalLayer, batch_norm_std
 from .network import Darknet
 
 
@@ -57,16 +57,17 @@ _FUSED_CLASS = {ConvolutionalLayer: FusedConvolutionalLayer, ConnectedLayer: Fus
 
 @torch.no_grad()
 def fold_batch_norm(op: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d,
-                    in_place: bool = False) -> nn.Conv2d | nn.Linear:
+                    in_place: bool = False, darknet_build: str = "gpu") -> nn.Conv2d | nn.Linear:
     """A copy of `op` (`op` itself with `in_place`) with a bias that computes ``bn(op(x))`` with `bn`'s
-    rolling statistics.
+    rolling statistics; with `darknet_build` "cpu", the batch norm of a stock CPU build (`batch_norm_std`).
 
     The per-channel factor and the bias are computed in float64; the weights are scaled by the factor
     rounded to float32, in place (two roundings, <= 1.2e-7 relative; folding yolov2-voc in place takes
     0.08 s this way, 0.27-0.33 s through a float64 copy of its weights).
     """
-    # DARKNET(batchnorm_layer.c, cuDNN inference): epsilon inside the sqrt, as BatchNorm2d
-    factor = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)          # (C_out,)
+    # DARKNET(batchnorm_layer.c, cuDNN inference): epsilon inside the sqrt, as BatchNorm2d;
+    # DARKNET(blas.c:normalize_cpu) with darknet_build "cpu": sqrt(var) + .000001
+    factor = bn.weight.double() / batch_norm_std(bn, darknet_build)                       # (C_out,)
     bias = op.bias.double() if op.bias is not None else torch.zeros_like(factor)
     fused = op if in_place else copy.deepcopy(op)
     if fused.bias is None:
@@ -83,7 +84,7 @@ def fuse_layer(layer: nn.Module, in_place: bool = False) -> nn.Module:
     fused_class = _FUSED_CLASS.get(type(layer))
     if fused_class is None or layer.bn is None:
         return layer
-    return fused_class(fold_batch_norm(layer.op, layer.bn, in_place), None, layer.activation)
+    return fused_class(fold_batch_norm(layer.op, layer.bn, in_place, layer.darknet_build), None, layer.activation)
 
 
 def _contiguous_inputs(_module: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from . import heads as _heads  # noqa: F401  (registers the detection heads)
 from . import layers as _layers  # noqa: F401  (registers the section builders)
 from .cfg import Section, read_cfg
+from .choices import DARKNET_BUILDS
 from .errors import CfgError, DarknetError, WeightsError
 from .heads.region.layer import RegionLayer
 from .heads.yolo.gaussian import GaussianYoloLayer
@@ -47,6 +48,7 @@ class Darknet(nn.Module):
         self.net_section = sections[0]
         self.options = NetOptions.from_section(sections[0])
         self.seen = 0                     # images trained on, as in the weights header
+        self._darknet_build = "gpu"
         self.weights_version = (0, 2, 0)  # (major, minor, revision) of the file last loaded
         limit = max_build_bytes if max_build_bytes is not None else build_bytes_limit()
         modules, self.info = self._build(sections[1:], MemoryEstimate(limit))
@@ -165,6 +167,24 @@ class Darknet(nn.Module):
         return self.info[-1].shape
 
     @property
+    def darknet_build(self) -> str:
+        """Whose numbers the net computes: "gpu" (default), a GPU/cuDNN build of pjreddie's Darknet, or "cpu",
+        a stock CPU build: its inference batch norm ``(x-mean)/(sqrt(var)+.000001)`` (layers.conv.batch_norm_std;
+        `fuse` folds it) and its [region] CPU forward, WordTree softmax included (heads.region.cpu_build).
+        Set it before fusing or `InferenceNetwork`: a folded net keeps the build it was folded with.
+        """
+        return self._darknet_build
+
+    @darknet_build.setter
+    def darknet_build(self, build: str) -> None:
+        if build not in DARKNET_BUILDS:
+            raise ValueError(f"darknet_build must be one of {', '.join(DARKNET_BUILDS)}, got {build!r}")
+        self._darknet_build = build
+        for layer in self.layers:
+            if hasattr(layer, "darknet_build"):   # the layers whose CPU build computes otherwise
+                layer.darknet_build = build
+
+    @property
     def region(self) -> RegionLayer | None:
         """The last `[region]` layer, the detector head of YOLOv2 nets, or None."""
         return next((layer for layer in reversed(self.layers) if isinstance(layer, RegionLayer)), None)
@@ -256,8 +276,11 @@ def require_region(net, purpose: str) -> RegionLayer:
 
 
 def load_network(cfg: str | os.PathLike, weights: str | os.PathLike | None = None,
-                 device: str | torch.device | None = None, *, trained: bool = False) -> Darknet:
+                 device: str | torch.device | None = None, *, trained: bool = False,
+                 darknet_build: str = "gpu") -> Darknet:
     """Darknet's `load_network`: build from the cfg, load the weights if given, eval mode, on `device`.
+
+    `darknet_build`: "gpu" or "cpu" (a stock CPU build's numbers), see `Darknet.darknet_build`.
 
     `trained=True` (detection, evaluation) refuses a weights file that fills no layer: the net would
     run on its random initialisation. A partial file that fills some layers only warns, as in Darknet.
@@ -274,6 +297,7 @@ def load_network(cfg: str | os.PathLike, weights: str | os.PathLike | None = Non
         if trained and report.layers_with_weights and not report.layers_loaded:
             raise WeightsError(f"{weights}: holds no layer's weights ({report.header.nbytes}-byte header, "
                                f"no body): {cfg} would run on random weights")
+    net.darknet_build = darknet_build
     return net.to(select_device(device)).eval()
 
 

@@ -244,7 +244,7 @@ def test_classify_is_predict_with_imagenet1k_data(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     (data, *_, top, device, _decoder, inference), = calls
     assert Path(data).resolve() == (REPO / "cfg" / "imagenet1k.data").resolve() and top == 5 and device is None
-    assert inference == {"precision": "fp32", "backend": "torch"}
+    assert inference == {"precision": "fp32", "backend": "torch", "darknet_build": "gpu"}
 
 
 def test_missing_image_is_a_clear_error(reference, tmp_path):
@@ -373,7 +373,8 @@ def test_every_inference_command_passes_precision_and_backend_on(command, tmp_pa
         path.write_text("")
     files["LIST"].write_text(f"{REPO / 'data' / 'dog.jpg'}\n")
     files["DATA"].write_text(f"classes=20\nvalid={files['LIST']}\nnames={REPO / 'data' / 'voc.names'}\n")
-    args = [str(files.get(arg, arg)) for arg in command] + ["-precision", "bf16", "-backend", "openvino"]
+    args = [str(files.get(arg, arg)) for arg in command] + ["-precision", "bf16", "-backend", "openvino",
+                                                            "-darknet_build", "cpu"]
     result = CliRunner().invoke(main, args)
     assert isinstance(result.exception, _Opened), result.output
-    assert asked == {"precision": "bf16", "backend": "openvino"}
+    assert asked == {"precision": "bf16", "backend": "openvino", "darknet_build": "cpu"}

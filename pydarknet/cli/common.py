@@ -23,7 +23,7 @@ import click
 
 from .. import __version__
 from ..cfg import resolve_path
-from ..choices import BACKENDS, DECODERS, PRECISIONS
+from ..choices import BACKENDS, DARKNET_BUILDS, DECODERS, PRECISIONS
 from ..data.files import read_data_file, read_names
 from ..errors import DarknetError, DataError, MissingFileError
 from ..fileio import check_regular_file
@@ -36,15 +36,22 @@ decoder_option = click.option("--decoder", type=click.Choice(DECODERS), default=
 
 
 def inference_options(function):
-    """-precision fp32|bf16 and -backend torch|onnxruntime|openvino, passed on as `inference`, the
-    keywords of `open_network` that make it an `InferenceNetwork`.
+    """-precision fp32|bf16, -backend torch|onnxruntime|openvino and -darknet_build gpu|cpu, passed on as
+    `inference`, the keywords of `open_network` that make it an `InferenceNetwork`.
 
     DIVERGES: Darknet has no such options; they choose how `InferenceNetwork` runs the net (fp32 torch:
-    batch norm folded, oneDNN-prepacked convs, within the reference tolerances).
+    batch norm folded, oneDNN-prepacked convs, within the reference tolerances) and which build of Darknet
+    its numbers follow (`Darknet.darknet_build`).
     """
     @functools.wraps(function)
-    def run(*args, precision, backend, **kwargs):
-        return function(*args, inference={"precision": precision, "backend": backend}, **kwargs)
+    def run(*args, precision, backend, darknet_build, **kwargs):
+        return function(*args, inference={"precision": precision, "backend": backend, "darknet_build": darknet_build},
+                        **kwargs)
+
+    run = click.option("-darknet_build", "--darknet-build", "darknet_build", type=click.Choice(DARKNET_BUILDS),
+                       default="gpu", show_default=True,
+                       help="Whose numbers: a GPU/cuDNN build of pjreddie's Darknet, or a stock CPU build (its batch "
+                            "norm and its WordTree region softmax, wrong as it is).")(run)
 
     run = click.option("-backend", "--backend", "backend", type=click.Choice(BACKENDS), default="torch",
                        show_default=True, help="What runs the net: PyTorch, onnxruntime (CPU, fp32) or OpenVINO "
@@ -337,14 +344,15 @@ def names_for(data_path: str | Path, default: str = "data/names.list", classes: 
 
 
 def open_network(cfg: str, weights: str | None, device: str | None, trained: bool = True,
-                 precision: str | None = None, backend: str = "torch"):
+                 precision: str | None = None, backend: str = "torch", darknet_build: str = "gpu"):
     """Load the net, printing Darknet's layer table and weights line (on stderr, hidden by -q); with
     `trained`, a weights file that fills no layer is an error. With a `precision`, the net to run
-    detections or classifications on: an `InferenceNetwork` of that precision and `backend`."""
+    detections or classifications on: an `InferenceNetwork` of that precision and `backend`.
+    `darknet_build`: `Darknet.darknet_build`."""
     from ..network import load_network
     from ..summary import layer_table, loading_weights_line
 
-    net = load_network(cfg, weights, device, trained=trained)
+    net = load_network(cfg, weights, device, trained=trained, darknet_build=darknet_build)
     log.info("\n".join(layer_table(net)))
     if weights:
         log.info(loading_weights_line(weights))

@@ -17,10 +17,43 @@ if TYPE_CHECKING:
 
 BN_EPS = 1e-5        # DARKNET(batchnorm_layer.c / cuDNN): epsilon inside the sqrt, as the GPU build
 BN_MOMENTUM = 0.01   # DARKNET(batchnorm_layer.c:forward_batchnorm_layer): rolling = .99*rolling + .01*batch
+# DARKNET(blas.c:normalize_cpu): a stock CPU build divides by sqrt(var) + .000001f (a float literal)
+STOCK_CPU_BN_EPS = torch.tensor(1e-6, dtype=torch.float32).item()
+
+
+def batch_norm_std(bn: nn.BatchNorm1d | nn.BatchNorm2d, darknet_build: str = "gpu") -> Tensor:
+    """(C,) float64: what the inference batch norm divides ``x - rolling_mean`` by.
+
+    "gpu": DARKNET(batchnorm_layer.c / cuDNN): ``sqrt(var + 1e-5)``, BatchNorm2d's formula.
+    "cpu": DARKNET(blas.c:normalize_cpu): a stock CPU build's ``sqrt(var) + .000001`` (epsilon outside the sqrt).
+    """
+    variance = bn.running_var.double()
+    if darknet_build == "cpu":
+        return variance.sqrt() + STOCK_CPU_BN_EPS
+    return (variance + bn.eps).sqrt()
+
+
+def stock_cpu_batch_norm(x: Tensor, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> Tensor:
+    """`bn` at inference as a stock CPU build computes it: ``scales * ((x - mean) / (sqrt(var) + 1e-6)) + biases``.
+
+    DARKNET(blas.c:normalize_cpu, then scale_bias, add_bias): ``x - mean`` in float, the division in double
+    (``sqrt`` returns a double), stored as float, then scaled and shifted in float.
+    x: (B, C) or (B, C, H, W).
+    """
+    shape = (1, -1) + (1,) * (x.dim() - 2)   # broadcast over C
+    normalised = ((x - bn.running_mean.view(shape)).double() / batch_norm_std(bn, "cpu").view(shape)).to(x.dtype)
+    return normalised * bn.weight.view(shape) + bn.bias.view(shape)
 
 
 class _Affine(DarknetLayer):
-    """An affine op (conv or linear), then batch norm or a bias, then the activation."""
+    """An affine op (conv or linear), then batch norm or a bias, then the activation.
+
+    `darknet_build` "cpu" (set through `Darknet.darknet_build`): the batch norm of a stock CPU build at inference.
+    DIVERGES: in training mode batch norm keeps the GPU/cuDNN semantics whatever the build (a stock CPU build
+    normalises with the unbiased batch variance and back-propagates through an inexact derivative).
+    """
+
+    darknet_build = "gpu"
 
     def __init__(self, op: nn.Module, batch_norm: nn.Module | None, activation: Activation):
         super().__init__()
@@ -30,7 +63,11 @@ class _Affine(DarknetLayer):
 
     def pre_activation(self, x: Tensor) -> Tensor:
         x = self.op(x)
-        return self.bn(x) if self.bn is not None else x
+        if self.bn is None:
+            return x
+        if self.darknet_build == "cpu" and not self.training:
+            return stock_cpu_batch_norm(x, self.bn)
+        return self.bn(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.activation(self.pre_activation(x))

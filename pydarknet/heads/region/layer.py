@@ -8,6 +8,7 @@ from ...cfg import Section, resolve_path
 from ...options import RegionOptions
 from ...registry import BuildContext, Shape, register
 from ...layers.base import DarknetLayer
+from .cpu_build import forward_region_cpu_build
 
 __all__ = ["RegionLayer", "RegionOptions", "build_region", "default_anchors"]
 
@@ -19,7 +20,12 @@ class RegionLayer(DarknetLayer):
     which is Darknet's memory layout `[b][n][entry][y][x]`. Entries 0, 1 (x, y) and 4 (objectness)
     get the logistic, 2, 3 (w, h) stay raw, the classes get a softmax over the classes, a WordTree
     group softmax (`tree=`), or the logistic when neither is asked for.
+
+    `darknet_build` "cpu" (set through `Darknet.darknet_build`): the forward of a stock CPU build,
+    `cpu_build.forward_region_cpu_build` (its WordTree softmax is wrong, and reproduced).
     """
+
+    darknet_build = "gpu"
 
     def __init__(self, options: RegionOptions, tree=None, class_map: Tensor | None = None):
         super().__init__()
@@ -35,6 +41,8 @@ class RegionLayer(DarknetLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         o = self.options
+        if self.darknet_build == "cpu":
+            return forward_region_cpu_build(x, o, self.tree)
         b, _, h, w = x.shape
         x = x.reshape(b, o.num, o.coords + 1 + o.classes, h, w)  # reshape: the input may be channels_last
         xy = torch.sigmoid(x[:, :, :2])
