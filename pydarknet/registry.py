@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .cfg import CfgError, Section
+from .errors import UnsupportedError
 from .options import LayerFlags
 
 MAX_BUILD_BYTES_ENV = "PYDARKNET_MAX_BUILD_BYTES"
@@ -116,10 +117,17 @@ def register(*names: str) -> Callable[[Builder], Builder]:
     return decorate
 
 
+# DARKNET(AlexeyAB parser.c:string_to_layer_type): recurrent sections it parses, which pydarknet does not implement
+RECURRENT_SECTIONS = ("rnn", "gru", "lstm", "crnn", "conv_lstm", "history", "contrastive")
+
+
 def builder_for(section: Section) -> Builder:
     try:
         return _BUILDERS[section.kind]
     except KeyError:
+        if section.kind in RECURRENT_SECTIONS:
+            raise UnsupportedError(f"{section.where()}: [{section.kind}] (AlexeyAB's recurrent and contrastive "
+                                   f"layers: {', '.join(RECURRENT_SECTIONS)}) is not implemented") from None
         raise CfgError(f"{section.where()}: unknown section [{section.kind}]; known: "
                        f"{', '.join(sorted(_BUILDERS))}") from None
 

@@ -1,6 +1,7 @@
-"""`[maxpool]` and `[avgpool]` layers."""
+"""`[maxpool]`, `[avgpool]` and AlexeyAB's `[local_avgpool]` layers."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -72,25 +73,82 @@ class AvgPoolLayer(DarknetLayer):
         return f"avg                     {dims(before)}   ->  {before.c:4d}"
 
 
-@register("maxpool", "max")
-def build_maxpool(s: Section, ctx: BuildContext) -> tuple[MaxPoolLayer, Shape]:
-    shape = ctx.input_shape
+class LocalAvgPoolLayer(DarknetLayer):
+    """AlexeyAB's `[local_avgpool]`: DARKNET(AlexeyAB maxpool_layer.c:forward_local_avgpool_layer), the mean of the
+    window's cells inside the map (padding, `padding//2` of it left/top as maxpool's, is not counted)."""
+
+    def __init__(self, size: int, stride_x: int, stride_y: int, padding: int):
+        super().__init__()
+        self.size, self.stride_x, self.stride_y, self.padding = size, stride_x, stride_y, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        before = self.padding // 2
+        after = self.padding - before
+        pad = (before, after, before, after)
+        strides = (self.stride_y, self.stride_x)
+        total = nn.functional.avg_pool2d(nn.functional.pad(x, pad), self.size, strides, divisor_override=1)
+        ones = nn.functional.pad(torch.ones_like(x[:1, :1]), pad)
+        count = nn.functional.avg_pool2d(ones, self.size, strides, divisor_override=1)   # [1, 1, H', W']
+        return total / count
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, stride=({self.stride_y}, {self.stride_x}), padding={self.padding}"
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        after = net.shapes[index]
+        bflops = self.size * self.size * before.c * after.h * after.w / 1e9
+        # DARKNET(AlexeyAB maxpool_layer.c:make_maxpool_layer): the avgpool line, stride_x x stride_y when they differ
+        stride = f"{self.stride_x:2d}  " if self.stride_x == self.stride_y else f"{self.stride_x:2d}x{self.stride_y:2d}"
+        return (f"avg               {self.size:2d}x{self.size:2d}/{stride} {dims(before)} -> {dims(after)} "
+                f"{bflops:5.3f} BF")
+
+
+@register("local_avgpool", "local_avg")
+def build_local_avgpool(s: Section, ctx: BuildContext) -> tuple[LocalAvgPoolLayer, Shape]:
+    # DARKNET(AlexeyAB parser.c:parse_local_avgpool): maxpool's keys, without maxpool_depth and antialiasing.
+    # DIVERGES: a window of padding only (refused) would be 0/0 there
+    window = _pool_window(s, ctx.input_shape)
+    return (LocalAvgPoolLayer(window.size, window.stride_x, window.stride_y, window.padding),
+            Shape(ctx.input_shape.c, window.out_h, window.out_w))
+
+
+@dataclass(frozen=True)
+class _PoolWindow:
+    size: int
+    stride_x: int
+    stride_y: int
+    padding: int     # in total; padding//2 of it left/top
+    out_h: int
+    out_w: int
+
+
+def _pool_window(s: Section, shape: Shape) -> _PoolWindow:
+    """The window keys of [maxpool] and [local_avgpool] with their defaults, and the output size."""
     stride = s.get_int("stride", 1, minimum=1)
     # DARKNET(AlexeyAB parser.c:parse_maxpool): stride_x, stride_y default to stride
     stride_x = s.get_int("stride_x", stride, minimum=1)
     stride_y = s.get_int("stride_y", stride, minimum=1)
     size = s.get_int("size", stride, minimum=1)
     padding = s.get_int("padding", size - 1, minimum=0)  # DARKNET(parser.c:parse_maxpool): total padding
-    _refuse_alexeyab_pooling(s)
     if padding - padding // 2 >= size:
-        # DIVERGES: Darknet outputs -FLT_MAX for a window of padding only; here that would be -inf
+        # DIVERGES: Darknet outputs -FLT_MAX (maxpool) or NaN (local_avgpool) for a window of padding only
         raise s.error(f"padding={padding} makes windows of padding only (size={size} allows at most "
                       f"{2 * (size - 1)})", "padding")
     across = window_output(s, shape, size, stride_x, padding)
     down = window_output(s, shape, size, stride_y, padding)
-    if padding:
-        ctx.reserve(s, shape.c * (shape.h + padding) * (shape.w + padding), "the -inf-padded input", "padding")
-    return MaxPoolLayer(size, stride_x, padding, stride_y), Shape(shape.c, down.h, across.w)
+    return _PoolWindow(size, stride_x, stride_y, padding, down.h, across.w)
+
+
+@register("maxpool", "max")
+def build_maxpool(s: Section, ctx: BuildContext) -> tuple[MaxPoolLayer, Shape]:
+    shape = ctx.input_shape
+    window = _pool_window(s, shape)
+    _refuse_alexeyab_pooling(s)
+    if window.padding:
+        ctx.reserve(s, shape.c * (shape.h + window.padding) * (shape.w + window.padding), "the -inf-padded input",
+                    "padding")
+    return (MaxPoolLayer(window.size, window.stride_x, window.padding, window.stride_y),
+            Shape(shape.c, window.out_h, window.out_w))
 
 
 def _refuse_alexeyab_pooling(s: Section) -> None:

@@ -1,4 +1,5 @@
-"""Layers that move data around: `[route]`, `[reorg]`, `[shortcut]`, `[upsample]`, `[dropout]`, `[cost]`.
+"""Layers that move data around: `[route]`, `[reorg]`, `[reorg3d]`, `[shortcut]`, `[upsample]`, `[crop]`, `[dropout]`,
+`[cost]`.
 
 A layer that reads earlier outputs lists their indices in `ctx.sources`; the network passes those
 outputs to `forward` in that order.
@@ -77,6 +78,72 @@ class ReorgLayer(DarknetLayer):
 
     def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
         return f"reorg              /{self.stride:2d}  {dims(before)}   ->  {dims(net.shapes[index])}"
+
+
+class Reorg3dLayer(DarknetLayer):
+    """AlexeyAB's `[reorg3d]` (its reorg_layer.c; its `[reorg]` is pjreddie's, `ReorgLayer`), a true space-to-depth.
+
+    DARKNET(AlexeyAB reorg_layer.c:forward_reorg_layer): reorg_cpu is given the OUTPUT's dims, so the index map
+    reads the input with its own shape: ``out[(dy*s + dx)*C + c, y, x] = in[c, y*s + dy, x*s + dx]``.
+    Shapes: (B, C, H, W) -> (B, C·s², H/s, W/s). `reverse=1` runs the same map backwards on the output's dims
+    (C/s², H·s, W·s), i.e. depth-to-space of the input read as (C/s⁴·s², H·s, W·s) — reorg_cpu's own quirk.
+    """
+
+    def __init__(self, stride: int, reverse: bool = False):
+        super().__init__()
+        self.stride, self.reverse = stride, reverse
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        s = self.stride
+        if not self.reverse:
+            grid = x.reshape(b, c, h // s, s, w // s, s)                 # [B, c, y, dy, x, dx]
+            return grid.permute(0, 3, 5, 1, 2, 4).reshape(b, c * s * s, h // s, w // s)
+        out_c, out_h, out_w = c // (s * s), h * s, w * s
+        # DARKNET(AlexeyAB blas.c:reorg_cpu, forward=1): the input read as (out_c, out_h, out_w) = [dy][dx][c2]...
+        grid = x.reshape(b, s, s, out_c // (s * s), out_h, out_w)          # [B, dy, dx, c2, y, x]
+        # ... written at (c2, y*s + dy, x*s + dx) of an (out_c/s², out_h*s, out_w*s) buffer, read as the output
+        return grid.permute(0, 3, 4, 1, 5, 2).reshape(b, out_c, out_h, out_w)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}" + (", reverse" if self.reverse else "")
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        # DARKNET(AlexeyAB reorg_layer.c:make_reorg_layer): its line
+        return f"reorg                    /{self.stride:2d} {dims(before)} -> {dims(net.shapes[index])}"
+
+
+class CropLayer(DarknetLayer):
+    """DARKNET(crop_layer.c:forward_crop_layer): a crop_height x crop_width window of every channel, times 2 minus 1
+    (`noadjust=1`: unchanged). At inference the centred window ((H−h)/2, (W−w)/2); in training one random window
+    and, with `flip=1`, a random mirror, drawn once for the whole batch as Darknet's rand() is.
+    """
+
+    def __init__(self, height: int, width: int, flip: bool, noadjust: bool):
+        super().__init__()
+        self.height, self.width, self.flip, self.noadjust = height, width, flip, noadjust
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if self.training:
+            top = int(torch.randint(h - self.height + 1, ()))
+            left = int(torch.randint(w - self.width + 1, ()))
+            mirror = self.flip and bool(torch.randint(2, ()))
+        else:
+            top, left, mirror = (h - self.height) // 2, (w - self.width) // 2, False
+        out = x[..., top:top + self.height, left:left + self.width]
+        if mirror:
+            # DARKNET(crop_layer.c:forward_crop_layer): col = w - dw - j - 1, the window mirrored about the image
+            right = w - left
+            out = x[..., top:top + self.height, right - self.width:right].flip(-1)
+        return out if self.noadjust else out * 2 - 1
+
+    def extra_repr(self) -> str:
+        return f"{self.height}x{self.width}, flip={int(self.flip)}, noadjust={int(self.noadjust)}"
+
+    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
+        # DARKNET(crop_layer.c:make_crop_layer): "Crop Layer: h x w -> crop_height x crop_width x c image"
+        return f"Crop Layer: {before.h} x {before.w} -> {self.height} x {self.width} x {before.c} image"
 
 
 class ShortcutLayer(DarknetLayer):
@@ -205,6 +272,37 @@ def build_reorg(s: Section, ctx: BuildContext) -> tuple[ReorgLayer, Shape]:
         # DIVERGES: Darknet's integer division drops the remainder (a 0x0 output when stride > h)
         raise s.error(f"reorg stride={stride} does not divide the {shape.c}x{shape.h}x{shape.w} input", "stride")
     return ReorgLayer(stride), Shape(shape.c * stride * stride, shape.h // stride, shape.w // stride)
+
+
+@register("reorg3d")
+def build_reorg3d(s: Section, ctx: BuildContext) -> tuple[Reorg3dLayer, Shape]:
+    shape = ctx.input_shape
+    stride = s.get_int("stride", 1, minimum=1)
+    reverse = bool(s.get_int("reverse", 0, minimum=0, maximum=1))
+    # DIVERGES: AlexeyAB's integer division drops a remainder and then indexes past it; refused here
+    square = stride * stride
+    if reverse:
+        if shape.c % (square * square):
+            raise s.error(f"reorg3d reverse=1 stride={stride} needs channels divisible by stride^4, got {shape.c}",
+                          "stride")
+        return Reorg3dLayer(stride, True), Shape(shape.c // square, shape.h * stride, shape.w * stride)
+    if shape.h % stride or shape.w % stride:
+        raise s.error(f"reorg3d stride={stride} does not divide the {shape.w}x{shape.h} input", "stride")
+    return Reorg3dLayer(stride), Shape(shape.c * square, shape.h // stride, shape.w // stride)
+
+
+@register("crop")
+def build_crop(s: Section, ctx: BuildContext) -> tuple[CropLayer, Shape]:
+    shape = ctx.input_shape
+    # DARKNET(parser.c:parse_crop): crop_height, crop_width default 1
+    height = s.get_int("crop_height", 1, minimum=1, maximum=shape.h)
+    width = s.get_int("crop_width", 1, minimum=1, maximum=shape.w)
+    flip = bool(s.get_int("flip", 0))
+    # DARKNET(crop_layer.c:forward_crop_layer): angle, saturation, exposure and shift are read and never used
+    for key, default in (("angle", 0.0), ("saturation", 1.0), ("exposure", 1.0), ("shift", 0.0)):
+        s.get_float(key, default)
+    noadjust = bool(s.get_int("noadjust", 0))
+    return CropLayer(height, width, flip, noadjust), Shape(shape.c, height, width)
 
 
 @register("shortcut")
