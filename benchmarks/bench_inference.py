@@ -10,10 +10,12 @@ pydarknet fp32 and bf16 at batch 1 and 64.
 Models: yolov2-tiny-voc and yolov2-voc at 416 (the pack's weights), yolov2 at 608 (cfg/yolov2.cfg;
 random weights: the pack has no COCO weights, and the time does not depend on the values), the
 yolo9000 trunk at 544 (its cfg without [region], which OpenCV cannot run: the WordTree) and the whole
-yolo9000 for pydarknet, in ratio to OpenCV's trunk. Then the GEMM rate of this machine, and the share
-of yolo9000's fused forward spent in its WordTree softmax.
+yolo9000 for pydarknet, in ratio to OpenCV's trunk; AlexeyAB's yolov4-tiny at 416 (two [yolo] heads,
+[route] groups; the reference-yolo pack's cfg and full-size random weights). Then the GEMM rate of this
+machine, and the share of yolo9000's fused forward spent in its WordTree softmax.
 
 Usage: python benchmarks/bench_inference.py [--out results/bench/inference.json] [--runs 7] [--quick]
+       [--model yolov4-tiny ...]
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ from pydarknet.weights import save_weights
 
 OPENCV = "OpenCV DNN"
 CPU_BATCHES = {"yolov2-tiny-voc": (1, 8), "yolov2-voc": (1, 8), "yolov2": (1,), "yolo9000 trunk": (1,),
-               "yolo9000": (1,)}
+               "yolo9000": (1,), "yolov4-tiny": (1, 8)}
 CUDA_BATCHES = (1, 64)
 
 
@@ -83,6 +85,8 @@ def models(scratch: Path, quick: bool) -> list[Model]:
     return [tiny,
             Model("yolov2-voc", reference_cfg("yolov2-voc"), reference_weights("yolov2-voc"), "yolov2-voc"),
             Model("yolov2", REPO / "cfg" / "yolov2.cfg", coco_weights, "yolov2"),
+            Model("yolov4-tiny", reference_cfg("yolov4-tiny", yolo=True), reference_weights("yolov4-tiny", yolo=True),
+                  "yolov4-tiny"),
             Model("yolo9000 trunk", trunk_cfg, reference_weights("yolo9000"), "yolo9000 trunk"),
             Model("yolo9000", reference_cfg("yolo9000"), reference_weights("yolo9000"), None)]
 
@@ -241,12 +245,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=common.THREADS, help="CPU threads, every library")
     parser.add_argument("--no-opencv", action="store_true", help="skip the OpenCV DNN baseline")
     parser.add_argument("--quick", action="store_true", help="yolov2-tiny-voc only (a check that it all runs)")
+    parser.add_argument("--model", action="append", choices=list(CPU_BATCHES),
+                        help="time only this model (repeatable; the yolo9000 tree share needs yolo9000)")
     args = parser.parse_args()
     set_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
-        model_list = models(Path(scratch), args.quick)
+        model_list = [m for m in models(Path(scratch), args.quick) if not args.model or m.name in args.model]
         rows = timings(model_list, args.threads, args.warmup, args.runs, args.no_opencv)
-        tree = None if args.quick else tree_softmax_share(model_list[-1], args.warmup, args.runs)
+        yolo9000 = next((m for m in model_list if m.name == "yolo9000"), None)
+        tree = tree_softmax_share(yolo9000, args.warmup, args.runs) if yolo9000 else None
     gemm = gemm_rate(args.threads)
     summary = report(rows, gemm, tree, args.threads)
     write_json(args.out, {"inference": rows, "gemm_gflops": gemm, "tree_share": tree, "summary": summary,

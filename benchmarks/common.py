@@ -29,31 +29,36 @@ import torch  # noqa: E402  (after OMP_WAIT_POLICY, see above)
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_ENV = "PYDARKNET_REFERENCE"
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
+REFERENCE_YOLO_ENV = "PYDARKNET_REFERENCE_YOLO"   # AlexeyAB's pack: yolov3-tiny, yolov4-tiny (cfgs and weights)
+DEFAULT_REFERENCE_YOLO = REPO.parent / "shared" / "reference-yolo"
 WEIGHTS_CACHE = Path(tempfile.gettempdir()) / "pydarknet-bench-weights"
 THREADS = 2
 START_LOAD = os.getloadavg()   # 1, 5 and 15 min load averages before the benchmark: was the machine busy?
 Key = TypeVar("Key", bound=Hashable)
 
 
-def reference_dir() -> Path:
-    """The Darknet reference pack (cfgs and xz-compressed weights); $PYDARKNET_REFERENCE overrides."""
-    path = Path(os.environ.get(REFERENCE_ENV, DEFAULT_REFERENCE))
+def reference_dir(yolo: bool = False) -> Path:
+    """The Darknet reference pack (cfgs and xz-compressed weights); $PYDARKNET_REFERENCE overrides. With
+    `yolo`, AlexeyAB's YOLO pack ($PYDARKNET_REFERENCE_YOLO overrides)."""
+    env, default = (REFERENCE_YOLO_ENV, DEFAULT_REFERENCE_YOLO) if yolo else (REFERENCE_ENV, DEFAULT_REFERENCE)
+    path = Path(os.environ.get(env, default))
     if not (path / "README.md").is_file():
-        raise SystemExit(f"reference pack not found at {path}; set ${REFERENCE_ENV}")
+        raise SystemExit(f"reference pack not found at {path}; set ${env}")
     return path
 
 
-def reference_cfg(name: str) -> Path:
-    return reference_dir() / "darknet" / "cfg" / f"{name}.cfg"
+def reference_cfg(name: str, yolo: bool = False) -> Path:
+    return reference_dir(yolo) / "darknet" / "cfg" / f"{name}.cfg"
 
 
-def reference_weights(name: str) -> Path:
-    """weights/<name>.weights.xz of the pack, decompressed once into a temp cache (never into the repo)."""
+def reference_weights(name: str, yolo: bool = False) -> Path:
+    """weights/<name>.weights.xz of the pack (AlexeyAB's YOLO pack with `yolo`), decompressed once into a
+    temp cache (never into the repo)."""
     target = WEIGHTS_CACHE / f"{name}.weights"
     if not target.exists():
         WEIGHTS_CACHE.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.part")
-        with lzma.open(reference_dir() / "weights" / f"{name}.weights.xz") as src, open(partial, "wb") as dst:
+        with lzma.open(reference_dir(yolo) / "weights" / f"{name}.weights.xz") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, length=16 << 20)
         partial.replace(target)   # a run killed mid-way leaves no truncated weights behind
     return target

@@ -4,6 +4,8 @@ onnxruntime or OpenVINO, behind the interface that `predict.detect`, `classify` 
 >>> net = load_inference_network("yolov2-voc.cfg", "yolov2-voc.weights")             # doctest: +SKIP
 >>> detect(net, "dog.jpg")                                                          # doctest: +SKIP
 >>> region = net(images)            # (B, 5, 25, 13, 13) float32, as the plain net   # doctest: +SKIP
+>>> yolo = load_inference_network("yolov4-tiny.cfg", "yolov4-tiny.weights", precision="bf16")  # doctest: +SKIP
+>>> [out.shape for out in yolo(images)]   # one float32 output per [yolo] layer           # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch import Tensor, nn
 
 from .choices import BACKENDS, PRECISIONS
 from .errors import DarknetError
-from .export import INPUT_NAME, export_network
+from .export import INPUT_NAME, export_network, yolo_layer_indices
 from .fuse import fuse_for_inference, give_heads_nchw_inputs
 from .layers.conv import ConnectedLayer, ConvolutionalLayer
 from .network import Darknet, load_network
@@ -30,14 +32,16 @@ class SlowPrecisionWarning(UserWarning):
 
 
 class InferenceNetwork(nn.Module):
-    """A fused (batch norm folded) Darknet net; `forward` returns float32 like `Darknet.forward`.
+    """A fused (batch norm folded) Darknet net; `forward` returns float32 like `Darknet.forward` (a list of
+    tensors, one per [yolo] layer in network order, for a net with several).
 
     precision "fp32": the fused net, on the CPU with its convs prepacked for oneDNN (`prepack`), within
     the reference pack's tolerances of Darknet (and of the fused net to rounding).
     precision "bf16": the layers before the last one hold bfloat16 weights (prepacked on the CPU) and run on
     bfloat16 features, accumulating in float32; the last layer (region / softmax) runs in float32 on the
     up-cast features, so that its group sums keep float32 accuracy (a net ending in a conv, a trunk,
-    runs wholly in bf16).
+    runs wholly in bf16). In a net with [yolo] layers every layer but the [yolo] ones runs in bf16, and each
+    [yolo] layer runs in float32 on its up-cast input (its logistic, scale_x_y and, in the decode, exp).
     backend "onnxruntime": the exported ONNX graph (`export.export_network`) in one session built here,
     with as many intra-op threads as torch uses; inputs are moved to the CPU for it (fp32 only).
     backend "openvino" (`pip install openvino`): the same graph compiled by OpenVINO for the CPU, with
@@ -55,9 +59,6 @@ class InferenceNetwork(nn.Module):
             raise ValueError(f"the onnxruntime backend runs fp32 on the cpu (asked: {precision} on {net.device})")
         if backend == "openvino" and net.device.type != "cpu":
             raise ValueError(f"the openvino backend runs on the cpu (asked: {net.device})")
-        if precision == "bf16" and len(net._output_layers) > 1:
-            raise ValueError(f"{net.cfg_path}: bf16 inference supports one output layer, this net has "
-                             f"{len(net._output_layers)} [yolo] heads")
         self.precision, self.backend = precision, backend
         self._device = net.device
         if precision == "bf16" and backend == "torch" and net.device.type == "cpu" and not cpu_runs_bf16():
@@ -73,11 +74,15 @@ class InferenceNetwork(nn.Module):
         self.eval()
 
     def _prepare_trunk(self, dtype: torch.dtype, prepack: bool) -> None:
-        """Cast the layers before `_float32_from` to `dtype` (bf16 only) and prepack the convs (CPU)."""
+        """Cast the layers before `_float32_from` but the [yolo] ones to `dtype` (bf16 only), make the [yolo]
+        layers up-cast their inputs, and prepack the convs (CPU)."""
         upto = self._float32_from if dtype != torch.float32 else None
         if upto is not None:
-            for layer in self.net.layers[:upto]:
-                layer.to(dtype)
+            for index, layer in enumerate(self.net.layers[:upto]):
+                if index in self._yolo_layers:
+                    layer.register_forward_pre_hook(_float32_inputs)
+                else:
+                    layer.to(dtype)
         if prepack:
             give_heads_nchw_inputs(self.net)
             prepack_convolutions(self.net, dtype, upto)
@@ -94,30 +99,46 @@ class InferenceNetwork(nn.Module):
     output_shape = property(lambda self: self.net.output_shape)
     device = property(lambda self: self._device)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         if self._session is not None:
-            return torch.from_numpy(self._session(x.detach().float().cpu().contiguous().numpy()))
+            outputs = [torch.from_numpy(output) for output in
+                       self._session(x.detach().float().cpu().contiguous().numpy())]
+            return outputs[0] if len(outputs) == 1 else outputs
         if self.precision == "bf16":
             return self._bf16_forward(x)
         return self.net(x)
 
     @property
+    def _yolo_layers(self) -> list[int]:
+        """The [yolo] layers, which run in float32 in bf16 mode (on up-cast inputs)."""
+        return yolo_layer_indices(self.net)
+
+    @property
     def _float32_from(self) -> int:
         """The index of the layer that runs in float32 in bf16 mode: the last one, a region / softmax / cost
-        layer; or one past it when the last layer holds weights (a trunk ending in a conv: all in bf16)."""
+        layer; or one past it when the last layer holds weights (a trunk ending in a conv: all in bf16) or
+        when the net has [yolo] layers (they run in float32 where they are, the layers after them in bf16)."""
         last = len(self.net.layers) - 1
-        return last + 1 if isinstance(self.net.layers[last], (ConvolutionalLayer, ConnectedLayer, PrepackedConvolution)) else last
+        if self._yolo_layers or isinstance(self.net.layers[last],
+                                           (ConvolutionalLayer, ConnectedLayer, PrepackedConvolution)):
+            return last + 1
+        return last
 
-    def _bf16_forward(self, x: Tensor) -> Tensor:
+    def _bf16_forward(self, x: Tensor) -> Tensor | list[Tensor]:
         net, last = self.net, self._float32_from
         if last == len(net.layers):
-            return net(x.to(torch.bfloat16)).float()
+            output = net(x.to(torch.bfloat16))
+            return output.float() if isinstance(output, Tensor) else [part.float() for part in output]
         sources = net.info[last].sources
         outputs = net.run(x.to(torch.bfloat16), keep=set(sources), upto=last)
         return net.layers[last](*(outputs[source].float() for source in sources))
 
     def extra_repr(self) -> str:
         return f"precision={self.precision}, backend={self.backend}"
+
+
+def _float32_inputs(_module: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return tuple(x.float() for x in inputs)
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -131,19 +152,20 @@ def _onnx_bytes(net: Darknet) -> bytes:
     return model.getvalue()
 
 
-def _onnxruntime_session(net: Darknet, _precision: str) -> Callable[[np.ndarray], np.ndarray]:
-    """An onnxruntime CPU session of `net` exported in memory, threads as torch's."""
+def _onnxruntime_session(net: Darknet, _precision: str) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """An onnxruntime CPU session of `net` exported in memory, threads as torch's; it returns every output."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(_onnx_bytes(net), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {INPUT_NAME: x})[0]
+    return lambda x: session.run(None, {INPUT_NAME: x})
 
 
-def _openvino_session(net: Darknet, precision: str) -> Callable[[np.ndarray], np.ndarray]:
-    """`net` exported in memory and compiled by OpenVINO for the CPU (threads as torch's, latency hint)."""
+def _openvino_session(net: Darknet, precision: str) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """`net` exported in memory and compiled by OpenVINO for the CPU (threads as torch's, latency hint); it
+    returns every output."""
     try:
         import openvino
     except ImportError:
@@ -153,7 +175,11 @@ def _openvino_session(net: Darknet, precision: str) -> Callable[[np.ndarray], np
         "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]})
     request = compiled.create_infer_request()
-    return lambda x: request.infer([x])[0].copy()   # the request reuses its output buffer
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        result = request.infer([x])
+        return [result[index].copy() for index in range(len(compiled.outputs))]   # the request reuses its buffers
+    return run
 
 
 _SESSIONS = {"onnxruntime": _onnxruntime_session, "openvino": _openvino_session}

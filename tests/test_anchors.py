@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -108,3 +109,73 @@ def test_picture_is_written(tmp_path):
     result = calc_anchors(data_file_for(FIXTURES / "clustered_labels.txt", tmp_path), 5, 416, 416)
     picture = plot_anchors(result, tmp_path / "anchors.png")
     assert picture.read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------ AlexeyAB's printed lines
+def fixed_result(width: int = 416, height: int = 416) -> AnchorResult:
+    """Three boxes and two fixed clusters (relative w, h), ascending area; classes 0, 2, 2 of 3."""
+    sizes = np.array([[0.1, 0.2], [0.4, 0.4], [0.3, 0.1]], np.float32).astype(np.float64)
+    anchors = np.array([[0.2, 0.2], [0.4, 0.3]])
+    return AnchorResult(anchors, width, height, mean_best_iou(sizes, anchors), sizes, images=2,
+                        counters_per_class=(1, 0, 2))
+
+
+def c_avg_iou(result: AnchorResult) -> float:
+    """detector.c:calc_anchors' loop, one float32 operation at a time."""
+    f = np.float32
+    total = f(0)
+    for bw, bh in result.box_sizes.astype(np.float32) * np.array([result.width, result.height], np.float32):
+        min_dist, best_iou = f(np.finfo(np.float32).max), f(0)
+        for aw, ah in result.pixels.astype(np.float32):
+            inter = min(bw, aw) * min(bh, ah)
+            iou = inter / (bw * bh + aw * ah - inter)
+            if f(1) - iou < min_dist:
+                min_dist, best_iou = f(1) - iou, iou
+        total = f(total + best_iou)
+    return float(f(100) * total / f(len(result.box_sizes)))
+
+
+def test_alexeyab_lines_on_fixed_clusters():
+    result = fixed_result()
+    # box 1: IoU .5 with (.2,.2); box 2: .75 with (.4,.3); box 3: .02/.05 = .4 with (.2,.2) (.25 with the other)
+    assert result.alexeyab_avg_iou() == pytest.approx(100 * (0.5 + 0.75 + 0.4) / 3, abs=1e-4)
+    assert result.alexeyab_avg_iou() == c_avg_iou(result)
+    assert result.alexeyab_lines() == [
+        "", " num_of_clusters = 2, width = 416, height = 416 ", " read labels from 2 images ",
+        " loaded \t image: 2 \t box: 3", " all loaded. ", "", " calculating k-means++ ...", "", "",
+        "counters_per_class = 1, 0, 2", "", " avg IoU = 55.00 % ", "", "Saving anchors to the file: anchors.txt ",
+        "anchors =  83, 83, 166,125"]
+
+
+def test_alexeyab_anchors_in_grid_cells_below_width_33():
+    """-width 13 -height 13: [region] anchors in cells, printed %2.4f."""
+    assert fixed_result(13, 13).alexeyab_anchors() == "2.6000,2.6000, 5.2000,3.9000"
+
+
+@pytest.mark.parametrize("clusters", [6, 9])
+def test_calc_anchors_command_prints_and_writes_alexeyabs_files(tmp_path, monkeypatch, clusters):
+    from click.testing import CliRunner
+
+    from pydarknet.cli import main
+
+    data = data_file_for(FIXTURES / "synth_labels.txt", tmp_path / "set")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["detector", "calc_anchors", str(data), "-num_of_clusters", str(clusters),
+                                       "-width", "416", "-height", "320"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:5] == ["", f" num_of_clusters = {clusters}, width = 416, height = 320 ", " read labels from 1 images ",
+                         " loaded \t image: 1 \t box: 1263", " all loaded. "]
+    assert re.fullmatch(r" avg IoU = \d\d\.\d\d % ", lines[-4]) and lines[-2:][0].startswith("Saving anchors")
+    anchors = (tmp_path / "anchors.txt").read_text()
+    assert lines[-1] == f"anchors = {anchors}" and re.fullmatch(r"( *\d+, *\d+, ){%d} *\d+, *\d+" % (clusters - 1),
+                                                                anchors)
+    pairs = np.array([[float(v) for v in pair.split(",")] for pair in re.findall(r" *\d+, *\d+", anchors)])
+    assert len(pairs) == clusters and np.all(np.diff(pairs[:, 0] * pairs[:, 1]) >= 0)   # by area, as its qsort
+    counters = (tmp_path / "counters_per_class.txt").read_text()
+    assert f"counters_per_class = {', '.join(map(str, np.bincount(label_classes(), minlength=5)))}" == counters
+    assert counters in lines
+
+
+def label_classes() -> np.ndarray:
+    return np.loadtxt(FIXTURES / "synth_labels.txt", usecols=0).astype(int)

@@ -225,6 +225,28 @@ def test_partial_of_a_full_file_can_be_trained(reference, tmp_path):
     check_iterations_left(net, out)  # the README's fine-tuning command starts at iteration 0
 
 
+def test_partial_makes_an_alexeyab_conv_29_file(reference_yolo, tmp_path):
+    """`partial mini-yolov4-tiny.cfg ... 29` as AlexeyAB's yolov4-tiny.conv.29: the file's 0.2.5 header with a
+    64-bit seen, seen = cur_iteration·batch·subdivisions = 0 (darknet.c:partial zeroes cur_iteration), then the
+    conv layers 0..28 byte for byte as in the full file."""
+    from click.testing import CliRunner
+
+    from pydarknet.cli import main
+    cfg, weights = reference_yolo / "mini" / "mini-yolov4-tiny.cfg", reference_yolo / "mini" / "mini-yolov4-tiny.weights"
+    out = tmp_path / "mini-yolov4-tiny.conv.29"
+    result = CliRunner().invoke(main, ["partial", str(cfg), str(weights), str(out), "29"])
+    assert result.exit_code == 0, result.output
+    full, partial = weights.read_bytes(), out.read_bytes()
+    assert struct.unpack("<3iQ", full[:20]) == (0, 2, 5, 5000000064)
+    assert struct.unpack("<3iQ", partial[:20]) == (0, 2, 5, 0)
+    net = load_network(cfg, weights, "cpu")
+    floats = sum(t.numel() for layer in net.layers[:29] for t in layer.darknet_tensors())
+    assert len(partial) == 20 + 4 * floats and partial[20:] == full[20:len(partial)]
+    with pytest.warns(PartialWeightsWarning, match="loaded 17 of 21 layers"):
+        report = load_weights(Darknet.from_cfg(reference_yolo / "mini" / "mini-yolov4-tiny.train.cfg"), out)
+    assert report.header == WeightsHeader(0, 2, 5, 0)
+
+
 @pytest.fixture
 def umask_022():
     previous = os.umask(0o022)

@@ -164,11 +164,14 @@ def relaunch_under_torchrun(gpu_ids: list[str]) -> None:
               help="Also draw the boxes and the anchors into this PNG (default anchors.png).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k-means++ starts.")
 def detector_calc_anchors(data, clusters, width, height, show, seed) -> None:
-    """Dimension clusters (YOLOv2 §2): k-means with 1-IoU distance over the train list's boxes."""
+    """Dimension clusters (YOLOv2 §2): k-means with 1-IoU distance over the train list's boxes, printed as
+    AlexeyAB's `detector calc_anchors` (the only Darknet that has it), with its anchors.txt and
+    counters_per_class.txt written here."""
     from ..data.anchors import calc_anchors, plot_anchors
 
     result = calc_anchors(data, clusters, width, height, seed=seed)
-    for line in result.report():
+    for line in result.alexeyab_lines():
         click.echo(line)
+    result.write_alexeyab_files()
     if show:
         click.echo(f"Saved {plot_anchors(result, show)}")

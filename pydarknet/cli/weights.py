@@ -12,13 +12,16 @@ from .common import DarknetGroup, existing_file, log, main, open_network, shippe
 @click.argument("output")
 @click.argument("count", type=int)
 def partial(cfg, weights, output, count) -> None:
-    """Save the weights of the first COUNT layers (e.g. darknet19_448.conv.23) as `darknet partial`."""
+    """Save the weights of the first COUNT layers (e.g. darknet19_448.conv.23, yolov4-tiny.conv.29) as
+    `darknet partial`, with the header version of WEIGHTS and seen 0."""
     from ..summary import saving_weights_line
     from ..weights import save_weights
 
     net = open_network(cfg, weights, "cpu", trained=False)
     log.info(saving_weights_line(output))
-    save_weights(net, output, cutoff=count, seen=0)  # DARKNET(darknet.c:partial): load_network(..., 1) clears seen
+    # DARKNET(darknet.c:partial): pjreddie's load_network(..., 1) clears seen; AlexeyAB's sets seen and
+    # cur_iteration to 0, and its save_weights_upto writes seen = cur_iteration*batch*subdivisions = 0
+    save_weights(net, output, cutoff=count, seen=0)
 
 
 @main.group("export", cls=DarknetGroup)
@@ -30,10 +33,11 @@ def export() -> None:
 @click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file)
 @click.argument("output")
-@click.option("--decode", is_flag=True, help="Add the region decode: the ONNX outputs are boxes and probabilities.")
+@click.option("--decode", is_flag=True, help="Add the head's decode ([region] or every [yolo]): the ONNX outputs "
+              "are boxes, objectness and probabilities.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: pydarknet.export.DEFAULT_OPSET).")
 def export_onnx_command(cfg, weights, output, decode, opset) -> None:
-    """Write CFG with WEIGHTS as an ONNX model OUTPUT (the region output, or with --decode boxes and probs)."""
+    """Write CFG with WEIGHTS as an ONNX model OUTPUT (the head's output(s), or with --decode boxes and probs)."""
     from ..export import DEFAULT_OPSET, export_onnx
 
     export_onnx(cfg, weights, output, decode=decode, opset=opset or DEFAULT_OPSET)

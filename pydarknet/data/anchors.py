@@ -7,6 +7,9 @@ sorted by area in the two units cfgs use:
 - `[region]` (YOLOv2): grid cells of the last layer, w * width / 32 (yolo-voc.cfg's 1.08,1.19, ...
   are cells of its 13x13 grid at 416x416);
 - `[yolo]` (YOLOv3, AlexeyAB's `calc_anchors -width 416 -height 416`): network input pixels, w * width.
+
+`detector calc_anchors` is AlexeyAB's command (pjreddie's Darknet has none): it prints AlexeyAB's lines
+(`AnchorResult.alexeyab_lines`) and writes its anchors.txt and counters_per_class.txt.
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ class AnchorResult:
     anchors: (k, 2) relative w, h (fractions of the image), ascending area;
     width, height: the network input the anchors are scaled to; mean_iou: mean over the boxes of
     their best IoU with an anchor (AlexeyAB's "avg IoU", as a fraction); box_sizes: (N, 2) the
-    relative w, h of the clustered boxes; notes: what was left out.
+    relative w, h of the clustered boxes; notes: what was left out; images: the train list's length;
+    counters_per_class: boxes per class id over every label line read (AlexeyAB's counters_per_class).
     """
     anchors: np.ndarray
     width: int
@@ -46,6 +50,8 @@ class AnchorResult:
     mean_iou: float
     box_sizes: np.ndarray
     notes: tuple[str, ...] = ()
+    images: int = 0
+    counters_per_class: tuple[int, ...] = ()
 
     @property
     def grid(self) -> np.ndarray:
@@ -66,6 +72,45 @@ class AnchorResult:
         # DIVERGES: AlexeyAB pads each number to 3 characters; cfgs do not
         return "anchors = " + ", ".join(f"{w:.0f},{h:.0f}" for w, h in self.pixels)
 
+    def alexeyab_anchors(self) -> str:
+        """The anchors as AlexeyAB prints them and writes anchors.txt: pixels `%3.0f,%3.0f` joined by ", "."""
+        # DARKNET(AlexeyAB detector.c:calc_anchors): whole pixels padded to 3; for a width <= 32 (anchors in
+        # [region] grid cells, -width 13 -height 13) four decimals
+        form = "{:3.0f},{:3.0f}" if self.width > 32 else "{:2.4f},{:2.4f}"
+        return ", ".join(form.format(w, h) for w, h in self.pixels)
+
+    def alexeyab_avg_iou(self) -> float:
+        """AlexeyAB's printed avg IoU, in percent: float32 IoU of each box (pixels) with its nearest anchor
+        (the first of equals), summed in box order in float32, times 100 over the number of boxes."""
+        # DARKNET(AlexeyAB detector.c:calc_anchors): box sizes are float truth.w * width, float arithmetic
+        boxes = self.box_sizes.astype(np.float32) * np.array([self.width, self.height], np.float32)   # [N, 2]
+        anchors = self.pixels.astype(np.float32)                                                       # [k, 2]
+        intersection = np.minimum(boxes[:, None, 0], anchors[:, 0]) * np.minimum(boxes[:, None, 1], anchors[:, 1])
+        union = (boxes[:, 0] * boxes[:, 1])[:, None] + anchors[:, 0] * anchors[:, 1] - intersection
+        best = (intersection / union)[np.arange(len(boxes)), np.argmin(1 - intersection / union, axis=1)]
+        total = np.cumsum(best, dtype=np.float32)[-1] if len(best) else np.float32(0)   # sequential, as the C loop
+        return float(np.float32(100) * total / np.float32(len(boxes)))
+
+    def alexeyab_lines(self) -> list[str]:
+        """The lines AlexeyAB's `detector calc_anchors` prints (its empty lines included)."""
+        # DARKNET(AlexeyAB detector.c:calc_anchors): its printf's, line by line; DIVERGES: the "\r loaded"
+        # progress is printed once, with the final counts, and do_kmeans' " iterations = N" is left out (the
+        # clusters here come from k-means++ restarts, not its one random start)
+        return ["", f" num_of_clusters = {len(self.anchors)}, width = {self.width}, height = {self.height} ",
+                f" read labels from {self.images} images ",
+                f" loaded \t image: {self.images} \t box: {sum(self.counters_per_class)}", " all loaded. ",
+                "", " calculating k-means++ ...", "", "",
+                f"counters_per_class = {', '.join(map(str, self.counters_per_class))}",
+                "", f" avg IoU = {self.alexeyab_avg_iou():2.2f} % ",
+                "", "Saving anchors to the file: anchors.txt ", f"anchors = {self.alexeyab_anchors()}"]
+
+    def write_alexeyab_files(self, folder: str | os.PathLike = ".") -> None:
+        """DARKNET(AlexeyAB detector.c:calc_anchors): anchors.txt and counters_per_class.txt in the current folder,
+        each one line without a newline."""
+        Path(folder, "anchors.txt").write_text(self.alexeyab_anchors())
+        Path(folder, "counters_per_class.txt").write_text(
+            "counters_per_class = " + ", ".join(map(str, self.counters_per_class)))
+
     def report(self) -> list[str]:
         """The lines `detector calc_anchors` prints."""
         return [f"num_of_clusters = {len(self.anchors)}, width = {self.width}, height = {self.height}",
@@ -83,17 +128,23 @@ def calc_anchors(data_path: str | os.PathLike, num_of_clusters: int, width: int,
     if num_of_clusters < 1 or width < 1 or height < 1:
         raise DataError(f"{data_path}: num_of_clusters, width and height must be positive, "
                         f"got {num_of_clusters}, {width}, {height}")
-    sizes, notes = read_box_sizes(data_path)
+    sizes, notes, images, counters = _read_train_boxes(data_path)
     if len(sizes) < num_of_clusters:
         raise DataError(f"{data_path}: {len(sizes)} boxes in the train list's labels, fewer than "
                         f"num_of_clusters={num_of_clusters}")
     anchors, mean_iou = kmeans_anchors(sizes, num_of_clusters, seed, restarts)
-    return AnchorResult(anchors, width, height, mean_iou, sizes, tuple(notes))
+    return AnchorResult(anchors, width, height, mean_iou, sizes, tuple(notes), images, counters)
 
 
 def read_box_sizes(data_path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """(N, 2) relative w, h of every box in the label files of the data file's train list, and notes
     on what was left out: images without a label file, classification-only lines, zero-size boxes."""
+    sizes, notes, _, _ = _read_train_boxes(data_path)
+    return sizes, notes
+
+
+def _read_train_boxes(data_path: str | os.PathLike) -> tuple[np.ndarray, list[str], int, tuple[int, ...]]:
+    """`read_box_sizes`, and the train list's length and the boxes per class id of every label line read."""
     data = read_data_file(data_path, required=("train",))
     classes = data.classes
     images = read_list(data.get_path("train"))
@@ -101,10 +152,13 @@ def read_box_sizes(data_path: str | os.PathLike) -> tuple[np.ndarray, list[str]]
     for image in images:
         labels = Path(label_path(image))
         if labels.is_file():
-            boxes.append(read_labels(labels, classes)[:, 2:4])
+            boxes.append(read_labels(labels, classes)[:, 2:5])   # w, h, class
         else:
             unlabelled.append(str(labels))   # DARKNET(AlexeyAB detector.c:calc_anchors): skipped, not fatal
-    sizes = np.concatenate(boxes).astype(np.float64) if boxes else np.zeros((0, 2))
+    read = np.concatenate(boxes).astype(np.float64) if boxes else np.zeros((0, 3))
+    # DARKNET(AlexeyAB detector.c:calc_anchors): counters_per_class over every box read, .data classes long
+    counters = tuple(int(n) for n in np.bincount(read[:, 2].astype(np.int64), minlength=classes))
+    sizes = read[:, :2]
     notes = []
     if unlabelled:
         notes.append(f"{len(unlabelled)} of {len(images)} images have no label file, first: {unlabelled[0]}")
@@ -116,8 +170,8 @@ def read_box_sizes(data_path: str | os.PathLike) -> tuple[np.ndarray, list[str]]
         # DIVERGES: AlexeyAB counts a zero-size box with IoU 0 in its average
         notes.append(f"{empty.sum()} box(es) of zero width or height left out")
     for note in notes:
-        warnings.warn(f"{data_path}: {note}", EmptyLabelWarning, stacklevel=2)
-    return sizes[~classification_only & ~empty], notes
+        warnings.warn(f"{data_path}: {note}", EmptyLabelWarning, stacklevel=3)
+    return sizes[~classification_only & ~empty], notes, len(images), counters
 
 
 def wh_iou(sizes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
