@@ -119,3 +119,10 @@ def force_leaky_slopes(net: Darknet, ties) -> list:
             return v * mask
         handles.append(net.layers[int(index)].activation.register_forward_hook(hook))
     return handles
+
+
+def lines_after_prediction(stdout: str) -> list[str]:
+    """The detection lines `detector test` prints after its `Predicted in` line (blank lines dropped)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Predicted in" in line)
+    return [line for line in lines[start + 1:] if line]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from alexeyab_zoo import FIXTURES, PHOTOS, REPO, make_weights, mini_cfg_text
+from reference import lines_after_prediction
 from click.testing import CliRunner
 from reference import assert_layer_close
 
@@ -47,6 +48,9 @@ CLASSES = {"Gaussian_yolov3_BDD": 10}   # BDD's 10 classes; the others are COCO'
 AB_CFGS = ("yolov3-tiny", "yolov3", "yolov3-spp", "yolov4", "yolov4-tiny", "yolov4-tiny-3l", "yolov4-csp",
            "yolov7-tiny", "yolov7")
 PROBES = sorted(path.stem for path in (FIXTURES / "layers").glob("*.cfg"))
+# the deep nets, whose weights are regenerated from their seed (5-15 s each): CI runs them (`slow`), `make test` not
+DEEP_NETS = {"yolov3", "yolov3-spp", "yolov4", "yolov4-csp", "yolov7", "Gaussian_yolov3_BDD"}
+NETS = [pytest.param(net, marks=pytest.mark.slow) if net in DEEP_NETS else net for net in MINI_NETS]
 
 
 def _record(net: str) -> dict:
@@ -121,7 +125,7 @@ def test_mini_cfg_follows_the_rule(net):
     assert (FIXTURES / f"mini-{net}.cfg").read_text() == mini_cfg_text(text, size)
 
 
-@pytest.mark.parametrize("net", MINI_NETS)
+@pytest.mark.parametrize("net", NETS)
 def test_mini_weights_are_the_recorded_ones(net, mini_weights):
     path = mini_weights(net)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == _record(net)["weights_sha256"]
@@ -152,14 +156,8 @@ def assert_same_lines(got: list[str], expected: list[str], edges: int) -> None:
                 assert abs(int(value) - int(reference)) <= max(1, 1e-3 * abs(int(reference))), (a, b)
 
 
-def _lines_after_prediction(stdout: str) -> list[str]:
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if "Predicted in" in line)
-    return [line for line in lines[start + 1:] if line]
-
-
 @pytest.mark.parametrize("photo", PHOTOS)
-@pytest.mark.parametrize("net", MINI_NETS)
+@pytest.mark.parametrize("net", NETS)
 def test_detector_test_prints_alexeyabs_lines(net, photo, mini_weights, tmp_path):
     record = _record(net)
     case = record["photos"][photo]
@@ -169,4 +167,4 @@ def test_detector_test_prints_alexeyabs_lines(net, photo, mini_weights, tmp_path
         "-q", "detector", "test", data, FIXTURES / record["cfg"], mini_weights(net), REPO / "data" / f"{photo}.jpg",
         "-ab", "-dont_show", "-ext_output", "-thresh", case["thresh"], "-out", tmp_path / "p"]])
     assert result.exit_code == 0, result.output
-    assert_same_lines(_lines_after_prediction(result.stdout), case["lines"], ROUNDING_EDGES.get((net, photo), 0))
+    assert_same_lines(lines_after_prediction(result.stdout), case["lines"], ROUNDING_EDGES.get((net, photo), 0))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from reference import decompressed_weights, read_json
+from reference import decompressed_weights, lines_after_prediction, read_json
 from video_clip import read_frames
 
 from pydarknet.cli import main
@@ -29,12 +29,6 @@ def coco_data(reference_yolo, tmp_path_factory) -> Path:
     return data
 
 
-def _lines_after_prediction(stdout: str) -> list[str]:
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if "Predicted in" in line)
-    return [line for line in lines[start + 1:] if line]
-
-
 def _detector_test(reference_yolo: Path, coco_data: Path, folder: Path, cfg: Path, weights: Path,
                    out: Path) -> list[str]:
     meta = read_json(folder / "meta.json")
@@ -44,7 +38,7 @@ def _detector_test(reference_yolo: Path, coco_data: Path, folder: Path, cfg: Pat
                                                          "-ab", "-dont_show", "-ext_output", "-thresh", ".25",
                                                          "-out", out, *options]])
     assert result.exit_code == 0, result.output
-    return _lines_after_prediction(result.stdout)
+    return lines_after_prediction(result.stdout)
 
 
 @pytest.mark.parametrize("image", IMAGES)
@@ -54,7 +48,7 @@ def test_mini_nets_print_alexeyabs_lines(reference_yolo, coco_data, tmp_path, ne
     meta = read_json(folder / "meta.json")
     got = _detector_test(reference_yolo, coco_data, folder, reference_yolo / meta["cfg"],
                          reference_yolo / meta["weights"], tmp_path / "p")
-    assert got == _lines_after_prediction((folder / "cli_stdout.txt").read_text())
+    assert got == lines_after_prediction((folder / "cli_stdout.txt").read_text())
 
 
 @pytest.mark.slow
@@ -65,7 +59,7 @@ def test_full_size_nets_print_alexeyabs_lines(reference_yolo, coco_data, tmp_pat
     weights = decompressed_weights(reference_yolo, net, tmp_path_factory.getbasetemp())
     got = _detector_test(reference_yolo, coco_data, folder, reference_yolo / "darknet" / "cfg" / f"{net}.cfg",
                          weights, tmp_path / "p")
-    assert got == _lines_after_prediction((folder / "cli_stdout.txt").read_text())
+    assert got == lines_after_prediction((folder / "cli_stdout.txt").read_text())
 
 
 def _mini_files(reference_yolo: Path, net: str) -> tuple[Path, Path]:
@@ -88,6 +82,7 @@ def test_demo_draws_boxes_of_every_yolo_layer(reference_yolo, coco_data, video, 
     assert change["0.001"] > 3 * change["1.0"] + 1
 
 
+@pytest.mark.slow
 def test_map_ab_and_valid_run_on_a_yolo_net(reference_yolo, tmp_path):
     """`detector map -ab` and `detector valid -ab` over a labelled list: dog.jpg with its three objects."""
     image = tmp_path / "dog.jpg"
