@@ -50,6 +50,8 @@ def detection_detections(layer: DetectionLayer | DetectionOptions, output: np.nd
     hands the image's size to get_detection_detections, so the NMS runs on boxes in its pixels, as here.
     DIVERGES: the boxes are then brought back relative to the image with the letterbox undone; Darknet leaves
     both (its drawn boxes and `detector valid` files are off), the printed lines are the same.
+    DIVERGES: AlexeyAB's Darknet prints no box for a [detection] net (its make_network_boxes never sets the
+    detections' class count); under -ab the boxes are printed as pjreddie's Darknet prints them.
     """
     options = layer if isinstance(layer, DetectionOptions) else layer.options
     w, h = (im_w, im_h) if letterbox else (1, 1)
