@@ -7,6 +7,7 @@ naming the file and line, not a message followed by a silent default.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -14,7 +15,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CfgError, MissingFileError
+from . import darknet_keys
+from .errors import CfgError, MissingFileError, UnsupportedError
 
 _REQUIRED = object()
 INT_LIMIT = 2 ** 31 - 1   # DARKNET(option_list.c:option_find_int): values go through atoi into a C int
@@ -26,7 +28,7 @@ class _OutOfRange(ValueError):
 
 
 class UnusedFieldWarning(UserWarning):
-    """An option no builder read: Darknet prints "Unused field" for these."""
+    """An option no builder read that changes nothing at inference: Darknet prints "Unused field" for these."""
 
 
 @dataclass
@@ -111,9 +113,32 @@ class Section:
     def unused(self) -> list[str]:
         return [key for key in self.options if key not in self.used]
 
-    def warn_unused(self) -> None:
+    def check_unused(self) -> list[str]:
+        """Darknet's "Unused field" report, judged by what each Darknet does with the key.
+
+        A key that pjreddie's or AlexeyAB's Darknet reads for this section and that changes a shape, the
+        weights or an output at inference (`darknet_keys.INFERENCE_KEYS`) raises UnsupportedError naming
+        file:line: building without it would silently give another net. The other keys nobody read change
+        nothing at inference and stay an UnusedFieldWarning: a key Darknet reads only for training (returned,
+        "file:line [kind] key", for the training engine to note), or a key no Darknet reads, with the
+        closest key Darknet reads there (a typo can silently disable a feature).
+        """
+        training: list[str] = []
         for key in self.unused():
-            warnings.warn(f"{self.where(key)}: Unused field '{key}'", UnusedFieldWarning, stacklevel=3)
+            readers = darknet_keys.readers(self.kind, key)
+            who = " and ".join(f"{name}'s" for name in readers) + (" Darknets" if len(readers) > 1 else " Darknet")
+            reads = "read" if len(readers) > 1 else "reads"
+            if darknet_keys.changes_inference(self.kind, key):
+                raise UnsupportedError(f"{self.where(key)}: '{key}' is read by {who} for [{self.kind}] "
+                                       f"and changes its output; pydarknet does not implement it")
+            if readers:
+                training.append(f"{self.where(key)} {key}")
+                note = f"{who} {reads} it only for training, GPU streams or printing: nothing at inference"
+            else:
+                close = difflib.get_close_matches(key, sorted(darknet_keys.known_keys(self.kind)), n=1)
+                note = f"no Darknet reads it for [{self.kind}]" + (f"; did you mean '{close[0]}'?" if close else "")
+            warnings.warn(f"{self.where(key)}: Unused field '{key}' ({note})", UnusedFieldWarning, stacklevel=3)
+        return training
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ class Darknet(nn.Module):
         self.cfg_path = str(cfg_path) if cfg_path is not None else None
         self.net_section = sections[0]
         self.options = NetOptions.from_section(sections[0])
+        # keys Darknet reads for training that no builder read, as "file:line [kind] key" (engine/train.py notes them)
+        self.training_only_keys = sections[0].check_unused()
         self.seen = 0                     # images trained on, as in the weights header
         self._darknet_build = "gpu"
         self.weights_version = (0, 2, 0)  # (major, minor, revision) of the file last loaded
@@ -57,8 +59,6 @@ class Darknet(nn.Module):
         # the [yolo] (or [Gaussian_yolo]) layers, whose outputs `forward` returns together when there are several
         self._output_layers = [i for i, layer in enumerate(self.layers)
                                if isinstance(layer, (YoloLayer, GaussianYoloLayer))]
-        for section in sections:
-            section.warn_unused()
 
     @classmethod
     def from_cfg(cls, path: str | os.PathLike, seed: int | None = None,
@@ -89,6 +89,8 @@ class Darknet(nn.Module):
             ctx.reserve(section, shape.size, f"the output {shape.c}x{shape.h}x{shape.w}")
             modules.append(module)
             info.append(LayerInfo(index, section.kind, shape, sources, LayerFlags.from_section(section), section))
+            # DARKNET(parser.c:parse_network_cfg): option_unused after each layer, before the next one is built
+            self.training_only_keys += section.check_unused()
         return modules, info
 
     def _free_schedule(self) -> list[list[int]]:

@@ -182,6 +182,8 @@ def _train(task_type: type[Task], data: DataConfig, data_path, cfg_path, weights
     rng = np.random.default_rng(seed)   # the `random` learning-rate policy
     base = cfg_base(cfg_path)
     if rank == 0:
+        for key in net.training_only_keys:   # DIVERGES: Darknet applies these; say so before iteration 1
+            log(f"Note: {key}: Darknet reads it for training (or GPU streams, printing); pydarknet does not apply it")
         for line in [base, f"Learning Rate: {options.learning_rate:g}, Momentum: {options.momentum:g}, "
                            f"Decay: {options.decay:g}", *task.header_lines()]:
             log(line)
