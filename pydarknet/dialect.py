@@ -4,6 +4,8 @@ pjreddie's Darknet is the default everywhere; the commands' `-ab` switch selects
 AlexeyAB's Darknet does differently (checked against src/ of github.com/AlexeyAB/darknet, built for CPU):
 - the image is stretched to the net (`resize_image`) unless `-letter_box` or `letter_box=1` in [net];
 - every [region] box gets objectness 1 (network.c:custom_get_region_detections), so `do_nms_sort` ranks all;
+  a map-less WordTree box gets the last tree node whose absolute probability is above .5 (region_layer.c:get_region_boxes);
+- its CPU build computes what its GPU build does (`-darknet_build cpu` changes nothing under `-ab`);
 - the last [yolo] layer's `nms_kind` and `beta_nms` choose the NMS (detector.c:test_detector), and [yolo] boxes of
   a stretched image are not corrected (yolo_layer.c:correct_yolo_boxes);
 - `detector test` prints the best class of each box first, boxes sorted by their left edge, and with
@@ -23,6 +25,7 @@ import numpy as np
 from .data.files import alexeyab_label_path, label_path
 from .detections import Detection, classes_above, correct_boxes, correct_yolo_boxes, printed_line
 from .evaluate import alexeyab_map, metrics
+from .imdecode import STB_ALEXEYAB, STB_PJREDDIE
 
 DONT_SHOW = "dont_show"  # DARKNET(AlexeyAB image.c:get_actual_detections): names never chosen as a box's class
 
@@ -46,7 +49,11 @@ class Dialect:
     before they are matched; map_report_extended: pydarknet's lines may follow the report (COCO AP for
     eval=coco), else it is printed line for line as the C program prints it; yolo_nms_kind: the last [yolo]
     layer's `nms_kind`/`beta_nms` choose the NMS (else always IoU `do_nms_sort`); correct_yolo: how [yolo] boxes
-    are brought back to the image (`BoxCorrection`).
+    are brought back to the image (`BoxCorrection`); tree_last_above_half: a [region] WordTree box without a class
+    map gets the probability of the last (highest-index) tree node whose absolute probability is above .5 (else
+    tree.c:hierarchy_top_prediction's node, with the objectness); cpu_build: the `Darknet.darknet_build` whose numbers
+    this fork's CPU build computes (`darknet_build_for`); stb_version: the stb_image this fork ships, which decides
+    which malformed JPEGs `image.load_image` accepts (`imdecode.STB_VERSIONS`).
     """
     name: str
     test_thresh: float
@@ -62,6 +69,13 @@ class Dialect:
     map_report_extended: bool
     yolo_nms_kind: bool
     correct_yolo: BoxCorrection
+    tree_last_above_half: bool
+    cpu_build: str
+    stb_version: str
+
+    def darknet_build_for(self, build: str) -> str:
+        """The `Darknet.darknet_build` that computes what this fork's `build` ("gpu" or "cpu") computes."""
+        return self.cpu_build if build == "cpu" else build
 
     def letterbox(self, net, letter_box_flag: bool = False) -> bool:
         """Whether images are letterboxed for `net` (a Darknet or an InferenceNetwork) given `-letter_box`."""
@@ -145,6 +159,10 @@ PJREDDIE = Dialect(
     map_report_extended=True,
     yolo_nms_kind=False,   # DARKNET(pjreddie detector.c:test_detector): do_nms_sort; [yolo] has no nms_kind
     correct_yolo=_pjreddie_correct_yolo,
+    tree_last_above_half=False,   # DARKNET(pjreddie region_layer.c:get_region_detections): hierarchy_top_prediction
+    # DARKNET(pjreddie blas.c:normalize_cpu, region_layer.c:forward_region_layer): its own batch norm and tree softmax
+    cpu_build="cpu",
+    stb_version=STB_PJREDDIE,   # DARKNET(pjreddie src/stb_image.h): v2.19
 )
 
 ALEXEYAB = Dialect(
@@ -163,6 +181,13 @@ ALEXEYAB = Dialect(
     map_report_extended=False,
     yolo_nms_kind=True,   # DARKNET(AlexeyAB detector.c:test_detector): the last layer's nms_kind, beta_nms
     correct_yolo=correct_yolo_boxes,
+    tree_last_above_half=True,   # DARKNET(AlexeyAB region_layer.c:get_region_boxes), via custom_get_region_detections
+    # DARKNET(AlexeyAB network.c:fuse_conv_batchnorm): detector test/map/valid fold batch norm with sqrt(var + .00001)
+    # (normalize_cpu too), the GPU formula; DARKNET(AlexeyAB region_layer.c:forward_region_layer): on the CPU it
+    # flattens the output to [cell][anchor][entry] and softmaxes each WordTree group of each box there, as its GPU
+    # build does (forward_region_layer_gpu): no broken CPU tree path to reproduce
+    cpu_build="gpu",
+    stb_version=STB_ALEXEYAB,   # DARKNET(AlexeyAB 3rdparty/stb/include/stb_image.h): v2.30
 )
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import DarknetError, DataError
 from .fileio import check_regular_file
-from .imdecode import check_pixels, decode_image, max_image_pixels
+from .imdecode import STB_PJREDDIE, check_pixels, decode_image, max_image_pixels
 
 if TYPE_CHECKING:
     from pydarknet.detections import Detection
@@ -32,7 +32,8 @@ _COLOR_RAMP = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0], [
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"   # SOI, EOI markers
 
 
-def load_image(path: str | Path, decoder: str = "stb", max_pixels: int | None = None) -> np.ndarray:
+def load_image(path: str | Path, decoder: str = "stb", max_pixels: int | None = None,
+               stb_version: str = STB_PJREDDIE) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB; EXIF orientation is ignored, as Darknet ignores it.
 
     ``decoder="stb"`` (default) gives Darknet's pixels bit for bit: stb_image's JPEG decoding, see
@@ -40,6 +41,8 @@ def load_image(path: str | Path, decoder: str = "stb", max_pixels: int | None = 
     may differ from Darknet's by a few levels).
     max_pixels: the largest width * height decoded (default `imdecode.max_image_pixels()`: 134 M, or
     $PYDARKNET_MAX_IMAGE_PIXELS); a larger image is refused from its header, before decoding.
+    stb_version: with ``decoder="stb"``, the stb_image whose acceptance of malformed JPEGs is reproduced
+    (`Dialect.stb_version`; default pjreddie's 2.19).
     Raises `MissingFileError` for a missing file, `DataError` naming the file for an unreadable one
     (a directory, FIFO or device, an empty, broken or too large file).
     """
@@ -48,7 +51,7 @@ def load_image(path: str | Path, decoder: str = "stb", max_pixels: int | None = 
         raise ValueError(f"load_image: decoder must be 'stb' or 'opencv', got {decoder!r}")
     data = _image_bytes(path)
     if decoder == "stb":
-        return _within_limit(path, decode_image(path, data, max_pixels), max_pixels)
+        return _within_limit(path, decode_image(path, data, max_pixels, stb_version), max_pixels)
     check_pixels(path, data, max_pixels)
     if data[:2] == JPEG_START and data.rstrip(b"\0\r\n\t ")[-2:] != JPEG_END:
         # libjpeg would decode a cut-off file as a half-grey image, saying only "Premature end of JPEG file"

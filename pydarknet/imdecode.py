@@ -4,7 +4,11 @@ JPEG: libjpeg (through `jpeglib`) only entropy-decodes the file into its quantis
 which are fully specified by the bitstream, so they are the ones stb's Huffman decoder produces.
 Everything after that is where decoders differ by a few levels, and is done here as stb does it:
 dequantisation into int16, stb's integer IDCT, its chroma upsampling and its fixed-point YCbCr->RGB.
-The marker walk that decides whether stb accepts the file (and how it colour-converts) is ours too.
+The marker walk that decides whether stb accepts the file (and how it colour-converts) is ours too,
+for the stb_image version of the dialect (`STB_VERSIONS`: pjreddie's 2.19, AlexeyAB's 2.30; they differ
+on what follows a frame's first scan, see `_StbWalk`). Where a restart interval holds more bytes than
+its blocks need, stb's Huffman decoder misses the interval's marker: the bits each interval needs are
+counted from libjpeg's coefficients to find where stb stops (`_interval_bits`).
 
 Lossless formats (PNG, BMP, PNM, ...): OpenCV's pixels are stb's; only the channel conversion of
 `req_comp = 3` is applied (grey replicated, alpha dropped, 16 bits -> top 8 bits).
@@ -33,6 +37,7 @@ import functools
 import io
 import os
 import re
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -56,11 +61,26 @@ _JPEGLIB_LOCK = threading.Lock()
 STB_FRAMES = {0xC0, 0xC1, 0xC2}
 OTHER_FRAMES = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 SOI, EOI, SOS = 0xD8, 0xD9, 0xDA
+DHT, DQT, DNL, DRI, COM = 0xC4, 0xDB, 0xDC, 0xDD, 0xFE
+MARKER_NONE = 0xFF   # DARKNET(stb_image.h:STBI__MARKER_none): what stbi__get_marker returns for a non-0xFF byte
+# stb_image versions whose JPEG marker handling is reproduced: pjreddie's src/stb_image.h (v2.19) and
+# AlexeyAB's 3rdparty/stb/include/stb_image.h (v2.30); see `read_frame`
+STB_PJREDDIE, STB_ALEXEYAB = "2.19", "2.30"
+STB_VERSIONS = {STB_PJREDDIE, STB_ALEXEYAB}
+STB_MAX_DIMENSIONS = 1 << 24   # DARKNET(AB stb_image.h:STBI_MAX_DIMENSIONS): a larger side is "too large"
 APP0_JFIF, APP14_ADOBE = 0xE0, 0xEE
 # End of entropy-coded data: 0xFF followed by a byte other than a stuffed 0 or a restart marker.
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # DARKNET(stb_image.h:stbi__get_marker): fill bytes 0xFF may precede the SOI code
 _JPEG_START = re.compile(rb"\xff+\xd8")
+_RESTART = re.compile(rb"\xff+[\xd0-\xd7]")
+# DARKNET(AB stb_image.h:stbi__skip_jpeg_junk_at_end): 0xFF, fill 0xFF, then a byte other than 0 is a marker
+_AB_JUNK_END = re.compile(rb"\xff+[^\x00\xff]")
+BIT_LENGTH = np.frexp(np.arange(1 << 16))[1].astype(np.int64)   # the JPEG magnitude category of 0 .. 65535
+STB_SLACK_BYTES = 8   # an interval this many bytes longer than its blocks need has junk stb does not read
+ZIGZAG = np.array([0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
+                   20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58,
+                   59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63])   # natural index of each scan position
 
 
 def _fixed(x: float, bits: int) -> int:
@@ -150,15 +170,18 @@ class Frame:
     rgb_ids: bool               # 3 components named 'R', 'G', 'B'
     jfif: bool                  # a JFIF APP0 segment
     adobe_transform: int        # APP14 colour transform (0, 1, 2), -1 if absent
+    decoded_mcus: int | None = None   # stb returned after this many MCUs of the first scan (2.30); None: all
+    end: int | None = None            # 2.30 returned the image at this byte (a marker it could not process)
 
 
 def is_jpeg(data: bytes) -> bool:
     return _JPEG_START.match(data) is not None
 
 
-def decode_image(path: str | Path, data: bytes | None = None, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(path: str | Path, data: bytes | None = None, max_pixels: int | None = None,
+                 stb_version: str = STB_PJREDDIE) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB, the pixels of ``stbi_load(path, &w, &h, &c, 3)``; `data`: the file's bytes
-    when already read.
+    when already read; `stb_version`: whose stb_image accepts or refuses a malformed JPEG (`STB_VERSIONS`).
 
     Raises `DataError` naming the file when stb would not decode it (truncated or corrupt JPEG,
     arithmetic-coded/lossless/12-bit JPEG), OpenCV cannot read a non-JPEG file, or its header gives
@@ -170,7 +193,7 @@ def decode_image(path: str | Path, data: bytes | None = None, max_pixels: int | 
             data = file.read()
     check_pixels(path, data, max_pixels)
     if is_jpeg(data):
-        return decode_jpeg(path, data)
+        return decode_jpeg(path, data, stb_version)
     return decode_lossless(path, data)
 
 
@@ -332,24 +355,58 @@ def _one_line(error) -> str:
     return " ".join(str(error).split())[:200]
 
 
-def decode_jpeg(path: Path, data: bytes) -> np.ndarray:
+def decode_jpeg(path: Path, data: bytes, stb_version: str = STB_PJREDDIE) -> np.ndarray:
     """A JPEG file's stb pixels; `data` is the file's content."""
-    frame = read_frame(path, data)
-    jpeglib = _jpeglib()
-    try:
-        with _JPEGLIB_LOCK:   # the coefficients are read lazily, on attribute access: all of it inside
-            dct = jpeglib.read_dct(str(path))
-            coefficients = [dct.Y, dct.Cb, dct.Cr, dct.K][:len(frame.components)]
-            tables = [dct.get_component_qt(i) for i in range(len(frame.components))]
-    except (OSError, RuntimeError, ValueError) as error:   # jpeglib reports libjpeg's errors as OSError
-        raise DataError(f"Cannot load image {str(path)!r}: corrupt JPEG (libjpeg: {error})") from None
+    read = functools.cache(functools.partial(_read_coefficients, path))
+    frame = read_frame(path, data, stb_version, lambda: read()[0])
+    if frame.end is None:
+        coefficients, tables = read()
+    else:   # libjpeg may refuse what 2.30 stopped at: it reads the file up to there, then an end of image
+        with tempfile.TemporaryDirectory() as folder:
+            cut = Path(folder) / "cut.jpg"
+            cut.write_bytes(data[:frame.end] + b"\xff\xd9")
+            coefficients, tables = _read_coefficients(cut)
     h_max = max(c.h for c in frame.components)
     v_max = max(c.v for c in frame.components)
     planes = []
     for component, blocks, table in zip(frame.components, coefficients, tables):
-        samples = idct_plane(blocks, table)[:component.height, :component.width]
+        samples = idct_plane(blocks, table)
+        if frame.decoded_mcus is not None:
+            _blank_undecoded(samples, frame, component)
+        samples = samples[:component.height, :component.width]
         planes.append(upsample(samples, h_max // component.h, v_max // component.v, frame.width, frame.height))
     return to_rgb(planes, frame)
+
+
+def _read_coefficients(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """libjpeg's quantised blocks ``(BH, BW, 8, 8)`` and quantisation table of each component."""
+    jpeglib = _jpeglib()
+    try:
+        with _JPEGLIB_LOCK:   # the coefficients are read lazily, on attribute access: all of it inside
+            dct = jpeglib.read_dct(str(path))
+            count = dct.num_components
+            blocks = [dct.Y] + ([dct.Cb, dct.Cr] if count >= 3 else []) + ([dct.K] if count == 4 else [])
+            tables = [dct.get_component_qt(i) for i in range(len(blocks))]
+    except (OSError, RuntimeError, ValueError) as error:   # jpeglib reports libjpeg's errors as OSError
+        raise DataError(f"Cannot load image {str(path)!r}: corrupt JPEG (libjpeg: {error})") from None
+    return blocks, tables
+
+
+def _blank_undecoded(samples: np.ndarray, frame: Frame, component: Component) -> None:
+    """Zero the samples of the blocks after `frame.decoded_mcus` MCUs, in place.
+
+    DARKNET(AB stb_image.h:stbi__decode_jpeg_image): stb 2.30 returns an image whose first scan stopped
+    early; the rest of its sample buffer is uninitialised memory (zero in a fresh process, where the
+    buffer is a new mapping). DIVERGES: zero here whatever Darknet's heap held."""
+    rows, cols = samples.shape[0] // BLOCK, samples.shape[1] // BLOCK
+    r, c = np.mgrid[:rows, :cols]
+    if len(frame.components) == 1:
+        unit = r * cols + c
+    else:
+        h_max = max(comp.h for comp in frame.components)
+        unit = (r // component.v) * -(-frame.width // (BLOCK * h_max)) + c // component.h
+    mask = np.repeat(np.repeat(unit >= frame.decoded_mcus, BLOCK, 0), BLOCK, 1)
+    samples[mask] = 0
 
 
 @functools.cache
@@ -363,67 +420,363 @@ def _jpeglib():
     return jpeglib
 
 
-def read_frame(path: Path, data: bytes) -> Frame:
-    """Walk the markers as stb does; `DataError` for what stb refuses (including a missing EOI)."""
-    def fail(why: str) -> DataError:
-        return DataError(f"Cannot load image {str(path)!r}: {why}")
+def read_frame(path: Path, data: bytes, stb_version: str = STB_PJREDDIE,
+               coefficients: Callable[[], list[np.ndarray]] | None = None) -> Frame:
+    """Walk the markers as stb `stb_version` does (`stbi__decode_jpeg_image`); `DataError` with stb's reason
+    for what it refuses. coefficients: () -> libjpeg's quantised blocks per component, to find where stb's
+    Huffman decoder stops in an overlong restart interval (without it, every scan is taken as well-formed)."""
+    if stb_version not in STB_VERSIONS:
+        raise ValueError(f"stb_version must be one of {sorted(STB_VERSIONS)}, got {stb_version!r}")
+    return _StbWalk(path, data, stb_version, coefficients).run()
 
-    pos = _JPEG_START.match(data).end()
-    frame, jfif, adobe_transform, scans = None, False, -1, 0
-    while True:
-        if pos >= len(data) or data[pos] != 0xFF:
-            raise fail(f"truncated or corrupt JPEG: expected a marker at byte {pos}")
-        while pos < len(data) and data[pos] == 0xFF:
-            pos += 1
-        if pos >= len(data):
-            raise fail(f"truncated JPEG: file ends at byte {pos} without an end-of-image marker")
-        marker, pos = data[pos], pos + 1
-        if marker == EOI:
+
+class _StbWalk:
+    """stb_image's JPEG marker walk over the bytes (its `get8` gives 0 past the end of the file).
+
+    DARKNET(stb_image.h:stbi__decode_jpeg_header): before the frame a junk byte after the first segment
+    is skipped one at a time (`STBI__MARKER_none`), but `FF 00` or an unknown code is "unknown marker".
+    DARKNET(stb_image.h:stbi__decode_jpeg_image): after the frame, 2.19 refuses any marker it cannot
+    process; 2.30 returns the image decoded so far (`if (!stbi__process_marker(j, m)) return 1;`),
+    so junk, a second frame or the end of the file after a complete scan are accepted.
+    A scan ends at its next non-restart marker, as stb's Huffman decoder ends there when the data
+    matches the frame; for the first sequential scan of every component, an overlong restart interval
+    is found by counting bits (`_early_stop`), and stb's reading resumes where its decoder stopped.
+    DIVERGES: not counted (taken as well-formed): progressive and later scans, intervals with blocks
+    libjpeg does not hand back, junk of under `STB_SLACK_BYTES`. A file cut inside a scan is refused
+    for both versions, where 2.30 decodes zero bits past the end and returns the image.
+    """
+
+    def __init__(self, path: Path, data: bytes, version: str, coefficients: Callable[[], list] | None = None):
+        self.path, self.data, self.version, self.pos = path, data, version, 0
+        self.frame, self.jfif, self.adobe_transform, self.scans = None, False, -1, 0
+        self.pending = MARKER_NONE   # the marker that ended the last scan
+        self.coefficients = coefficients   # () -> libjpeg's quantised blocks per component, to count bits
+        self.huffman: dict[tuple[int, int], np.ndarray] = {}
+        self.restart_interval, self.decoded_mcus, self.progressive = 0, None, False
+        self.marker_start, self.end = 0, None   # where the last marker began; where 2.30 stopped reading
+
+    def fail(self, why: str) -> DataError:
+        return DataError(f"Cannot load image {str(self.path)!r}: stb_image {self.version} refuses it: {why}")
+
+    def get8(self) -> int:
+        if self.pos >= len(self.data):
+            return 0
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def get16(self) -> int:
+        return (self.get8() << 8) | self.get8()
+
+    def at_eof(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def marker(self) -> int:
+        """DARKNET(stb_image.h:stbi__get_marker): a byte other than 0xFF is no marker; fill 0xFF skipped."""
+        x = self.get8()
+        if x != 0xFF:
+            return MARKER_NONE
+        while x == 0xFF:
+            x = self.get8()
+        return x
+
+    def run(self) -> Frame:
+        if self.marker() != SOI:
+            raise self.fail("no SOI (Corrupt JPEG)")
+        m = self.marker()
+        while m not in STB_FRAMES:
+            self.process(m)
+            m = self.marker()
+            while m == MARKER_NONE:   # DARKNET(stb_image.h:stbi__decode_jpeg_header): "extra padding"
+                if self.at_eof():
+                    raise self.fail("no SOF (Corrupt JPEG)")
+                m = self.marker()
+        self.progressive = m == 0xC2
+        segment = self.segment()
+        self.frame = _parse_frame(segment, self.fail, self.version)
+        self.frame_ids = list(segment[6::3])
+        m = self.marker()
+        while m != EOI:
+            if m == SOS:
+                self.scan()
+                m = self.pending
+            elif m == DNL:
+                length, lines = self.get16(), self.get16()
+                if length != 4:
+                    raise self.fail("bad DNL len (Corrupt JPEG)")
+                if lines != self.frame.height:
+                    raise self.fail("bad DNL height (Corrupt JPEG)")
+                m = self.marker()
+            else:
+                self.marker_start = self.pos - 2 if m != MARKER_NONE else self.pos - 1
+                try:
+                    self.process(m)
+                except DataError:
+                    if self.version == STB_PJREDDIE:
+                        raise
+                    # DARKNET(AB stb_image.h:stbi__decode_jpeg_image): what is decoded is the image
+                    self.end = self.marker_start
+                    break
+                m = self.marker()
+        if self.scans == 0:
+            # DIVERGES: stb returns the frame's uninitialised buffers when no scan came before the end
+            raise self.fail("no scan before the end of the image (Corrupt JPEG)")
+        return dataclasses.replace(self.frame, jfif=self.jfif, adobe_transform=self.adobe_transform,
+                                   decoded_mcus=self.decoded_mcus, end=self.end)
+
+    def segment(self) -> bytes:
+        """A length-prefixed segment's payload; `DataError` when the file ends inside it."""
+        length = self.get16()
+        payload = self.data[self.pos:self.pos + length - 2]
+        if length < 2 or len(payload) != length - 2:
+            raise self.fail(f"truncated or corrupt JPEG: bad segment length at byte {self.pos - 2}")
+        self.pos += length - 2
+        return payload
+
+    def process(self, m: int) -> None:
+        """DARKNET(stb_image.h:stbi__process_marker): the markers stb reads outside a frame header and scan."""
+        if m == MARKER_NONE:
+            raise self.fail("expected marker (Corrupt JPEG)")
+        if m == DRI:
+            if self.get16() != 4:
+                raise self.fail("bad DRI len (Corrupt JPEG)")
+            self.restart_interval = self.get16()
+        elif m == DQT:
+            _check_tables(self.segment(), self.fail, huffman=False)
+        elif m == DHT:
+            self.huffman.update(_check_tables(self.segment(), self.fail, huffman=True,
+                                              max_symbols=256 if self.version != STB_PJREDDIE else None))
+        elif 0xE0 <= m <= 0xEF or m == COM:
+            length = self.get16()
+            if length < 2:
+                raise self.fail(f"bad {'COM' if m == COM else 'APP'} len (Corrupt JPEG)")
+            payload = self.data[self.pos:self.pos + length - 2]
+            self.pos = min(self.pos + length - 2, len(self.data))   # stbi__skip stops at the end
+            if m == APP0_JFIF and payload[:5] == b"JFIF\x00":
+                self.jfif = True
+            elif m == APP14_ADOBE and len(payload) >= 12 and payload[:6] == b"Adobe\x00":
+                self.adobe_transform = payload[11]
+        elif m in OTHER_FRAMES:
+            raise self.fail(f"unknown marker (JPEG type SOF{m - 0xC0}: lossless/arithmetic/hierarchical)")
+        else:
+            raise self.fail(f"unknown marker 0x{m:02X} at byte {self.pos - 1}")
+
+    def scan(self) -> None:
+        header = self.segment()
+        count = header[0] if header else 0
+        if not 1 <= count <= min(4, len(self.frame.components)):
+            raise self.fail("bad SOS component count (Corrupt JPEG)")
+        if len(header) != 4 + 2 * count:
+            raise self.fail("bad SOS len (Corrupt JPEG)")
+        self.scans += 1
+        end = _SCAN_END.search(self.data, self.pos)
+        if end is None:
+            why = f"truncated JPEG: scan {self.scans} runs to the end of the file"
+            if self.version == STB_PJREDDIE:
+                raise self.fail(why + " (expected marker)")
+            # DIVERGES: stb 2.30 decodes zero bits past the end and returns that image; refused here
+            raise DataError(f"Cannot load image {str(self.path)!r}: {why} (stb_image {self.version} would "
+                            "decode zero bits past the end; refused)")
+        stop = self._early_stop(header, self.pos, end.start()) if self.scans == 1 else None
+        if stop is None:
+            self.pos = end.start()
+            self.pending = self.marker()
+        elif self.version == STB_PJREDDIE:
+            # DARKNET(stb_image.h:stbi__decode_jpeg_image): "IP Kamera 9060": the byte after the next 0xFF is the marker
+            found = self.data.find(b"\xff", stop)
+            self.pos = found + 1 if found >= 0 else len(self.data)
+            self.pending = self.get8() if found >= 0 else MARKER_NONE
+        else:
+            # DARKNET(AB stb_image.h:stbi__skip_jpeg_junk_at_end): stuffed zeros skipped
+            found = _AB_JUNK_END.search(self.data, stop)
+            self.pos = found.end() if found else len(self.data)
+            self.pending = self.data[self.pos - 1] if found else MARKER_NONE
+            if 0xD0 <= self.pending <= 0xD7:
+                self.pending = self.marker()
+
+    def _early_stop(self, header: bytes, start: int, end: int) -> int | None:
+        """Where stb's Huffman decoder of the first scan stops reading when a restart interval holds more
+        bytes than its blocks need (it then misses the interval's marker), else None.
+
+        The bits each interval needs are counted from libjpeg's coefficients and the scan's code
+        lengths, for a sequential scan of every component. Sets `decoded_mcus` when stb returns from the
+        scan before its last interval.
+        DIVERGES: the count assumes the encoder's canonical run-lengths and libjpeg's dummy blocks; an
+        interval is taken as overlong only when it has `STB_SLACK_BYTES` more bytes than counted, and the
+        stop is placed 3 bytes after the counted end (stb's bit buffer reads 24 to 32 bits ahead).
+        """
+        frame = self.frame
+        if self.coefficients is None or self.progressive or header[0] != len(frame.components):
+            return None
+        ids = [self.frame_ids.index(header[1 + 2 * i]) if header[1 + 2 * i] in self.frame_ids else -1
+               for i in range(header[0])]
+        tables = [(self.huffman.get((0, header[2 + 2 * i] >> 4)), self.huffman.get((1, header[2 + 2 * i] & 15)))
+                  for i in range(header[0])]
+        if ids != sorted(set(ids)) or -1 in ids or any(t is None for pair in tables for t in pair):
+            return None
+        try:
+            blocks = self.coefficients()
+        except DataError:   # libjpeg refuses what follows the scan (an unknown marker): stb's verdict decides
+            return None
+        bits = _interval_bits(blocks, frame, tables, self.restart_interval)
+        if bits is None:
+            return None
+        starts, stops = [start], []
+        for found in _RESTART.finditer(self.data, start, end):
+            stops.append(found.start())
+            starts.append(found.end())
+        stops.append(end)
+        for index, (lo, hi) in enumerate(zip(starts, stops)):
+            if index >= len(bits):
+                break
+            if np.isnan(bits[index]):
+                continue
+            piece = self.data[lo:hi]
+            data_bytes = len(piece) - piece.count(b"\xff\x00")
+            needed = -(-int(bits[index]) // 8)
+            if data_bytes - needed >= STB_SLACK_BYTES:
+                if index < len(bits) - 1:
+                    per = self.restart_interval or 1
+                    self.decoded_mcus = (index + 1) * per
+                return _file_offset(piece, needed + 3) + lo
+        return None
+
+
+def _file_offset(piece: bytes, data_bytes: int) -> int:
+    """Offset in `piece` (entropy-coded bytes) after `data_bytes` data bytes, a stuffed FF 00 counting as one."""
+    offset = 0
+    for _ in range(data_bytes):
+        if offset >= len(piece):
             break
-        if pos + 2 > len(data):
-            raise fail(f"truncated JPEG at byte {pos}")
-        length = int.from_bytes(data[pos:pos + 2], "big")
-        segment = data[pos + 2:pos + length]
-        if length < 2 or len(segment) != length - 2:
-            raise fail(f"truncated or corrupt JPEG: bad segment length at byte {pos}")
-        if marker in STB_FRAMES:
-            frame = _parse_frame(segment, fail)
-        elif marker in OTHER_FRAMES:
-            raise fail(f"JPEG type SOF{marker - 0xC0} (lossless/arithmetic/hierarchical) is not decoded by stb_image")
-        elif marker == APP0_JFIF and segment[:5] == b"JFIF\x00":
-            jfif = True
-        elif marker == APP14_ADOBE and len(segment) >= 12 and segment[:6] == b"Adobe\x00":
-            adobe_transform = segment[11]
-        pos += length
-        if marker == SOS:
-            if frame is None:
-                raise fail("corrupt JPEG: scan before frame header")
-            scans += 1
-            end = _SCAN_END.search(data, pos)
-            if end is None:
-                raise fail(f"truncated JPEG: scan {scans} runs to the end of the file (no end-of-image marker)")
-            pos = end.start()
-    if frame is None or scans == 0:
-        raise fail("corrupt JPEG: no frame or no scan")
-    return dataclasses.replace(frame, jfif=jfif, adobe_transform=adobe_transform)
+        offset += 2 if piece[offset] == 0xFF else 1
+    return offset
 
 
-def _parse_frame(segment: bytes, fail: Callable[[str], DataError]) -> Frame:
-    if len(segment) < 6:
-        raise fail("corrupt JPEG: short frame header")
+def _interval_bits(blocks: list[np.ndarray], frame: Frame, tables: list, restart_interval: int) -> np.ndarray | None:
+    """Bits of entropy-coded data per restart interval of a sequential scan of every component, counted
+    from the quantised blocks (libjpeg's, ``(BH, BW, 8, 8)`` per component) and ``(dc, ac)`` code lengths;
+    NaN for an interval with MCU blocks libjpeg's arrays leave out; None when a value has no code (the data
+    is not what these tables encode)."""
+    if len(frame.components) == 1:
+        units = [blocks[0].reshape(-1, 64)[:, None]]                          # [unit, 1, 64]: block raster
+    else:
+        h_max, v_max = max(c.h for c in frame.components), max(c.v for c in frame.components)
+        mcu_x, mcu_y = -(-frame.width // (8 * h_max)), -(-frame.height // (8 * v_max))
+        units, dummy = [], np.zeros((mcu_y, mcu_x), bool)
+        for component, plane in zip(frame.components, blocks):
+            rows, cols = mcu_y * component.v, mcu_x * component.h
+            # libjpeg's dummy blocks (beyond the component's blocks in an MCU): its last block's DC, no AC
+            pad = np.zeros((rows, cols, 8, 8), plane.dtype)
+            pad[:plane.shape[0], :plane.shape[1]] = plane[:rows, :cols]
+            pad[:, plane.shape[1]:, 0, 0] = pad[:, plane.shape[1] - 1:plane.shape[1], 0, 0]
+            pad[plane.shape[0]:, :, 0, 0] = pad[plane.shape[0] - 1:plane.shape[0], :, 0, 0]
+            dummy[plane.shape[0] // component.v:, :] |= plane.shape[0] < rows
+            dummy[:, plane.shape[1] // component.h:] |= plane.shape[1] < cols
+            units.append(pad.reshape(mcu_y, component.v, mcu_x, component.h, 64).transpose(0, 2, 1, 3, 4)
+                         .reshape(mcu_y * mcu_x, component.v * component.h, 64))
+    count = units[0].shape[0]
+    interval = np.arange(count) // (restart_interval or count)                # [unit]
+    total = np.zeros(count, np.int64)                                         # [unit] bits
+    first = np.r_[True, interval[1:] != interval[:-1]]                        # the DC predictor restarts at 0
+    for unit, (dc_len, ac_len) in zip(units, tables):
+        zigzag = unit.reshape(-1, 64)[:, ZIGZAG]                             # [block, 64] in scan order
+        dc = zigzag[:, 0].astype(np.int64).reshape(count, -1)                # [unit, blocks per unit]
+        previous = np.concatenate([np.zeros((count, 1), np.int64), dc[:, :-1]], axis=1)
+        previous[:, 0] = np.where(first, 0, np.r_[0, dc[:-1, -1]])
+        dc_size = BIT_LENGTH[np.abs(dc - previous)]
+        # AC: only the nonzero coefficients are coded, each with the zero run before it
+        where = np.flatnonzero(zigzag)
+        where = where[(where & 63) != 0]                                      # [nonzero AC]
+        block, position = where >> 6, where & 63
+        new_block = np.empty(len(block), bool)
+        new_block[:1] = True
+        np.not_equal(block[1:], block[:-1], out=new_block[1:])
+        run = position - 1
+        run[1:] -= np.where(new_block[1:], 0, position[:-1])
+        size = BIT_LENGTH[np.abs(zigzag.reshape(-1)[where].astype(np.int32))]
+        symbol_len = ac_len[((run & 15) << 4) | size]
+        last = np.zeros(len(zigzag), np.int64)                               # [block] last coded position
+        last[block] = position                                               # (the last write wins)
+        eob = last < 63                                                      # an end-of-block code follows
+        lengths = [dc_len[dc_size], symbol_len, ac_len[[0xF0] * int((run >= 16).any())], ac_len[[0] * int(eob.any())]]
+        if any((length == 0).any() for length in lengths):
+            return None
+        ac_bits = np.bincount(block, weights=symbol_len + size + ac_len[0xF0] * (run >> 4), minlength=len(zigzag))
+        ac_bits += np.where(eob, ac_len[0], 0)
+        total += (dc_len[dc_size] + dc_size).sum(axis=1) + ac_bits.reshape(count, -1).sum(axis=1).astype(np.int64)
+    bits = np.bincount(interval, weights=total)
+    if len(frame.components) > 1:
+        # DIVERGES: an interval with blocks libjpeg does not hand back (beyond its arrays) is not counted
+        bits[np.unique(interval[dummy.reshape(-1)])] = np.nan
+    return bits
+
+
+def _check_tables(segment: bytes, fail: Callable[[str], DataError], huffman: bool,
+                  max_symbols: int | None = None) -> dict[tuple[int, int], np.ndarray]:
+    """DARKNET(stb_image.h:stbi__process_marker): DQT / DHT headers and lengths as stb checks them.
+
+    Returns each Huffman table's ``(256,)`` code length per symbol (0: no code), keyed (class, id)."""
+    pos, tables = 0, {}
+    while pos < len(segment):
+        q = segment[pos]
+        if huffman:
+            if q >> 4 > 1 or q & 15 > 3:
+                raise fail("bad DHT header (Corrupt JPEG)")
+            sizes = segment[pos + 1:pos + 17]
+            if max_symbols is not None and sum(sizes) > max_symbols:
+                raise fail("bad DHT header (Corrupt JPEG)")   # DARKNET(AB stb_image.h): n > 256
+            code = 0
+            for j, count in enumerate(sizes, 1):   # DARKNET(stb_image.h:stbi__build_huffman)
+                code += count
+                if count and code - 1 >= 1 << j:
+                    raise fail("bad code lengths (Corrupt JPEG)")
+                code <<= 1
+            lengths = np.zeros(256, np.int64)
+            lengths[np.frombuffer(segment[pos + 17:pos + 17 + sum(sizes)], np.uint8)] = \
+                np.repeat(np.arange(1, 17), np.frombuffer(sizes, np.uint8))[:len(segment) - pos - 17]
+            tables[q >> 4, q & 15] = lengths
+            pos += 17 + sum(sizes)
+        else:
+            if q >> 4 > 1:
+                raise fail("bad DQT type (Corrupt JPEG)")
+            if q & 15 > 3:
+                raise fail("bad DQT table (Corrupt JPEG)")
+            pos += 129 if q >> 4 else 65
+    if pos != len(segment):
+        raise fail(f"bad {'DHT' if huffman else 'DQT'} length (Corrupt JPEG)")
+    return tables
+
+
+def _parse_frame(segment: bytes, fail: Callable[[str], DataError], stb_version: str = STB_PJREDDIE) -> Frame:
+    """DARKNET(stb_image.h:stbi__process_frame_header): stb's checks, in its order."""
+    if len(segment) < 9:
+        raise fail("bad SOF len (Corrupt JPEG)")
     precision, height, width, count = segment[0], int.from_bytes(segment[1:3], "big"), \
         int.from_bytes(segment[3:5], "big"), segment[5]
     if precision != 8:
-        raise fail(f"{precision}-bit JPEG: stb_image decodes 8-bit only")
-    if height == 0 or width == 0:
-        raise fail("JPEG with zero width or height (delayed height is not supported by stb_image)")
-    if count not in (1, 3, 4) or len(segment) != 6 + 3 * count:
-        raise fail(f"corrupt JPEG: {count} components")
+        raise fail(f"only 8-bit ({precision}-bit JPEG)")
+    if height == 0:
+        raise fail("no header height (JPEG format not supported: delayed height)")
+    if width == 0:
+        raise fail("0 width (Corrupt JPEG)")
+    if stb_version != STB_PJREDDIE and max(width, height) > STB_MAX_DIMENSIONS:
+        raise fail(f"too large ({width}x{height}: Very large image (corrupt?))")
+    if count not in (1, 3, 4):
+        raise fail(f"bad component count {count} (Corrupt JPEG)")
+    if len(segment) != 6 + 3 * count:
+        raise fail("bad SOF len (Corrupt JPEG)")
     specs = [segment[6 + 3 * i:9 + 3 * i] for i in range(count)]
     factors = [(spec[1] >> 4, spec[1] & 15) for spec in specs]
-    if any(not (1 <= f <= 4) for hv in factors for f in hv):
-        raise fail("corrupt JPEG: sampling factor outside 1..4")
+    for h, v in factors:
+        if not 1 <= h <= 4:
+            raise fail("bad H (Corrupt JPEG)")
+        if not 1 <= v <= 4:
+            raise fail("bad V (Corrupt JPEG)")
+    if any(spec[2] > 3 for spec in specs):
+        raise fail("bad TQ (Corrupt JPEG)")
     h_max, v_max = max(h for h, _ in factors), max(v for _, v in factors)
+    if stb_version != STB_PJREDDIE and any(h_max % h or v_max % v for h, v in factors):
+        # DARKNET(AB stb_image.h:stbi__process_frame_header): fractional sampling ratios refused
+        raise fail(f"bad {'H' if any(h_max % h for h, _ in factors) else 'V'} (Corrupt JPEG: sampling {factors})")
     if any(h_max % h or v_max % v for h, v in factors):
         # DIVERGES: stb reads past a component's samples into its MCU padding here; not reproduced
         raise fail(f"JPEG sampling factors {factors} are not integer ratios; use decoder='opencv'")

@@ -41,10 +41,10 @@ def image_path(name: str) -> Path:
     return REPO / "data" / f"{name}.jpg" if name in PJREDDIE_PHOTOS else FIXTURES / "images" / f"{name}.jpg"
 
 
-def recorded_lines(net: str, thresh: str) -> dict[str, list[str]]:
-    """{image name: printed lines} of one recording (each image's block starts with `<image>.jpg:`)."""
+def recorded_lines(net: str, thresh: str, folder: Path = FIXTURES) -> dict[str, list[str]]:
+    """{image name: printed lines} of one recording in `folder` (each image's block starts with `<image>.jpg:`)."""
     blocks: dict[str, list[str]] = {}
-    for line in (FIXTURES / f"{net}_t{thresh}.txt").read_text().splitlines():
+    for line in (folder / f"{net}_t{thresh}.txt").read_text().splitlines():
         if line.endswith(".jpg:"):
             current = blocks.setdefault(line[:-len(".jpg:")], [])
         else:

@@ -41,17 +41,20 @@ def inference_options(function):
 
     DIVERGES: Darknet has no such options; they choose how `InferenceNetwork` runs the net (fp32 torch:
     batch norm folded, oneDNN-prepacked convs, within the reference tolerances) and which build of Darknet
-    its numbers follow (`Darknet.darknet_build`).
+    its numbers follow (`Darknet.darknet_build`; with -ab, AlexeyAB's build: `Dialect.darknet_build_for`).
     """
     @functools.wraps(function)
     def run(*args, precision, backend, darknet_build, **kwargs):
+        if "dialect" in kwargs:   # the command has -ab
+            darknet_build = kwargs["dialect"].darknet_build_for(darknet_build)
         return function(*args, inference={"precision": precision, "backend": backend, "darknet_build": darknet_build},
                         **kwargs)
 
     run = click.option("-darknet_build", "--darknet-build", "darknet_build", type=click.Choice(DARKNET_BUILDS),
                        default="gpu", show_default=True,
                        help="Whose numbers: a GPU/cuDNN build of pjreddie's Darknet, or a stock CPU build (its batch "
-                            "norm and its WordTree region softmax, wrong as it is).")(run)
+                            "norm and its WordTree region softmax, wrong as it is); with -ab, AlexeyAB's builds "
+                            "compute alike.")(run)
 
     run = click.option("-backend", "--backend", "backend", type=click.Choice(BACKENDS), default="torch",
                        show_default=True, help="What runs the net: PyTorch, onnxruntime (CPU, fp32) or OpenVINO "

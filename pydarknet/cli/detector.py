@@ -65,7 +65,8 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
     letterbox = dialect.letterbox(net, habits["letter_box"])
     records = []
     for path in image_paths(image):
-        picture = load_image(shipped_or_given(path), decoder or "stb")   # data/dog.jpg from anywhere
+        picture = load_image(shipped_or_given(path), decoder or "stb",   # data/dog.jpg from anywhere
+                             stb_version=dialect.stb_version)
         start = time.perf_counter()
         try:
             dets = detect_boxes(net, picture, thresh, hier, letterbox=letterbox, dialect=dialect)

@@ -26,6 +26,7 @@ from ..dialect import PJREDDIE, Dialect
 from ..errors import DataError, MissingFileError
 from ..heads.detector import HIER_THRESH, detection_head, float_on_cpu
 from ..image import load_image, network_input
+from ..imdecode import STB_PJREDDIE
 from ..network import Darknet
 from ..progress import progress as progress_of
 
@@ -50,12 +51,12 @@ class ImageDetections:
     detections: list[Detection]
 
 
-def _decoded_input(path: str, width: int, height: int, letterbox: bool,
-                   decoder: str) -> tuple[torch.Tensor, int, int] | DataError:
+def _decoded_input(path: str, width: int, height: int, letterbox: bool, decoder: str,
+                   stb_version: str = STB_PJREDDIE) -> tuple[torch.Tensor, int, int] | DataError:
     """Decode an image and fit it to the network: (3, height, width) input, original width and height;
     the DataError instead for an image that cannot be read or fitted (skipped by the caller)."""
     try:
-        image = load_image(path, decoder)
+        image = load_image(path, decoder, stb_version=stb_version)
         return torch.from_numpy(network_input(image, width, height, letterbox)), image.shape[1], image.shape[0]
     except DataError as error:
         return error if str(path) in str(error) else DataError(f"{path}: {error}")
@@ -117,7 +118,7 @@ def detect_images(net: Darknet, paths: Sequence[str], thresh: float, nms: float,
     head = detection_head(net, "evaluation")
     _check_images_exist(paths)
     decoded = ordered_map(partial(_decoded_input, width=net.width, height=net.height, letterbox=letterbox,
-                                  decoder=decoder), paths, workers)
+                                  decoder=decoder, stb_version=dialect.stb_version), paths, workers)
     inputs = _readable(decoded, paths, unreadable if unreadable is not None else [])
     with torch.no_grad(), progress_of(total=len(paths), unit="img", enabled=progress) as bar:
         while chunk := list(islice(inputs, batch)):

@@ -52,14 +52,16 @@ def decode_region(output: Tensor, anchors: Tensor, tree: WordTree | None = None,
 
 def get_region_detections(region_out: np.ndarray | Tensor, anchors: Sequence[float], net_w: int, net_h: int,
                           im_w: int, im_h: int, thresh: float, hier_thresh: float = HIER_THRESH,
-                          tree: WordTree | None = None, relative: bool = True) -> list[Detection]:
+                          tree: WordTree | None = None, relative: bool = True,
+                          dialect: Dialect = PJREDDIE) -> list[Detection]:
     """DARKNET(region_layer.c:get_region_detections): one image's region output -> ``A*H*W`` detections.
 
     region_out: (A, 5+classes, H, W) region-layer output (entries 0,1,4 logistic, 2,3 raw, 5.. softmaxed
         class probabilities, or group-softmaxed ones with a WordTree).
     anchors: flat ``w0, h0, w1, h1, ...`` in grid cells ([region] ``anchors``).
     Detection ``a*H*W + y*W + x`` is anchor ``a`` at cell (y, x). With a ``tree``, each box gets one class,
-    tree.c:hierarchy_top_prediction's, with probability = objectness (map-less YOLO9000 test mode).
+    tree.c:hierarchy_top_prediction's, with probability = objectness (map-less YOLO9000 test mode); under a
+    dialect with `tree_last_above_half` (AlexeyAB's), `alexeyab_tree_probs`'s.
     Not supported (not used by YOLOv2 detection): ``background``, ``coords > 4`` masks and the batch-2
     flip averaging; a class ``map`` is `mapped_class_probs`.
     """
@@ -74,6 +76,8 @@ def get_region_detections(region_out: np.ndarray | Tensor, anchors: Sequence[flo
         # DARKNET(region_layer.c:get_region_detections): boxes below the objectness thresh keep all-zero probs
         probs = probs.numpy()
         probs = np.where((probs > t) & (objectness[:, None] != 0), probs, np.float32(0))
+    elif dialect.tree_last_above_half:
+        probs = alexeyab_tree_probs(probs, objectness)
     else:
         probs = _tree_probs(probs, objectness, hier_thresh, tree)
     return [Detection(box, float(obj), prob) for box, obj, prob in zip(boxes, objectness, probs)]
@@ -96,6 +100,24 @@ def _tree_probs(p_abs: Tensor, objectness: np.ndarray, hier_thresh: float, tree:
     probs = np.zeros(p_abs.shape, dtype=np.float32)
     # DARKNET(region_layer.c:get_region_detections): without a map the printed prob is the objectness
     probs[np.arange(top.size), top] = objectness
+    return probs
+
+
+def alexeyab_tree_probs(p_abs: Tensor, objectness: np.ndarray) -> np.ndarray:
+    """(N, C) absolute WordTree probabilities -> (N, C): per box at most one nonzero class, the last node
+    (highest index) whose absolute probability is above .5, with that probability, where objectness (N,) != 0.
+
+    DARKNET(AlexeyAB region_layer.c:get_region_boxes): without a map, after hierarchy_predictions it walks the
+    classes from the last down, keeps the first ``p > .5`` and zeroes the rest; the box's probability is that
+    ``p`` (not the objectness) when ``objectness > thresh``. No -hier threshold, no hierarchy_top_prediction.
+    """
+    p = p_abs.numpy()
+    above = p > np.float32(0.5)
+    last = p.shape[1] - 1 - np.argmax(above[:, ::-1], axis=1)                              # [N]
+    keep = above.any(axis=1) & (objectness != 0)
+    probs = np.zeros(p.shape, dtype=np.float32)
+    rows = np.flatnonzero(keep)
+    probs[rows, last[rows]] = p[rows, last[rows]]
     return probs
 
 
@@ -129,7 +151,7 @@ def region_detections(layer: RegionLayer, output: Tensor, net_w: int, net_h: int
     """
     fit_w, fit_h = (im_w, im_h) if letterbox else (net_w, net_h)   # a stretch has no letterbox to undo
     dets = get_region_detections(output, layer.options.anchors, net_w, net_h, fit_w, fit_h, thresh, hier_thresh,
-                                 tree=layer.tree)
+                                 tree=layer.tree, dialect=dialect)
     # DARKNET(region_layer.c:get_region_detections): a map is only used with a WordTree
     if class_map is not None and layer.tree is not None:
         probs = mapped_class_probs(output, layer.tree, class_map, thresh)
