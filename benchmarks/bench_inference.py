@@ -11,8 +11,12 @@ Models: yolov2-tiny-voc and yolov2-voc at 416 (the pack's weights), yolov2 at 60
 random weights: the pack has no COCO weights, and the time does not depend on the values), the
 yolo9000 trunk at 544 (its cfg without [region], which OpenCV cannot run: the WordTree) and the whole
 yolo9000 for pydarknet, in ratio to OpenCV's trunk; AlexeyAB's yolov4-tiny at 416 (two [yolo] heads,
-[route] groups; the reference-yolo pack's cfg and full-size random weights). Then the GEMM rate of this
-machine, and the share of yolo9000's fused forward spent in its WordTree softmax.
+[route] groups; the reference-yolo pack's cfg and full-size random weights) and AlexeyAB's yolov4 at 608
+(cfg/yolov4.cfg, mish, SPP; random weights made once into the weights cache, 245 MB, see
+common.random_weights). A precision this CPU does not run natively is flagged in the last column: PyTorch's bf16
+without AVX512-BF16 or AMX (emulated, several times slower than fp32), OpenVINO's bf16 hint without bf16
+hardware (it runs f32). Then the GEMM rate of this machine, and the share of yolo9000's fused forward spent in
+its WordTree softmax.
 
 Usage: python benchmarks/bench_inference.py [--out results/bench/inference.json] [--runs 7] [--quick]
        [--model yolov4-tiny ...]
@@ -34,9 +38,11 @@ import torch
 from common import (
     REPO,
     Timing,
+    cpu_line,
     devices,
     interleave,
     print_table,
+    random_weights,
     reference_cfg,
     reference_weights,
     set_threads,
@@ -49,11 +55,11 @@ from pydarknet.export import export_network
 from pydarknet.fuse import fuse_for_inference
 from pydarknet.inference import load_inference_network
 from pydarknet.network import Darknet, load_network
-from pydarknet.weights import save_weights
+from pydarknet.prepack import cpu_runs_bf16
 
 OPENCV = "OpenCV DNN"
 CPU_BATCHES = {"yolov2-tiny-voc": (1, 8), "yolov2-voc": (1, 8), "yolov2": (1,), "yolo9000 trunk": (1,),
-               "yolo9000": (1,), "yolov4-tiny": (1, 8)}
+               "yolo9000": (1,), "yolov4-tiny": (1, 8), "yolov4": (1,)}
 CUDA_BATCHES = (1, 64)
 
 
@@ -72,23 +78,30 @@ class Model:
             return load_network(self.cfg, self.weights, device)
 
 
-def models(scratch: Path, quick: bool) -> list[Model]:
-    tiny = Model("yolov2-tiny-voc", reference_cfg("yolov2-tiny-voc"), reference_weights("yolov2-tiny-voc"),
-                 "yolov2-tiny-voc")
-    if quick:
-        return [tiny]
-    trunk_cfg = scratch / "yolo9000-trunk.cfg"
+def trunk_cfg(scratch: Path) -> Path:
+    """yolo9000's cfg without its [region] (OpenCV cannot run the WordTree), written into `scratch`."""
+    path = scratch / "yolo9000-trunk.cfg"
     text = reference_cfg("yolo9000").read_text()
-    trunk_cfg.write_text(text[:text.rindex("[region]")])
-    coco_weights = scratch / "yolov2-random.weights"
-    save_weights(Darknet.from_cfg(REPO / "cfg" / "yolov2.cfg", seed=0), coco_weights)
-    return [tiny,
-            Model("yolov2-voc", reference_cfg("yolov2-voc"), reference_weights("yolov2-voc"), "yolov2-voc"),
-            Model("yolov2", REPO / "cfg" / "yolov2.cfg", coco_weights, "yolov2"),
-            Model("yolov4-tiny", reference_cfg("yolov4-tiny", yolo=True), reference_weights("yolov4-tiny", yolo=True),
-                  "yolov4-tiny"),
-            Model("yolo9000 trunk", trunk_cfg, reference_weights("yolo9000"), "yolo9000 trunk"),
-            Model("yolo9000", reference_cfg("yolo9000"), reference_weights("yolo9000"), None)]
+    path.write_text(text[:text.rindex("[region]")])
+    return path
+
+
+def models(scratch: Path, names: list[str] | None = None) -> list[Model]:
+    """The models named (all without `names`), in table order; random weights are made only for those."""
+    def pack(name: str, yolo: bool = False) -> Model:
+        return Model(name, reference_cfg(name, yolo), reference_weights(name, yolo), name)
+
+    def repo_cfg(name: str) -> Model:   # cfg/ of this repository; no pack has weights for it
+        cfg = REPO / "cfg" / f"{name}.cfg"
+        return Model(name, cfg, random_weights(cfg), name)
+
+    makers = {"yolov2-tiny-voc": partial(pack, "yolov2-tiny-voc"), "yolov2-voc": partial(pack, "yolov2-voc"),
+              "yolov2": partial(repo_cfg, "yolov2"), "yolov4-tiny": partial(pack, "yolov4-tiny", yolo=True),
+              "yolov4": partial(repo_cfg, "yolov4"),
+              "yolo9000 trunk": lambda: Model("yolo9000 trunk", trunk_cfg(scratch), reference_weights("yolo9000"),
+                                              "yolo9000 trunk"),
+              "yolo9000": lambda: Model("yolo9000", reference_cfg("yolo9000"), reference_weights("yolo9000"), None)}
+    return [make() for name, make in makers.items() if not names or name in names]
 
 
 def torch_case(model: Callable, batch: int, net: Darknet, device: torch.device,
@@ -122,6 +135,19 @@ def openvino_cases(net: Darknet, batch: int, threads: int) -> dict[str, Callable
         request = compiled.create_infer_request()
         cases[f"OpenVINO {precision}"] = partial(timed, partial(request.infer, [x]), torch.device("cpu"))
     return cases
+
+
+def emulated_precisions() -> dict[str, str]:
+    """The CPU systems whose precision this machine lacks the hardware for, with what it does instead."""
+    notes = {}
+    if not cpu_runs_bf16():
+        notes["pydarknet bf16"] = "emulated: no AVX512-BF16/AMX"
+    if importlib.util.find_spec("openvino") is not None:
+        import openvino
+
+        if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            notes["OpenVINO bf16"] = "runs f32: no bf16 hardware"
+    return notes
 
 
 def cpu_cases(model: Model, net: Darknet, batch: int, opencv: OpenCVWorker | None,
@@ -158,7 +184,7 @@ def start_opencv(model: Model, threads: int) -> OpenCVWorker | None:
 
 
 def timings(model_list: list[Model], threads: int, warmup: int, runs: int, no_opencv: bool) -> list[dict]:
-    rows = []
+    rows, notes = [], emulated_precisions()
     for device in devices():
         for model in model_list:
             net = model.load(device)
@@ -173,20 +199,26 @@ def timings(model_list: list[Model], threads: int, warmup: int, runs: int, no_op
                           flush=True)
                     for name, seconds in interleave(cases, warmup, runs).items():
                         rows.append({"device": device.type, "model": model.name, "size": net.width, "batch": batch,
-                                     "opencv_model": model.opencv_model, **Timing(name, batch, seconds).as_dict()})
+                                     "opencv_model": model.opencv_model, **Timing(name, batch, seconds).as_dict(),
+                                     "note": notes.get(name, "") if device.type == "cpu" else ""})
             finally:
                 if opencv is not None:
                     opencv.close()
     return rows
 
 
+EMULATED_GEMM_SIZE = 512   # bfloat16 without bf16 hardware: ~1 GFLOP/s, 2048^2 would take half a minute a product
+
+
 def gemm_rate(threads: int, size: int = 2048, runs: int = 5) -> dict[str, float]:
-    """GFLOP/s of a square matrix product (float32, and bfloat16), best of `runs`: the machine's ceiling."""
+    """GFLOP/s of a square matrix product (float32, and bfloat16; at EMULATED_GEMM_SIZE where bf16 is emulated),
+    best of `runs`: the machine's ceiling."""
     rates = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.rand(size, size, dtype=dtype), torch.rand(size, size, dtype=dtype)
+        n = size if dtype == torch.float32 or cpu_runs_bf16() else EMULATED_GEMM_SIZE
+        a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
         seconds = min(timed(partial(torch.mm, a, b), torch.device("cpu")) for _ in range(runs + 1))
-        rates[str(dtype).removeprefix("torch.")] = 2 * size ** 3 / seconds / 1e9
+        rates[str(dtype).removeprefix("torch.")] = 2 * n ** 3 / seconds / 1e9
     return rates
 
 
@@ -220,15 +252,18 @@ def report(rows: list[dict], gemm: dict[str, float], tree: dict | None, threads:
         ratio = row["median_s"] / opencv["median_s"] if opencv else None
         model = row["model"] if row["opencv_model"] == row["model"] else f"{row['model']} (vs {row['opencv_model']})"
         table.append([row["device"], f"{model} {row['size']}", row["batch"], row["name"], f"{1e3 * row['median_s']:.1f}",
-                      f"{1e3 * row['min_s']:.1f}", f"{row['items_per_s']:.1f}", f"{ratio:.2f}x" if ratio else "-"])
+                      f"{1e3 * row['min_s']:.1f}", f"{row['items_per_s']:.1f}", f"{ratio:.2f}x" if ratio else "-",
+                      row.get("note", "")])
         key = f"{row['device']} {row['model']} batch {row['batch']} {row['name']}"
         summary[f"{key} median ms"] = 1e3 * row["median_s"]
         if ratio:
             summary[f"{key} / OpenCV"] = ratio
     print(f"\nInference, {threads} threads; ratio = median time / OpenCV DNN's median in the same interleaved run "
-          f"(below 1: faster than OpenCV)")
-    print_table(table, ["device", "model", "batch", "system", "median ms", "min ms", "images/s", "vs OpenCV"])
-    print("GEMM (2048^2, torch, best of 5): " + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in gemm.items()))
+          f"(below 1: faster than OpenCV); note: a precision this CPU only emulates\n{cpu_line()}")
+    print_table(table, ["device", "model", "batch", "system", "median ms", "min ms", "images/s", "vs OpenCV", "note"])
+    emulated = "" if cpu_runs_bf16() else f" (emulated, {EMULATED_GEMM_SIZE}^2)"
+    print(f"GEMM (2048^2, torch, best of 5): float32 {gemm['float32']:.0f} GFLOP/s, "
+          f"bfloat16 {gemm['bfloat16']:.1f} GFLOP/s{emulated}")
     summary.update({f"GEMM {name} GFLOP/s": rate for name, rate in gemm.items()})
     if tree:
         print(f"yolo9000 544 fused fp32: region layer {100 * tree['region layer']:.1f}%, WordTree softmax "
@@ -250,7 +285,7 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
-        model_list = [m for m in models(Path(scratch), args.quick) if not args.model or m.name in args.model]
+        model_list = models(Path(scratch), ["yolov2-tiny-voc"] if args.quick else args.model)
         rows = timings(model_list, args.threads, args.warmup, args.runs, args.no_opencv)
         yolo9000 = next((m for m in model_list if m.name == "yolo9000"), None)
         tree = tree_softmax_share(yolo9000, args.warmup, args.runs) if yolo9000 else None

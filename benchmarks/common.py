@@ -64,18 +64,81 @@ def reference_weights(name: str, yolo: bool = False) -> Path:
     return target
 
 
+def random_weights(cfg: Path, seed: int = 0, obj_bias: float = -5.5, cls_bias: float = -3.5) -> Path:
+    """Weights for a cfg no pack has weights for (yolov2 at 608, yolov4), made once into the temp cache (never
+    into the repo; yolov4's are 245 MB), named by the cfg's content hash and `seed`.
+
+    `Darknet.from_cfg(cfg, seed=seed)`; for a net with [yolo] heads, as the AlexeyAB pack's weights (its README
+    §3): batch-norm statistics from one training-mode forward of data/dog.jpg, so the activations neither explode
+    nor vanish, and the convs feeding a [yolo] layer with weights 1/sqrt(fan_in) and biases `obj_bias` on the
+    objectness, `cls_bias` on the classes, so that a `detector test` finds a few boxes, as with trained weights,
+    instead of thousands (then NMS and printing, not the net, would be timed). The forward's time does not depend
+    on the values.
+    """
+    import hashlib
+
+    import numpy as np
+    from torch import nn
+
+    from pydarknet.heads.yolo.layer import YoloLayer
+    from pydarknet.image import load_image, network_input
+    from pydarknet.layers.conv import ConvolutionalLayer
+    from pydarknet.network import Darknet
+    from pydarknet.weights import save_weights
+
+    digest = hashlib.sha256(Path(cfg).read_bytes()).hexdigest()[:12]
+    target = WEIGHTS_CACHE / f"{Path(cfg).stem}-{digest}-seed{seed}.weights"
+    if target.exists():
+        return target
+    print(f"making random weights for {cfg} (seed {seed}) into {target} ...", flush=True)
+    net = Darknet.from_cfg(cfg, seed=seed)
+    layers = list(net.layers)
+    heads = [(conv, head) for conv, head in zip(layers, layers[1:])
+             if isinstance(conv, ConvolutionalLayer) and isinstance(head, YoloLayer)]
+    if heads:
+        with torch.no_grad():
+            for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+                bn.reset_running_stats()
+                bn.momentum = 1.0   # the running statistics become this one image's
+            net.train()
+            image = network_input(load_image(REPO / "data" / "dog.jpg"), net.width, net.height, letterbox=False)
+            net(torch.from_numpy(np.ascontiguousarray(image))[None])
+            net.eval()
+            for conv, head in heads:
+                conv.op.weight.mul_(0.5 ** 0.5)   # He's sqrt(2/fan_in) -> 1/sqrt(fan_in)
+                biases = torch.zeros(len(head.mask), 5 + head.classes)
+                biases[:, 4], biases[:, 5:] = obj_bias, cls_bias
+                conv.biases().copy_(biases.reshape(-1))
+        net.weights_version = (0, 2, 5)   # AlexeyAB's header
+    WEIGHTS_CACHE.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.part")
+    save_weights(net, partial)
+    partial.replace(target)
+    return target
+
+
 # The C programs, CPU builds of the user's own (never part of this repository), by the variable naming each
 C_PROGRAMS = {"C Darknet (pjreddie)": "DARKNET_PJREDDIE", "C Darknet (AlexeyAB)": "DARKNET_ALEXEYAB"}
+
+
+def c_binary(name: str) -> Path | str:
+    """The binary of C program `name` (a key of C_PROGRAMS) its variable names, or why there is none."""
+    variable = C_PROGRAMS[name]
+    if not os.environ.get(variable):
+        return f"not run: ${variable} is not set (a CPU build of yours, see benchmarks/README.md)"
+    binary = Path(os.environ[variable]).resolve()
+    return binary if binary.is_file() else f"not run: ${variable} = {binary} is not built"
 
 
 def c_darknet_binaries() -> dict[str, Path]:
     """The C Darknet binaries the environment names (a line for each one it does not)."""
     found = {}
-    for name, variable in C_PROGRAMS.items():
-        if os.environ.get(variable):
-            found[name] = Path(os.environ[variable]).resolve()
+    for name in C_PROGRAMS:
+        binary = c_binary(name)
+        if isinstance(binary, Path):
+            found[name] = binary
         else:
-            print(f"{name}: skipped (set ${variable} to a CPU build of it)")
+            print(f"{name}: {binary}")
     return found
 
 
@@ -143,6 +206,31 @@ def interleave(cases: dict[Key, Callable[[], float]], warmup: int, runs: int) ->
     return seconds
 
 
+# the /proc/cpuinfo flags the figures depend on: the vector units oneDNN, OpenVINO and OpenCV pick kernels by
+CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+             "amx_int8")
+
+
+def cpu_line() -> str:
+    """This machine's CPU as the tables are labelled with: model, cores, the vector flags of `CPU_FLAGS` it has,
+    torch's CPU capability, whether oneDNN runs bf16 in hardware, and the load average."""
+    from pydarknet.prepack import cpu_runs_bf16
+
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return (f"CPU: {model}, {os.cpu_count()} cores; flags: {' '.join(f for f in CPU_FLAGS if f in flags) or '?'}; "
+            f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; bf16 in hardware: "
+            f"{'yes' if cpu_runs_bf16() else 'no (emulated)'}; load average "
+            + " ".join(f"{a:.2f}" for a in os.getloadavg()))
+
+
 def environment() -> dict:
     """What the figures depend on, stored with them."""
     return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.processor()
@@ -150,13 +238,15 @@ def environment() -> dict:
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "malloc_keeps_freed_memory": MALLOC_TUNED,
             "mkldnn": torch.backends.mkldnn.is_available(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "load_average_start": START_LOAD, "load_average": os.getloadavg()}
+            "cpu": cpu_line(), "load_average_start": START_LOAD, "load_average": os.getloadavg()}
 
 
 def print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(cell).rjust(w) if i else str(cell).ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        # the first column and a trailing "note" (text) left-aligned, the figures right-aligned
+        print("  ".join(str(cell).ljust(w) if i == 0 or header[i] == "note" else str(cell).rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
 
 
 def write_json(path: str | os.PathLike | None, result: dict) -> None:
@@ -167,3 +257,7 @@ def write_json(path: str | os.PathLike | None, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**result, "environment": environment()}, indent=2) + "\n")
     print(f"results written to {path}")
+
+
+if __name__ == "__main__":   # run_all.sh prints the machine first
+    print(cpu_line())

@@ -19,6 +19,8 @@ run() {  # run NAME SCRIPT ARGS...: log to $OUT/NAME.log; a failing benchmark do
 }
 
 rm -f "$OUT/failed.txt"
+# the machine every row below ran on: CPU model, cores, vector flags, bf16 hardware, load average
+"$PYTHON" benchmarks/common.py | tee "$OUT/machine.txt"
 run inference benchmarks/bench_inference.py --out "$OUT/inference.json"
 run train benchmarks/bench_train.py --out "$OUT/train.json"
 run train_loop benchmarks/bench_train_loop.py --out "$OUT/train_loop.json"

@@ -16,6 +16,8 @@ def _load(averages: list[float] | None) -> str:
 def main() -> None:
     folder = Path(sys.argv[1])
     print(f"\n===== benchmark summary ({folder}) =====")
+    if (folder / "machine.txt").exists():
+        print((folder / "machine.txt").read_text().strip())
     reported = set()
     for path in sorted(folder.glob("*.json")):
         result = json.loads(path.read_text())
