@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import darknet_keys
 from .errors import CfgError, MissingFileError, UnsupportedError
+from .fileio import TEXT_FILE_MAX_BYTES, check_regular_file
 
 _REQUIRED = object()
 INT_LIMIT = 2 ** 31 - 1   # DARKNET(option_list.c:option_find_int): values go through atoi into a C int
@@ -223,8 +224,14 @@ def read_cfg(path: str | os.PathLike) -> list[Section]:
     return sections
 
 
-def read_text_file(path: str | os.PathLike, what: str, error: type[Exception]) -> str:
-    """A user's text file as UTF-8; bytes that are not UTF-8 raise `error` naming the file and line."""
+def read_text_file(path: str | os.PathLike, what: str, error: type[Exception],
+                   max_bytes: int = TEXT_FILE_MAX_BYTES) -> str:
+    """A user's text file as UTF-8; bytes that are not UTF-8 raise `error` naming the file and line.
+
+    DIVERGES: Darknet's fgetl reads `names=/dev/zero` until memory runs out and blocks on a FIFO; a user's
+    text file must be a regular file of at most `max_bytes` (checked before it is opened).
+    """
+    check_regular_file(path, what, max_bytes)
     try:
         data = Path(path).read_bytes()
     except OSError as exc:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cfg import read_text_file
 from .errors import DataError
 
 
@@ -151,7 +152,7 @@ class WordTree:
         """
         path = Path(path)
         name, parent = [], []
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        for lineno, line in enumerate(read_text_file(path, "tree file", TreeError).splitlines(), 1):
             fields = line.split()
             where = f"{path}:{lineno}"
             if len(fields) != 2:
@@ -161,7 +162,7 @@ class WordTree:
             parent.append(_parse_int(fields[1], where, "parent index"))
         names = None
         if names_path is not None:
-            names = Path(names_path).read_text().splitlines()
+            names = read_text_file(names_path, "names file", TreeError).splitlines()
             if len(names) != len(name):
                 raise TreeError(f"{names_path}: {len(names)} names for the {len(name)} nodes of {path}")
         return cls(name, parent, names, source=path)
@@ -402,7 +403,7 @@ class WordTree:
 def read_map(path: str | Path) -> np.ndarray:
     """A class map file (coco9k.map, inet9k.map): (K,) int64, one tree node per line."""
     path = Path(path)
-    lines = path.read_text().splitlines()
+    lines = read_text_file(path, "map file", TreeError).splitlines()
     if not lines:
         raise TreeError(f"{path}: empty map file")
     # DIVERGES: Darknet's atoi turns a malformed line into 0

@@ -22,12 +22,16 @@ def reference_dir() -> Path | None:
     return _pack_dir(REFERENCE_ENV, DEFAULT_REFERENCE)
 
 
+def _pack_or_skip(env: str, default: Path, what: str) -> Path:
+    path = _pack_dir(env, default)
+    if path is None:
+        pytest.skip(f"{what} not found at ${env} or {default}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    path = reference_dir()
-    if path is None:
-        pytest.skip(f"Darknet reference pack not found at ${REFERENCE_ENV} or {DEFAULT_REFERENCE}")
-    return path
+    return _pack_or_skip(REFERENCE_ENV, DEFAULT_REFERENCE, "Darknet reference pack")
 
 
 def reference_yolo_dir() -> Path | None:
@@ -37,10 +41,7 @@ def reference_yolo_dir() -> Path | None:
 
 @pytest.fixture(scope="session")
 def reference_yolo() -> Path:
-    path = reference_yolo_dir()
-    if path is None:
-        pytest.skip(f"AlexeyAB's YOLO reference pack not found at ${REFERENCE_YOLO_ENV} or {DEFAULT_REFERENCE_YOLO}")
-    return path
+    return _pack_or_skip(REFERENCE_YOLO_ENV, DEFAULT_REFERENCE_YOLO, "AlexeyAB's YOLO reference pack")
 
 
 @pytest.fixture(scope="session")

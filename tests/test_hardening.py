@@ -420,3 +420,14 @@ def test_e1_e3_training_skips_an_empty_or_huge_image_as_a_bad_sample(tmp_path, d
     empty, huge = dataset[0], dataset[1]
     assert isinstance(empty, SkippedSample) and "empty file" in empty.reason
     assert isinstance(huge, SkippedSample) and "20000x20000 is 400000000 pixels" in huge.reason
+
+
+@pytest.mark.parametrize("kind", ["tree", "map"])
+def test_tree_and_map_files_must_be_regular_files(tmp_path, kind):
+    """A .tree or .map named by a cfg or .data file is read as any user's text file: a FIFO never blocks."""
+    from pydarknet.tree import WordTree, read_map
+
+    fifo = tmp_path / f"x.{kind}"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=f"{kind} file is a FIFO, not a regular file"):
+        WordTree.read(fifo) if kind == "tree" else read_map(fifo)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..cfg import _REQUIRED, CfgError, Option, Section, read_text_file, resolve_path
 from ..errors import DataError
-from ..fileio import TEXT_FILE_MAX_BYTES, check_regular_file
+from ..fileio import TEXT_FILE_MAX_BYTES
 
 PathLike = str | os.PathLike
 
@@ -169,7 +169,4 @@ def alexeyab_label_path(image_path: str) -> str:
 
 
 def _read_text(path: PathLike, what: str) -> str:
-    # DIVERGES: Darknet's fgetl reads `names=/dev/zero` until memory runs out and blocks on a FIFO;
-    # a user's text file must be a regular file of at most TEXT_FILE_MAX_BYTES
-    check_regular_file(path, what, TEXT_FILE_MAX_BYTES)
-    return read_text_file(path, what, DataError)
+    return read_text_file(path, what, DataError, TEXT_FILE_MAX_BYTES)
