@@ -108,11 +108,6 @@ def box_diou(a_cxcywh: Boxes, b_cxcywh: Boxes, beta: float = 0.6) -> Boxes:
     return xp.where(diagonal == 0, iou, iou - penalty)
 
 
-def pairwise_diou(a_cxcywh: Boxes, b_cxcywh: Boxes, beta: float = 0.6) -> Boxes:
-    """`box_diou` of every pair: ``(N, 4)`` x ``(M, 4)`` cxcywh -> ``(N, M)``."""
-    return box_diou(a_cxcywh[:, None, :], b_cxcywh[None, :, :], beta)
-
-
 def intersecting_pairs(boxes_cxcywh: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i, j), i < j, of the ``(M, 4)`` cxcywh boxes whose intersection has a positive width and
     height as box.c:box_intersection computes them, sorted by i then j: the only pairs whose IoU (or DIoU, which

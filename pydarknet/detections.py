@@ -33,12 +33,12 @@ class Detection:
     probs: np.ndarray
 
 
-def correct_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int,
+def correct_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int, letterbox: bool = True,
                   relative: bool = True) -> np.ndarray:
     """Undo the letterbox: (N, 4) float32 cxcywh relative to the network input -> to the original image
-    (relative, or in pixels with ``relative=False``). A stretched image is corrected as one of the
-    network's size (im_w, im_h = net_w, net_h), which changes nothing."""
-    new = np.array(letterbox_size(im_w, im_h, net_w, net_h), dtype=np.float32)
+    (relative, or in pixels with ``relative=False``). An image stretched to the net (``letterbox=False``) has
+    no letterbox to undo: it is corrected as one of the network's size, which changes nothing."""
+    new = np.array(letterbox_size(im_w, im_h, net_w, net_h) if letterbox else (net_w, net_h), dtype=np.float32)
     net = np.array([net_w, net_h], dtype=np.float32)
     # DARKNET(region_layer.c:correct_region_boxes): sizes times the float32 netw/new_w
     return _undo_letterbox(boxes_cxcywh, net, new, net / new, im_w, im_h, relative)

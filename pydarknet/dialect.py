@@ -123,13 +123,6 @@ def _best_class_first(dets: Sequence[Detection], names: Sequence[str], thresh: f
     return pairs
 
 
-def _pjreddie_correct_yolo(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int,
-                           letterbox: bool) -> np.ndarray:
-    """DARKNET(pjreddie yolo_layer.c:correct_yolo_boxes): the region correction (always a letterbox there)."""
-    fit_w, fit_h = (im_w, im_h) if letterbox else (net_w, net_h)   # a stretch has no letterbox to undo
-    return correct_boxes(boxes_cxcywh, fit_w, fit_h, net_w, net_h)
-
-
 def ext_output_box(bbox_cxcywh: np.ndarray, im_w: int, im_h: int) -> str:
     """DARKNET(AlexeyAB image.c:draw_detections_v3): `\\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f
     height: %4.0f)` of round() of the float32 pixel values (halves away from zero)."""
@@ -158,7 +151,7 @@ PJREDDIE = Dialect(
     map_clips_boxes=True,                  # as the boxes of `detector valid`'s result files
     map_report_extended=True,
     yolo_nms_kind=False,   # DARKNET(pjreddie detector.c:test_detector): do_nms_sort; [yolo] has no nms_kind
-    correct_yolo=_pjreddie_correct_yolo,
+    correct_yolo=correct_boxes,   # DARKNET(pjreddie yolo_layer.c:correct_yolo_boxes): the region correction
     tree_last_above_half=False,   # DARKNET(pjreddie region_layer.c:get_region_detections): hierarchy_top_prediction
     # DARKNET(pjreddie blas.c:normalize_cpu, region_layer.c:forward_region_layer): its own batch norm and tree softmax
     cpu_build="cpu",

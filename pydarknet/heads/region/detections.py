@@ -53,7 +53,7 @@ def decode_region(output: Tensor, anchors: Tensor, tree: WordTree | None = None,
 def get_region_detections(region_out: np.ndarray | Tensor, anchors: Sequence[float], net_w: int, net_h: int,
                           im_w: int, im_h: int, thresh: float, hier_thresh: float = HIER_THRESH,
                           tree: WordTree | None = None, relative: bool = True,
-                          dialect: Dialect = PJREDDIE) -> list[Detection]:
+                          dialect: Dialect = PJREDDIE, letterbox: bool = True) -> list[Detection]:
     """DARKNET(region_layer.c:get_region_detections): one image's region output -> ``A*H*W`` detections.
 
     region_out: (A, 5+classes, H, W) region-layer output (entries 0,1,4 logistic, 2,3 raw, 5.. softmaxed
@@ -68,7 +68,7 @@ def get_region_detections(region_out: np.ndarray | Tensor, anchors: Sequence[flo
     output = _check_region(region_out, anchors)
     boxes, scale, probs = (t[0] for t in decode_region(output[None], torch.tensor(anchors).view(-1, 2), tree,
                                                        exact=True))
-    boxes = correct_boxes(boxes.numpy(), im_w, im_h, net_w, net_h, relative)
+    boxes = correct_boxes(boxes.numpy(), im_w, im_h, net_w, net_h, letterbox, relative)
     t = np.float32(thresh)
     scale = scale.numpy()                                                                  # [N]
     objectness = np.where(scale > t, scale, np.float32(0))
@@ -149,9 +149,8 @@ def region_detections(layer: RegionLayer, output: Tensor, net_w: int, net_h: int
     `mapped_class_probs`. classes: keep only the first `classes` class probabilities (eval=imagenet), before
     the NMS. dialect: whose decoding (AlexeyAB's sets every objectness to 1 before the NMS).
     """
-    fit_w, fit_h = (im_w, im_h) if letterbox else (net_w, net_h)   # a stretch has no letterbox to undo
-    dets = get_region_detections(output, layer.options.anchors, net_w, net_h, fit_w, fit_h, thresh, hier_thresh,
-                                 tree=layer.tree, dialect=dialect)
+    dets = get_region_detections(output, layer.options.anchors, net_w, net_h, im_w, im_h, thresh, hier_thresh,
+                                 tree=layer.tree, dialect=dialect, letterbox=letterbox)
     # DARKNET(region_layer.c:get_region_detections): a map is only used with a WordTree
     if class_map is not None and layer.tree is not None:
         probs = mapped_class_probs(output, layer.tree, class_map, thresh)

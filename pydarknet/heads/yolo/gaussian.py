@@ -15,9 +15,8 @@ from torch import Tensor
 
 from ...cfg import Section
 from ...boxes import grid_centres
-from ...detections import Detection, do_nms_sort
+from ...detections import Detection, correct_boxes, do_nms_sort
 from ...dialect import PJREDDIE, Dialect
-from ...image import letterbox_size
 from ...layers.base import DarknetLayer
 from ...options import YoloOptions, opt, read_options
 from ...registry import BuildContext, Shape, register
@@ -124,18 +123,6 @@ def decode_gaussian_yolo(output: Tensor, anchors_wh: Tensor, net_w: int, net_h: 
     return boxes, objectness.permute(1, 2, 0).reshape(h * w * num), probs
 
 
-def correct_gaussian_yolo_boxes(boxes_cxcywh: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int,
-                                letterbox: bool) -> np.ndarray:
-    """DARKNET(AlexeyAB gaussian_yolo_layer.c:correct_gaussian_yolo_boxes): (N, 4) float32 boxes relative to the net
-    input -> relative to the image; the centre in double, the sizes times the float net/new (1 when stretched)."""
-    new_w, new_h = letterbox_size(im_w, im_h, net_w, net_h) if letterbox else (net_w, net_h)
-    new = np.array([new_w, new_h], dtype=np.float64)
-    net = np.array([net_w, net_h], dtype=np.float64)
-    xy = ((boxes_cxcywh[:, :2] - (net - new) / 2. / net) / (new / net).astype(np.float32)).astype(np.float32)
-    wh = boxes_cxcywh[:, 2:] * (net / new).astype(np.float32)
-    return np.concatenate([xy, wh.astype(np.float32)], axis=1)
-
-
 def gaussian_yolo_detections(layers: Sequence[GaussianYoloLayer], outputs: Sequence[Tensor], net_w: int, net_h: int,
                              im_w: int, im_h: int, thresh: float, nms: float, letterbox: bool = True,
                              dialect: Dialect = PJREDDIE) -> list[Detection]:
@@ -155,7 +142,8 @@ def gaussian_yolo_detections(layers: Sequence[GaussianYoloLayer], outputs: Seque
         objectness.append(layer_obj[keep])
         probs.append(np.where(layer_probs[keep] > t, layer_probs[keep], np.float32(0)))
     # DIVERGES: Gaussian_yolo is AlexeyAB's layer; its box correction is used under either dialect
-    corrected = correct_gaussian_yolo_boxes(np.concatenate(boxes), im_w, im_h, net_w, net_h, letterbox)
+    # DARKNET(AlexeyAB gaussian_yolo_layer.c:correct_gaussian_yolo_boxes): the region correction
+    corrected = correct_boxes(np.concatenate(boxes), im_w, im_h, net_w, net_h, letterbox)
     dets = [Detection(box, float(obj), prob)
             for box, obj, prob in zip(corrected, np.concatenate(objectness), np.concatenate(probs))]
     if not nms or not dets:
