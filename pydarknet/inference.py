@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .choices import BACKENDS, PRECISIONS
 from .errors import DarknetError
-from .export import INPUT_NAME, export_network, yolo_layer_indices
+from .export import INPUT_NAME, export_network
 from .fuse import fuse_for_inference, give_heads_nchw_inputs
 from .layers.conv import ConnectedLayer, ConvolutionalLayer
 from .network import Darknet, load_network
@@ -68,6 +68,9 @@ class InferenceNetwork(nn.Module):
         prepack = backend == "torch" and prepacking_available(self._device, dtype)
         # prepacked convs reorder the weights themselves and write NHWC outputs: no channels_last copy
         self.net = fuse_for_inference(net, channels_last=not prepack, in_place=in_place)
+        # the [yolo] / [Gaussian_yolo] layers, which run in float32 in bf16 mode (on up-cast inputs)
+        self._yolo_layers = list(self.net._output_layers)
+        self._float32_from = self._float32_start()
         self._session = _SESSIONS[backend](self.net, precision) if backend in _SESSIONS else None
         if backend == "torch":
             self._prepare_trunk(dtype, prepack)
@@ -108,13 +111,7 @@ class InferenceNetwork(nn.Module):
             return self._bf16_forward(x)
         return self.net(x)
 
-    @property
-    def _yolo_layers(self) -> list[int]:
-        """The [yolo] layers, which run in float32 in bf16 mode (on up-cast inputs)."""
-        return yolo_layer_indices(self.net)
-
-    @property
-    def _float32_from(self) -> int:
+    def _float32_start(self) -> int:
         """The index of the layer that runs in float32 in bf16 mode: the last one, a region / softmax / cost
         layer; or one past it when the last layer holds weights (a trunk ending in a conv: all in bf16) or
         when the net has [yolo] layers (they run in float32 where they are, the layers after them in bf16)."""

@@ -168,3 +168,20 @@ def test_detector_test_prints_alexeyabs_lines(net, photo, mini_weights, tmp_path
         "-ab", "-dont_show", "-ext_output", "-thresh", case["thresh"], "-out", tmp_path / "p"]])
     assert result.exit_code == 0, result.output
     assert_same_lines(lines_after_prediction(result.stdout), case["lines"], ROUNDING_EDGES.get((net, photo), 0))
+
+
+
+@pytest.mark.filterwarnings("ignore::pydarknet.inference.SlowPrecisionWarning")   # bf16 emulated on some CPUs
+def test_gaussian_yolo_net_runs_as_inference_network_in_bf16_and_channels_last():
+    """Every [Gaussian_yolo] layer is an output layer: bf16 returns one float32 output per layer, as fp32 does, and
+    the net moves to channels_last (its buffers are not 5-D)."""
+    from pydarknet.inference import InferenceNetwork
+    from pydarknet.network import Darknet
+
+    net = Darknet.from_cfg(FIXTURES / "mini-Gaussian_yolov3_BDD.cfg", seed=1).eval()
+    x = torch.rand(1, 3, net.height, net.width)
+    with torch.no_grad():
+        want = net(x)
+        got = InferenceNetwork(net, "bf16")(x)
+    assert [o.shape for o in got] == [o.shape for o in want] and all(o.dtype == torch.float32 for o in got)
+    net.to(memory_format=torch.channels_last)

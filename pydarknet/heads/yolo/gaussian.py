@@ -61,12 +61,13 @@ class GaussianYoloLayer(DarknetLayer):
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
         raw = torch.zeros(ENTRIES + options.classes, dtype=torch.bool)
         raw[[MEANS[2], MEANS[3]]] = True
-        self.register_buffer("raw_entries", raw.view(1, 1, -1, 1, 1), persistent=False)   # w, h: no logistic
+        # w, h: no logistic; kept 1-D so that moving the net to channels_last (4-D buffers only) leaves it alone
+        self.register_buffer("raw_entries", raw, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         x = x.reshape(b, len(self.mask), ENTRIES + self.classes, h, w)
-        out = torch.where(self.raw_entries, x, torch.sigmoid(x))
+        out = torch.where(self.raw_entries.view(1, 1, -1, 1, 1), x, torch.sigmoid(x))
         scale = self.options.scale_x_y
         if scale != 1:
             # DARKNET(AlexeyAB gaussian_yolo_layer.c:forward_gaussian_yolo_layer): scal_add_cpu on the x, y means only
