@@ -214,19 +214,20 @@ def detected_objects(dets: Sequence[Detection], names: Sequence[str], thresh: fl
                      im_h: int) -> list[DetectedObject]:
     """The (box, class) pairs with prob > thresh, in Darknet's printing order (box by box in array
     order, by class index within a box), for an `im_w` x `im_h` image."""
-    objects = []
-    for det, classes in zip(dets, classes_above(dets, names, thresh)):
-        box_rel = tuple(float(v) for v in det.bbox)
-        box_px = pixel_box(det.bbox, im_w, im_h)
-        objects.extend(DetectedObject(names[j], int(j), float(det.probs[j]), box_rel, box_px) for j in classes)
-    return objects
+    return [DetectedObject(names[j], j, float(det.probs[j]), tuple(float(v) for v in det.bbox),
+                           pixel_box(det.bbox, im_w, im_h)) for det, j in box_by_box_pairs(dets, names, thresh)]
+
+
+def box_by_box_pairs(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
+    """DARKNET(image.c:draw_detections): the (box, class) pairs with prob > thresh, box by box in array order,
+    classes by index within a box."""
+    return [(det, int(j)) for det, classes in zip(dets, classes_above(dets, names, thresh)) for j in classes]
 
 
 def format_detections(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[str]:
-    """The lines image.c:draw_detections prints: ``"<name>: <prob>%"`` for every class > thresh,
-    box by box in array order and by class index within a box."""
-    return [printed_line(names[j], det.probs[j])
-            for det, classes in zip(dets, classes_above(dets, names, thresh)) for j in classes]
+    """The lines image.c:draw_detections prints: ``"<name>: <prob>%"`` for every class > thresh, in
+    `box_by_box_pairs` order."""
+    return [printed_line(names[j], det.probs[j]) for det, j in box_by_box_pairs(dets, names, thresh)]
 
 
 def printed_line(name: str, prob: float) -> str:

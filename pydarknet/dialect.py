@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .data.files import alexeyab_label_path, label_path
-from .detections import Detection, classes_above, correct_boxes, correct_yolo_boxes, printed_line
+from .detections import Detection, box_by_box_pairs, correct_boxes, correct_yolo_boxes, printed_line
 from .evaluate import alexeyab_map, metrics
 from .imdecode import STB_ALEXEYAB, STB_PJREDDIE
 
@@ -100,11 +100,6 @@ class Dialect:
                 for det, j in self.printed_pairs(dets, names, thresh)]
 
 
-def _box_by_box(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
-    """DARKNET(image.c:draw_detections): box by box in array order, classes by index within a box."""
-    return [(det, int(j)) for det, classes in zip(dets, classes_above(dets, names, thresh)) for j in classes]
-
-
 def _best_class_first(dets: Sequence[Detection], names: Sequence[str], thresh: float) -> list[tuple[Detection, int]]:
     """DARKNET(AlexeyAB image.c:draw_detections_v3): each box's best class, then its others; boxes by left edge."""
     t = np.float32(thresh)
@@ -145,7 +140,7 @@ PJREDDIE = Dialect(
     unit_objectness=False,
     letterbox_always=True,  # DARKNET(detector.c:test_detector): letterbox_image
     label_rule=label_path,
-    printed_pairs=_box_by_box,
+    printed_pairs=box_by_box_pairs,
     map_report=metrics.map_report_lines,   # pjreddie's Darknet has no `detector map`: AlexeyAB's layout
     map_counts_unlabelled=False,
     map_clips_boxes=True,                  # as the boxes of `detector valid`'s result files

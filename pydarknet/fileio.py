@@ -26,7 +26,11 @@ def kind_of(path: str | os.PathLike) -> str | None:
 
     `os.stat` never blocks, where `open()` of a FIFO waits for a writer forever.
     """
-    mode = os.stat(path).st_mode
+    return _kind(os.stat(path).st_mode)
+
+
+def _kind(mode: int) -> str | None:
+    """`kind_of` of a file whose `st_mode` is `mode`."""
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
@@ -43,12 +47,12 @@ def check_regular_file(path: str | os.PathLike, what: str, max_bytes: int | None
     `MissingFileError` when it is not there, `DataError` naming it when it is a directory, FIFO or
     device, or larger than `max_bytes`."""
     try:
-        kind = kind_of(path)
-        size = os.stat(path).st_size
+        status = os.stat(path)   # once: this runs for every image and label file read
     except FileNotFoundError:
         raise MissingFileError(f"{path}: no such {what}") from None
     except OSError as exc:
         raise MissingFileError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    kind, size = _kind(status.st_mode), status.st_size
     if kind is not None:
         raise DataError(f"{path}: {what} is {kind}, not a regular file")
     if max_bytes is not None and size > max_bytes:

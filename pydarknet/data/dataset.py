@@ -257,7 +257,8 @@ class DetectionLoader:
         self.loader = loader
         self.skipped: Counter[str] = Counter()
         self.nothing_usable = nothing_usable
-        self._distinct_paths = len(set(getattr(loader.dataset, "paths", ())))
+        # only a loader that can report "nothing usable" counts the listed images (a million for ImageNet)
+        self._distinct_paths = len(set(getattr(loader.dataset, "paths", ()))) if nothing_usable else 0
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -275,7 +276,7 @@ class DetectionLoader:
             if batch.images is not None:
                 good = True
                 yield batch.images, batch.truths
-            elif not good and self.nothing_usable and self._distinct_paths and len(self.skipped) >= self._distinct_paths:
+            elif not good and self._distinct_paths and len(self.skipped) >= self._distinct_paths:
                 raise self.nothing_usable()
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from ..cfloat import f32
 from ..cfg import Section
 from ..errors import UnsupportedError
 from ..registry import BuildContext, Shape, register
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 BN_EPS = 1e-5        # DARKNET(batchnorm_layer.c / cuDNN): epsilon inside the sqrt, as the GPU build
 BN_MOMENTUM = 0.01   # DARKNET(batchnorm_layer.c:forward_batchnorm_layer): rolling = .99*rolling + .01*batch
 # DARKNET(blas.c:normalize_cpu): a stock CPU build divides by sqrt(var) + .000001f (a float literal)
-STOCK_CPU_BN_EPS = torch.tensor(1e-6, dtype=torch.float32).item()
+STOCK_CPU_BN_EPS = f32(1e-6)
 
 
 def batch_norm_std(bn: nn.BatchNorm1d | nn.BatchNorm2d, darknet_build: str = "gpu") -> Tensor:
