@@ -7,7 +7,7 @@ percentages) equal Darknet's up to its own float rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -98,21 +98,39 @@ def get_yolo_detections(outputs: Sequence[np.ndarray | Tensor], decodes: Sequenc
     """
     if len(outputs) != len(decodes):
         raise ValueError(f"{len(outputs)} [yolo] outputs for {len(decodes)} [yolo] layers")
+    boxes, objectness, probs = candidates(
+        ((part[0].numpy() for part in decode_yolo(_check_yolo(output, decode)[None], decode.anchors_wh, net_w, net_h,
+                                                  decode.new_coords, exact=True))
+         for output, decode in zip(outputs, decodes)), thresh)
+    corrected = dialect.correct_yolo(boxes, im_w, im_h, net_w, net_h, letterbox)
+    return [Detection(box, float(obj), prob) for box, obj, prob in zip(corrected, objectness, probs)]
+
+
+def candidates(layers: Iterable[Iterable[np.ndarray]], thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each layer's decoded (boxes (N, 4), objectness (N,), probabilities (N, C)) -> the candidates of all layers
+    in order: the boxes with objectness > thresh, each probability kept where > thresh, else 0."""
     t = np.float32(thresh)
     boxes, objectness, probs = [], [], []
-    for output, decode in zip(outputs, decodes):
-        layer_out = _check_yolo(output, decode)
-        layer_boxes, layer_obj, layer_probs = (part[0].numpy() for part in decode_yolo(
-            layer_out[None], decode.anchors_wh, net_w, net_h, decode.new_coords, exact=True))
+    for layer_boxes, layer_obj, layer_probs in layers:
         keep = layer_obj > t                                                               # [N]
         boxes.append(layer_boxes[keep])
         objectness.append(layer_obj[keep])
         probs.append(np.where(layer_probs[keep] > t, layer_probs[keep], np.float32(0)))
     if len({p.shape[1] for p in probs}) > 1:
-        raise ValueError(f"[yolo] layers predict different numbers of classes: {[p.shape[1] for p in probs]}")
-    corrected = dialect.correct_yolo(np.concatenate(boxes), im_w, im_h, net_w, net_h, letterbox)
-    return [Detection(box, float(obj), prob)
-            for box, obj, prob in zip(corrected, np.concatenate(objectness), np.concatenate(probs))]
+        raise ValueError(f"the detection layers predict different numbers of classes: {[p.shape[1] for p in probs]}")
+    return np.concatenate(boxes), np.concatenate(objectness), np.concatenate(probs)
+
+
+def last_layer_nms(dets: list[Detection], nms: float, dialect: Dialect, nms_kind: str,
+                   beta_nms: float) -> list[Detection]:
+    """The NMS of `detector test` (none when nms=0): AlexeyAB's takes the NMS kind and beta_nms of the net's last
+    [yolo] layer; pjreddie's always runs the IoU `do_nms_sort`."""
+    if not nms or not dets:
+        return dets
+    if dialect.yolo_nms_kind:
+        # DARKNET(AlexeyAB detector.c:test_detector): nms_kind and beta_nms of the net's last layer
+        return do_nms_sort(dets, len(dets[0].probs), nms, nms_kind, beta_nms)
+    return do_nms_sort(dets, len(dets[0].probs), nms)
 
 
 def _check_yolo(output: np.ndarray | Tensor, decode: YoloDecode) -> Tensor:
@@ -139,10 +157,4 @@ def yolo_detections(layers: Sequence[Any], outputs: Sequence[np.ndarray | Tensor
     """
     decodes = [YoloDecode.of(layer) for layer in layers]
     dets = get_yolo_detections(outputs, decodes, net_w, net_h, im_w, im_h, thresh, letterbox, dialect)
-    if not nms or not dets:
-        return dets
-    last = decodes[-1]
-    if dialect.yolo_nms_kind:
-        # DARKNET(AlexeyAB detector.c:test_detector): nms_kind and beta_nms of the net's last layer
-        return do_nms_sort(dets, len(dets[0].probs), nms, last.nms_kind, last.beta_nms)
-    return do_nms_sort(dets, len(dets[0].probs), nms)
+    return last_layer_nms(dets, nms, dialect, decodes[-1].nms_kind, decodes[-1].beta_nms)

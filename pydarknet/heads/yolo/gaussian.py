@@ -9,19 +9,18 @@ from __future__ import annotations
 from dataclasses import field, fields, make_dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ...cfg import Section
 from ...boxes import grid_centres
-from ...detections import Detection, correct_boxes, do_nms_sort
+from ...detections import Detection, correct_boxes
 from ...dialect import PJREDDIE, Dialect
 from ...layers.base import DarknetLayer
 from ...options import YoloOptions, opt, read_options
 from ...registry import BuildContext, Shape, register
 from ..region.layer import default_anchors
-from .detections import nms_kind_name
+from .detections import candidates, last_layer_nms, nms_kind_name
 
 ENTRIES = 9        # DARKNET(AlexeyAB gaussian_yolo_layer.c:make_gaussian_yolo_layer): 4 means, 4 sigmas, objectness
 OBJECTNESS = 8
@@ -132,25 +131,13 @@ def gaussian_yolo_detections(layers: Sequence[GaussianYoloLayer], outputs: Seque
     with objectness > thresh, prob[c] kept where > thresh; the NMS kind and beta_nms of the last layer."""
     if len(outputs) != len(layers):
         raise ValueError(f"{len(outputs)} [Gaussian_yolo] outputs for {len(layers)} [Gaussian_yolo] layers")
-    t = np.float32(thresh)
-    boxes, objectness, probs = [], [], []
-    for layer, output in zip(layers, outputs):
-        output = output.detach().float().cpu()
-        layer_boxes, layer_obj, layer_probs = (part.numpy() for part in decode_gaussian_yolo(
-            output, layer.anchors[layer.mask], net_w, net_h, layer.options.yolo_point))
-        keep = layer_obj > t
-        boxes.append(layer_boxes[keep])
-        objectness.append(layer_obj[keep])
-        probs.append(np.where(layer_probs[keep] > t, layer_probs[keep], np.float32(0)))
+    boxes, objectness, probs = candidates(
+        ((part.numpy() for part in decode_gaussian_yolo(output.detach().float().cpu(), layer.anchors[layer.mask],
+                                                        net_w, net_h, layer.options.yolo_point))
+         for layer, output in zip(layers, outputs)), thresh)
     # DIVERGES: Gaussian_yolo is AlexeyAB's layer; its box correction is used under either dialect
     # DARKNET(AlexeyAB gaussian_yolo_layer.c:correct_gaussian_yolo_boxes): the region correction
-    corrected = correct_boxes(np.concatenate(boxes), im_w, im_h, net_w, net_h, letterbox)
-    dets = [Detection(box, float(obj), prob)
-            for box, obj, prob in zip(corrected, np.concatenate(objectness), np.concatenate(probs))]
-    if not nms or not dets:
-        return dets
+    corrected = correct_boxes(boxes, im_w, im_h, net_w, net_h, letterbox)
+    dets = [Detection(box, float(obj), prob) for box, obj, prob in zip(corrected, objectness, probs)]
     last = layers[-1].options
-    if dialect.yolo_nms_kind:
-        # DARKNET(AlexeyAB detector.c:test_detector): nms_kind and beta_nms of the net's last layer
-        return do_nms_sort(dets, len(dets[0].probs), nms, nms_kind_name(last.nms_kind), last.beta_nms)
-    return do_nms_sort(dets, len(dets[0].probs), nms)
+    return last_layer_nms(dets, nms, dialect, nms_kind_name(last.nms_kind), last.beta_nms)
