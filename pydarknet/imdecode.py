@@ -306,9 +306,8 @@ def _pillow_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def decode_lossless(path: Path, data: bytes | None = None) -> np.ndarray:
-    """Non-JPEG formats through OpenCV, converted to 3 channels the way stb converts them."""
-    data = path.read_bytes() if data is None else data
+def decode_lossless(path: Path, data: bytes) -> np.ndarray:
+    """Non-JPEG formats through OpenCV (`data`: the file's content), converted to 3 channels as stb converts them."""
     # IMREAD_UNCHANGED applies no EXIF orientation, keeps alpha and 16-bit samples as stored.
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
@@ -774,10 +773,10 @@ def _parse_frame(segment: bytes, fail: Callable[[str], DataError], stb_version: 
     if any(spec[2] > 3 for spec in specs):
         raise fail("bad TQ (Corrupt JPEG)")
     h_max, v_max = max(h for h, _ in factors), max(v for _, v in factors)
-    if stb_version != STB_PJREDDIE and any(h_max % h or v_max % v for h, v in factors):
-        # DARKNET(AB stb_image.h:stbi__process_frame_header): fractional sampling ratios refused
-        raise fail(f"bad {'H' if any(h_max % h for h, _ in factors) else 'V'} (Corrupt JPEG: sampling {factors})")
     if any(h_max % h or v_max % v for h, v in factors):
+        if stb_version != STB_PJREDDIE:
+            # DARKNET(AB stb_image.h:stbi__process_frame_header): fractional sampling ratios refused
+            raise fail(f"bad {'H' if any(h_max % h for h, _ in factors) else 'V'} (Corrupt JPEG: sampling {factors})")
         # DIVERGES: stb reads past a component's samples into its MCU padding here; not reproduced
         raise fail(f"JPEG sampling factors {factors} are not integer ratios; use decoder='opencv'")
     components = tuple(Component(h, v, -(-width * h // h_max), -(-height * v // v_max)) for h, v in factors)

@@ -240,9 +240,13 @@ class RegionOptions:
             raise section.error(f"coords={self.coords}: the region layer needs at least x, y, w, h", "coords")
         if self.background:
             raise section.error("background=1 region layers are not supported", "background")
-        if self.anchors and len(self.anchors) < 2 * self.num:
-            raise section.error(f"anchors lists {len(self.anchors)} numbers, need 2*num = {2 * self.num}",
-                                "anchors")
+        check_anchors(section, self.anchors, self.num)
+
+
+def check_anchors(section: Section, anchors: list[float], num: int) -> None:
+    """A CfgError when `anchors=` lists fewer than the 2*num numbers a detection layer reads (none: defaults)."""
+    if anchors and len(anchors) < 2 * num:
+        raise section.error(f"anchors lists {len(anchors)} numbers, need 2*num = {2 * num}", "anchors")
 
 
 FLT_MAX = 3.4028234663852886e38   # C's FLT_MAX: AlexeyAB's "no limit" default of max_delta
@@ -298,9 +302,7 @@ class YoloOptions:
     def check(self, section: Section) -> None:
         if any(m >= self.num for m in self.mask):
             raise section.error(f"mask={','.join(map(str, self.mask))} names an anchor past num={self.num}", "mask")
-        if self.anchors and len(self.anchors) < 2 * self.num:
-            raise section.error(f"anchors lists {len(self.anchors)} numbers, need 2*num = {2 * self.num}",
-                                "anchors")
+        check_anchors(section, self.anchors, self.num)
         if self.counters_per_class and len(self.counters_per_class) != self.classes:
             # DARKNET(AlexeyAB parser.c:get_classes_multipliers): one counter per class, else an error
             raise section.error(f"counters_per_class lists {len(self.counters_per_class)} numbers, need "

@@ -87,7 +87,8 @@ class AnchorResult:
         anchors = self.pixels.astype(np.float32)                                                       # [k, 2]
         intersection = np.minimum(boxes[:, None, 0], anchors[:, 0]) * np.minimum(boxes[:, None, 1], anchors[:, 1])
         union = (boxes[:, 0] * boxes[:, 1])[:, None] + anchors[:, 0] * anchors[:, 1] - intersection
-        best = (intersection / union)[np.arange(len(boxes)), np.argmin(1 - intersection / union, axis=1)]
+        iou = intersection / union                                                                     # [N, k]
+        best = iou[np.arange(len(boxes)), np.argmin(1 - iou, axis=1)]
         total = np.cumsum(best, dtype=np.float32)[-1] if len(best) else np.float32(0)   # sequential, as the C loop
         return float(np.float32(100) * total / np.float32(len(boxes)))
 

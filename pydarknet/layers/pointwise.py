@@ -45,19 +45,16 @@ class ScaleChannelsLayer(DarknetLayer):
         return f"scale Layer: {net.sources[index][1]}"
 
 
-class SamLayer(DarknetLayer):
+class SamLayer(ScaleChannelsLayer):
     """DARKNET(AlexeyAB sam_layer.c:forward_sam_layer): spatial attention, the previous layer's output times the
-    `from` map element by element (both (B, C, H, W)), then the activation."""
+    `from` map element by element (both (B, C, H, W)), then the activation: `ScaleChannelsLayer`'s product of
+    equal shapes (a product is the same float either way round), and its table line (sam_layer.c:make_sam_layer)."""
 
     def __init__(self, activation: Activation):
-        super().__init__()
-        self.activation = activation
+        super().__init__(False, activation)
 
-    def forward(self, previous: Tensor, source: Tensor) -> Tensor:
-        return self.activation(previous * source)
-
-    def summary_line(self, net: Darknet, index: int, before: Shape) -> str:
-        return f"scale Layer: {net.sources[index][1]}"   # DARKNET(AlexeyAB sam_layer.c:make_sam_layer): its line
+    def extra_repr(self) -> str:
+        return ""
 
 
 class ImplicitLayer(DarknetLayer):
