@@ -70,8 +70,7 @@ def annotate_video(net: Darknet, video: str | os.PathLike, out_path: str | os.Pa
                 # DARKNET(demo.c:avg_predictions): every detection layer's output is averaged
                 averaged = [_average(layer_history) for layer_history in history]
                 height, width = frame.shape[:2]
-                dets = head.detections(averaged if len(averaged) > 1 else averaged[0], net.width, net.height, width,
-                                       height, thresh, 0, hier_thresh)
+                dets = head.detections(averaged, net.width, net.height, width, height, thresh, 0, hier_thresh)
                 dets = do_nms_obj(dets, DEMO_NMS)
                 if writer is None:
                     writer = _video_writer(out_path, fps, width, height)

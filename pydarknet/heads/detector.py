@@ -12,10 +12,12 @@ from torch import Tensor
 from ..detections import Detection
 from ..dialect import PJREDDIE, Dialect
 from ..errors import CfgError
+from .detection.detections import detection_detections
 from .detection.layer import DetectionLayer
 from .region.detections import HIER_THRESH, region_detections
 from .region.layer import RegionLayer
 from .yolo.gaussian import GaussianYoloLayer, gaussian_yolo_detections
+from .yolo.detections import yolo_detections
 from .yolo.layer import YoloLayer
 
 HeadOutput = Tensor | Sequence[Tensor]   # one layer's (.., A, 5+C, H, W), or one per [yolo] layer
@@ -39,15 +41,14 @@ class DetectionHead:
                    class_map: np.ndarray | None = None, classes: int | None = None) -> list[Detection]:
         """One image's head output -> its detections after the NMS (none when nms=0), in Darknet's array order;
         boxes cxcywh relative to the `im_w` x `im_h` image (letterbox: whether it was letterboxed, else stretched).
-        class_map, classes: [region] only (see `region_detections`)."""
-        if self.kind == "detection":
-            from .detection.detections import detection_detections
-            return detection_detections(self.layers[0], output, net_w, net_h, im_w, im_h, thresh, nms, letterbox)
-        if self.kind == "region":
-            return region_detections(self.layers[0], output, net_w, net_h, im_w, im_h, thresh, nms, hier_thresh,
-                                     letterbox, class_map, classes, dialect)
-        from .yolo.detections import yolo_detections
+        class_map, classes: [region] only (see `region_detections`). `output` may be a list of one layer's output
+        for the one-layer heads too."""
         outputs = [output] if isinstance(output, Tensor) else list(output)
+        if self.kind == "detection":
+            return detection_detections(self.layers[0], outputs[0], net_w, net_h, im_w, im_h, thresh, nms, letterbox)
+        if self.kind == "region":
+            return region_detections(self.layers[0], outputs[0], net_w, net_h, im_w, im_h, thresh, nms, hier_thresh,
+                                     letterbox, class_map, classes, dialect)
         if self.kind == "Gaussian_yolo":
             return gaussian_yolo_detections(self.layers, outputs, net_w, net_h, im_w, im_h, thresh, nms, letterbox,
                                             dialect)
