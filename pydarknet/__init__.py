@@ -15,6 +15,7 @@ _EXPORTS = {
     "load_inference_network": "inference", "export_onnx": "export",
     "train_step": "engine.step", "DarknetSGD": "engine.sgd",
     "DarknetError": "errors",
+    "yolo_loss": "heads.yolo.loss", "YoloLoss": "heads.yolo.loss",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -42,7 +42,8 @@ class Dialect:
     test_thresh: `detector test`'s -thresh default; valid_thresh, valid_nms: `detector valid`'s box
     threshold and NMS; unit_objectness: every [region] box's objectness is 1 before the NMS; letterbox_always: the
     image is always letterboxed (else only with -letter_box or letter_box=1 in [net]); label_rule: image
-    path -> label path; printed_pairs: the (box, class) pairs `detector test` prints, in its order;
+    path -> label path; label_rule_text: that rule in words, for messages; cli_choice: how a command line chooses
+    this dialect (`dialect_for`), for messages; printed_pairs: the (box, class) pairs `detector test` prints, in its order;
     map_report: (detections, ground truths, names, iou_thresh, points, conf_thresh) -> the lines `detector map`
     prints on stdout from `detections_count` on; map_counts_unlabelled: an image without a label file counts
     with no object in the mAP (else it is skipped); map_clips_boxes: detections are clipped to the image
@@ -62,6 +63,8 @@ class Dialect:
     unit_objectness: bool
     letterbox_always: bool
     label_rule: Callable[[str], str]
+    label_rule_text: str
+    cli_choice: str
     printed_pairs: PrintedPairs
     map_report: MapReport
     map_counts_unlabelled: bool
@@ -84,6 +87,15 @@ class Dialect:
     def label_path(self, image_path: str) -> str:
         """The label file this Darknet reads for an image."""
         return self.label_rule(image_path)
+
+    def label_file(self, image_path: str) -> str | None:
+        """The label file of an image, None where no rule applies (pjreddie's `label_path` raises) or the rule
+        gives the image itself: Darknet would read the image as its labels."""
+        try:
+            label = self.label_rule(image_path)
+        except ValueError:   # DARKNET(data.c:fill_truth_detection): no rule applies
+            return None
+        return None if label == image_path else label
 
     def objectness_rule(self, dets: Sequence[Detection]) -> list[Detection]:
         """[region] detections as this Darknet hands them to its NMS."""
@@ -140,6 +152,9 @@ PJREDDIE = Dialect(
     unit_objectness=False,
     letterbox_always=True,  # DARKNET(detector.c:test_detector): letterbox_image
     label_rule=label_path,
+    label_rule_text=("the first images, JPEGImages and raw in the path each become labels, the first .jpg, .png, "
+                     ".JPG and .JPEG each become .txt"),
+    cli_choice="leave out -ab",
     printed_pairs=box_by_box_pairs,
     map_report=metrics.map_report_lines,   # pjreddie's Darknet has no `detector map`: AlexeyAB's layout
     map_counts_unlabelled=False,
@@ -161,6 +176,9 @@ ALEXEYAB = Dialect(
     unit_objectness=True,
     letterbox_always=False,  # DARKNET(AlexeyAB detector.c:test_detector): resize_image unless letter_box
     label_rule=alexeyab_label_path,
+    label_rule_text=("a .txt beside the image, except under JPEGImages/ and COCO's "
+                     "images/train2014|val2014|train2017|val2017/ folders, which become labels/"),
+    cli_choice="add -ab",
     printed_pairs=_best_class_first,
     map_report=alexeyab_map.map_report_lines,
     # DARKNET(AlexeyAB detector.c:validate_detector_map): read_boxes warns, the image counts with no object
@@ -182,3 +200,8 @@ ALEXEYAB = Dialect(
 def dialect_for(alexeyab: bool) -> Dialect:
     """The dialect the `-ab` switch selects."""
     return ALEXEYAB if alexeyab else PJREDDIE
+
+
+def other_dialect(dialect: Dialect) -> Dialect:
+    """The other Darknet's dialect (where a message suggests switching)."""
+    return dialect_for(dialect.name != ALEXEYAB.name)

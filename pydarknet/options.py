@@ -23,8 +23,9 @@ from .cfg import _REQUIRED, Section
 
 Read = dict[str, object]   # the fields read so far, by name
 
-# DARKNET(parser.c:get_policy): the `policy=` names of `[net]` (engine/lr.py computes each one's rate)
-POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random")
+# DARKNET(parser.c:get_policy): the `policy=` names of `[net]` (engine/lr.py computes each one's rate);
+# `sgdr` is AlexeyAB's only
+POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random", "sgdr")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class NetOptions:
     adam: int = opt(0)
     B1: float = opt(0.9, when=lambda read: read["adam"])
     B2: float = opt(0.999, when=lambda read: read["adam"])
+    # DIVERGES: pjreddie's default (AlexeyAB's is 1e-6)
     eps: float = opt(1e-7, when=lambda read: read["adam"])
     height: int = opt(0, minimum=1)
     width: int = opt(0, minimum=1)
@@ -142,15 +144,22 @@ class NetOptions:
     scales: list[float] = opt([], required=True, when=_policy_in("steps"))
     gamma: float = opt(1.0, when=_policy_in("exp", "sigmoid"))
     max_batches: int = opt(0, minimum=0)
-    # DARKNET(AlexeyAB parser.c:parse_net_options): its training-time augmentation keys, nothing at inference.
-    # DIVERGES: read so that AlexeyAB's cfgs build without notes; pydarknet's training does not apply them
+    # DARKNET(AlexeyAB parser.c:parse_net_options): read whatever the policy; only `sgdr` uses them
+    learning_rate_min: float = opt(0.00001)
+    sgdr_cycle: int = opt(derived=lambda read: read["max_batches"])
+    sgdr_mult: int = opt(2)
+    max_chart_loss: float = opt(20.0, minimum=0, nonzero=True)   # AlexeyAB: the loss axis of chart.png
+    # DARKNET(AlexeyAB parser.c:parse_net_options): its training-time augmentation keys, nothing at inference;
+    # data/augment_ab.py and data/mosaic.py apply them to [yolo] nets trained under AlexeyAB's dialect
     flip: int = opt(1)
-    blur: int = opt(0)
+    blur: int = opt(0, minimum=0)
     gaussian_noise: int = opt(0)
-    mixup: int = opt(0)
+    mixup: int = opt(0, minimum=0, maximum=4)   # AlexeyAB's codes: 1 mixup, 2 cutmix, 3 mosaic, 4 both
     cutmix: int = opt(0)
     mosaic: int = opt(0)
     mosaic_bound: int = opt(0)
+    # DARKNET(AlexeyAB parser.c:parse_net_options): multi-scale sizes are multiples of it (read as a float into an int)
+    resize_step: float = opt(32.0, minimum=1)
     ema_alpha: float = opt(0.0)   # DARKNET(AlexeyAB parser.c:parse_net_options): an EMA of the weights in training
 
     @classmethod

@@ -252,7 +252,7 @@ def test_train_classifier_learns_writes_backups_and_validates(tmp_path, monkeypa
     # an epoch is len(train list) = 8 * labels images; iterations train 8 images each
     epochs = 30 * 8 // (8 * len(labels))
     assert {p.name for p in backup.iterdir()} == ({f"{base}_{e}.weights" for e in range(1, epochs + 1)}
-                                                  | {f"{base}.backup", f"{base}.weights", "chart.png"})
+                                                  | {f"{base}.backup", f"{base}.weights", "chart.png", f"{base}_log.csv"})
     assert result.final_weights == backup / f"{base}.weights"
 
     printed: list[str] = []

@@ -112,7 +112,8 @@ def test_fixture_and_pack_cfgs_build_with_no_unread_inference_key(cfg):
 def test_training_notes_training_only_keys_before_iteration_1(tmp_path):
     from pydarknet.engine.train import train_detector
 
-    data = make_synth(tmp_path / "synth", train=4, valid=1, size=64, seed=1)
+    # an AlexeyAB-only key: the net trains as AlexeyAB's Darknet, which reads labels beside the images
+    data = make_synth(tmp_path / "synth", train=4, valid=1, size=64, seed=1, layout="alexeyab")
     cfg = tmp_path / "t.cfg"
     cfg.write_text("[net]\nbatch=2\nwidth=32\nheight=32\nchannels=3\nmax_batches=1\nlabel_smooth_eps=0.1\n"
                    "[convolutional]\nfilters=10\nsize=1\nactivation=linear\n"
@@ -124,4 +125,4 @@ def test_training_notes_training_only_keys_before_iteration_1(tmp_path):
     note = next(i for i, line in enumerate(lines) if line.startswith("Note:"))
     assert lines[note] == (f"Note: {cfg}:7 [net] label_smooth_eps: Darknet reads it for training (or GPU streams, "
                            f"printing); pydarknet does not apply it")
-    assert note < next(i for i, line in enumerate(lines) if line.startswith("1: "))
+    assert note < next(i for i, line in enumerate(lines) if line.lstrip().startswith("1: "))

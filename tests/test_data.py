@@ -434,6 +434,18 @@ def test_dataset_returns_tensors_and_skipped_samples(sample_dir):
     assert "labels/4.txt:2: class id 9" in reasons[4].reason
 
 
+
+def test_a_missing_image_is_skipped_as_a_missing_image_not_a_missing_label(sample_dir):
+    """data.c:load_data_detection loads the image before its labels: with both files gone the skip names the
+    image, and with the label alone gone it names the label."""
+    (sample_dir / "images" / "1.png").unlink()
+    (sample_dir / "labels" / "1.txt").unlink()
+    dataset = DetectionDataset.from_list(sample_dir / "list.txt", classes=3, size=(32, 32))
+    both_missing, label_missing = dataset[1], dataset[2]
+    assert isinstance(both_missing, SkippedSample) and both_missing.path.endswith("images/1.png")
+    assert "no such image file" in both_missing.reason and "labels/1.txt" not in both_missing.reason
+    assert isinstance(label_missing, SkippedSample) and "labels/2.txt: no such label file" in label_missing.reason
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_skips_and_counts_bad_samples(sample_dir, workers):
     dataset = DetectionDataset.from_list(sample_dir / "list.txt", classes=3, size=(32, 32))

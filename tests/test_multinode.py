@@ -93,11 +93,11 @@ def test_rank0_prints_and_writes_the_backups_once(two_nodes):
     # DARKNET(detector.c:train_detector): the iteration counter advances by the GPU count per round, and
     # `images` is that counter times batch * ngpus
     assert [LINE.match(line).group(1) for line in printed[rank0]] == [str(i) for i in range(2, ITERATIONS + 1, 2)]
-    assert printed[rank0][-1].endswith(f"{ITERATIONS * 4 * 2} images")   # 2 nodes x batch 4
+    assert LINE.match(printed[rank0][-1]).group(5) == f"{ITERATIONS * 4 * 2}"   # 2 nodes x batch 4
     assert "Learning Rate: 0.002," in finished[rank0][2]                # DARKNET: rate x GPU count
     assert printed[1 - rank0] == []
     backups = sorted(p.name for p in (finished[rank0][0] / "backup").iterdir())
-    assert backups == ["chart.png", "tiny.backup", "tiny_100.weights", "tiny_final.weights"]
+    assert backups == ["chart.png", "tiny.backup", "tiny_100.weights", "tiny_final.weights", "tiny_log.csv"]
     assert not any((other / "backup").iterdir())
 
 

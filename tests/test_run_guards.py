@@ -84,11 +84,14 @@ def test_no_label_found_stops_before_iteration_one_naming_the_counts_and_rule(da
         listed.append(str(image))
     backup = tmp_path / "backup"
     data = _data_file(tmp_path, listed, backup)
-    line = _error_line(_train_cli(data, _cfg(tmp_path)))
-    assert f"{tmp_path / 'train.txt'}: no usable training sample" in line
-    assert "3 of 3 listed images found, 0 label files found by pjreddie's label-path rule" in line
-    assert f"(e.g. {listed[0]} -> {tmp_path / 'set' / 'labels' / '0.txt'})" in line
-    assert "3 label files lie beside their images (AlexeyAB's rule)" in line
+    result = _train_cli(data, _cfg(tmp_path))
+    line = _error_line(result)
+    assert f"{tmp_path / 'train.txt'} (named by {data}): no listed image is readable and has a label file" in line
+    assert "by pjreddie's rule: nothing to train" in line
+    # the check's lines before it: the counts, and the rule that would find the labels
+    assert "3 images listed, 3 readable" in result.output
+    assert "labels (pjreddie's rule): 0 found with 0 objects; 3 missing" in result.output
+    assert "but alexeyab's rule finds 3 of them" in result.output and "add -ab" in result.output
     assert not list(backup.glob("*.weights")) and not list(backup.glob("*.backup"))
 
 
@@ -104,8 +107,8 @@ def test_every_image_bad_stops_before_iteration_one_with_no_weights(dataset, tmp
     backup = tmp_path / "backup"
     result = _train_cli(_data_file(tmp_path, listed, backup), _cfg(tmp_path))
     line = _error_line(result)
-    assert "no usable training sample (every one was skipped: see the warnings)" in line
-    assert "3 of 3 listed images found, 3 label files found" in line and "nothing was trained" in line
+    assert "no listed image is readable and has a label file" in line and "nothing to train" in line
+    assert "3 images listed, 0 readable; 3 not an image file" in result.output
     assert not any(text.split(":")[0].isdigit() for text in result.output.splitlines())   # no iteration line
     assert not list(backup.glob("*.weights")) and not list(backup.glob("*.backup"))
 

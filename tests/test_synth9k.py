@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pydarknet.data.dataset import DetectionDataset
+from pydarknet.data.dataset import DetectionDataset, training_data
 from pydarknet.data.files import label_path, read_data_file, read_list, read_names
 from pydarknet.data.labels import CLASSIFICATION_ONLY_VALUE, read_labels
 from pydarknet.data.synth9k import PREFIX, Hierarchy, make_synth9k
+from pydarknet.dialect import PJREDDIE
 from pydarknet.demo9000 import DEMO_CFG, mapped_map, run_demo
 from pydarknet.engine.sgd import DarknetSGD
 from pydarknet.engine.step import train_step
-from pydarknet.engine.detector import augment_options
 from pydarknet.image import load_image
 from pydarknet.network import Darknet, load_network
 from pydarknet.tree import WordTree, read_map
@@ -101,7 +101,7 @@ def test_joint_training_step_gives_both_kinds_of_deltas(synth9k):
     out = synth9k.parent
     paths = read_list(out / "det.txt")[:2] + read_list(out / "cls.txt")[:2]
     dataset = DetectionDataset(paths, region.options.classes, size=(net.width, net.height),
-                               options=augment_options(net))
+                               options=training_data(net, PJREDDIE).augmenter.options)
     images, truths = (torch.stack(items) for items in zip(*(dataset[i] for i in range(4))))
     net.options.batch = 4
     result = train_step(net, images, truths, DarknetSGD(net), seen=20000)

@@ -10,6 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,7 +87,9 @@ absolute=1
 thresh = .6
 random=0
 """
-LINE = re.compile(r"^(\d+): (\d+\.\d{6}), (\d+\.\d{6}) avg, (\d+\.\d{6}) rate, \d+\.\d{6} seconds, (\d+) images$")
+# pjreddie's line, then AlexeyAB's hours left (-1 before an iteration is timed)
+LINE = re.compile(r"^(\d+): (\d+\.\d{6}), (\d+\.\d{6}) avg, (\d+\.\d{6}) rate, \d+\.\d{6} seconds, (\d+) images, "
+                  r"(-?\d+\.\d{6}) hours left$")
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +198,74 @@ def test_two_processes_with_torchrun_and_ddp(dataset, tmp_path):
     lines = [line for line in completed.stdout.splitlines() if LINE.match(line)]
     # DARKNET(detector.c:train_detector): one round of 2 GPUs is iterations 1 and 2; `images` = i * batch * ngpus
     assert [LINE.match(line).group(1) for line in lines] == ["2"]
-    assert lines[-1].endswith("16 images")
+    assert LINE.match(lines[-1]).group(5) == "16"
     net = load_network(cfg, dataset.parent / "backup" / "tiny_final.weights", "cpu")
     assert net.seen == 2 * 4   # the global batch of the one round (network.c:sync_nets)
     assert torch.isfinite(net.layers[0].op.weight).all()
+
+
+ADAM_CFG = """[net]
+batch=4
+subdivisions=1
+width=8
+height=8
+channels=3
+learning_rate=0.01
+momentum=0.9
+decay=0.0005
+adam=1
+B1=0.8
+B2=0.99
+eps=0.001
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[connected]
+output=3
+activation=linear
+"""
+
+
+def _adam_by_hand(w, d, m, v, t, lr=0.01, decay=0.0005, batch=4, b1=0.8, b2=0.99, eps=0.001):
+    """AlexeyAB's adam_update_gpu + adam_kernel written out in numpy float64: returns w, m, v after one update."""
+    d = d - decay * batch * w
+    m = b1 * m + (1 - b1) * d
+    v = b2 * v + (1 - b2) * d * d
+    return w + lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps), m, v
+
+
+def test_adam_updates_conv_layers_as_alexeyab(tmp_path):
+    from pydarknet.engine.sgd import DarknetSGD
+    from pydarknet.network import Darknet
+
+    cfg = tmp_path / "adam.cfg"
+    cfg.write_text(ADAM_CFG)
+    net = Darknet.from_cfg(cfg, seed=1)
+    optimizer = DarknetSGD(net)
+    conv, connected = net.layers[0].trained_tensors(), net.layers[1].trained_tensors()
+    generator = torch.Generator().manual_seed(5)
+    expected = {name: (p.detach().double().numpy().copy(), 0.0, 0.0) for name, p in conv.items()}
+    connected_before = connected["weights"].detach().clone()
+    for update in (1, 2):   # the second update uses the first's m and v, and t = 2
+        net.seen = update * 4
+        gradients = {name: torch.randn(p.shape, generator=generator) for name, p in conv.items()}
+        for name, p in conv.items():
+            p.grad = gradients[name].clone()
+        connected["weights"].grad = torch.randn(connected["weights"].shape, generator=generator) if update == 1 else None
+        optimizer.set_rate(0.01)
+        optimizer.step()
+        for name, p in conv.items():
+            w, m, v = expected[name]
+            # Darknet's update array is the negative gradient; Adam decays biases and scales too
+            expected[name] = _adam_by_hand(w, -gradients[name].double().numpy(), m, v, update)
+            np.testing.assert_allclose(p.detach().double().numpy(), expected[name][0], rtol=2e-5, atol=1e-7)
+            assert not optimizer.update_array(p).any()   # fill_ongpu(d, 0): nothing carried to the next update
+    # the connected layer keeps Darknet's SGD: its update array carries momentum
+    assert not torch.equal(connected["weights"], connected_before)
+    assert optimizer.update_array(connected["weights"]).abs().sum() > 0

@@ -294,9 +294,9 @@ def test_detection_detections_order_is_cell_then_box():
     np.testing.assert_array_equal(dets[3].probs, np.float32([0, np.float32(0.9) * np.float32(0.75)]))
 
 
-def test_training_a_detection_net_ends_with_one_line():
-    with pytest.raises(UnsupportedError, match=r"training a \[detection\] net is not implemented yet"):
-        DetectorTask(_detection_net())
+def test_detector_training_takes_the_detection_layer():
+    task = DetectorTask(_detection_net())
+    assert (task.head.kind, task.top) == ("detection", 1)
 
 
 @pytest.mark.parametrize("cfg", ["yolov1.cfg", "yolov1-tiny.cfg"])

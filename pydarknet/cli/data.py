@@ -12,11 +12,13 @@ from .common import data, existing_file
 @click.option("--valid", "valid", type=int, default=200, show_default=True, help="Validation images.")
 @click.option("--size", type=int, default=320, show_default=True, help="Largest image side (smallest: half).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def data_synth(out, train, valid, size, seed) -> None:
+@click.option("--layout", type=click.Choice(("darknet", "alexeyab")), default="darknet", show_default=True,
+              help="Label files under labels/ (pjreddie's rule) or beside the images (AlexeyAB's).")
+def data_synth(out, train, valid, size, seed, layout) -> None:
     """Write a synthetic detection dataset (images, labels, lists, .names, .data) under OUT."""
     from ..data.synth import make_synth
 
-    click.echo(make_synth(out, train, valid, size, seed, progress=True))
+    click.echo(make_synth(out, train, valid, size, seed, progress=True, layout=layout))
 
 
 def _report(result) -> None:

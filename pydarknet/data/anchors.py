@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,13 +124,14 @@ class AnchorResult:
 
 
 def calc_anchors(data_path: str | os.PathLike, num_of_clusters: int, width: int, height: int, seed: int = 0,
-                 restarts: int = DEFAULT_RESTARTS) -> AnchorResult:
+                 restarts: int = DEFAULT_RESTARTS, label_rule: Callable[[str], str] = label_path) -> AnchorResult:
     """Cluster the boxes of the `.data` file's train list into `num_of_clusters` anchors for a
-    `width` x `height` network (AlexeyAB's `detector calc_anchors`, deterministic for a seed)."""
+    `width` x `height` network (AlexeyAB's `detector calc_anchors`, deterministic for a seed).
+    label_rule: image path -> label path (`Dialect.label_path`; AlexeyAB's own: `files.alexeyab_label_path`)."""
     if num_of_clusters < 1 or width < 1 or height < 1:
         raise DataError(f"{data_path}: num_of_clusters, width and height must be positive, "
                         f"got {num_of_clusters}, {width}, {height}")
-    sizes, notes, images, counters = _read_train_boxes(data_path)
+    sizes, notes, images, counters = _read_train_boxes(data_path, label_rule)
     if len(sizes) < num_of_clusters:
         raise DataError(f"{data_path}: {len(sizes)} boxes in the train list's labels, fewer than "
                         f"num_of_clusters={num_of_clusters}")
@@ -144,14 +146,15 @@ def read_box_sizes(data_path: str | os.PathLike) -> tuple[np.ndarray, list[str]]
     return sizes, notes
 
 
-def _read_train_boxes(data_path: str | os.PathLike) -> tuple[np.ndarray, list[str], int, tuple[int, ...]]:
+def _read_train_boxes(data_path: str | os.PathLike, label_rule: Callable[[str], str] = label_path
+                      ) -> tuple[np.ndarray, list[str], int, tuple[int, ...]]:
     """`read_box_sizes`, and the train list's length and the boxes per class id of every label line read."""
     data = read_data_file(data_path, required=("train",))
     classes = data.classes
     images = read_list(data.get_path("train"))
     boxes, unlabelled = [], []
     for image in images:
-        labels = Path(label_path(image))
+        labels = Path(label_rule(image))
         if labels.is_file():
             boxes.append(read_labels(labels, classes)[:, 2:5])   # w, h, class
         else:

@@ -1,4 +1,5 @@
-"""Darknet's detection augmentation (data.c:load_data_detection), one image at a time.
+"""Darknet's detection augmentation (data.c:load_data_detection), one image at a time; at the end YOLOv1's
+(data.c:load_data_region, `augment_region`).
 
 Pipeline, in Darknet's order of random draws: a jittered aspect ratio decides the size of the image
 on a `w x h` canvas filled with 0.5 (the longer side fills the canvas), a random offset places it;
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..image import image_to_chw
+from ..image import image_to_chw, resize_image
 from .labels import CLASSIFICATION_ONLY_ABOVE
 
 MIN_TRUTH_SIZE = 0.001  # DARKNET(data.c:fill_truth_detection): narrower/shorter truths are dropped
@@ -190,11 +191,20 @@ def fill_truth(truths: np.ndarray, max_truths: int) -> np.ndarray:
     DARKNET(data.c:fill_truth_detection): the cap is applied before boxes under 0.001 are dropped,
     so dropped boxes still use up places among the first `max_truths`.
     """
-    kept = truths[:max_truths]
-    kept = kept[(kept[:, 2] >= MIN_TRUTH_SIZE) & (kept[:, 3] >= MIN_TRUTH_SIZE)]
+    return truth_block(_large_enough(truths[:max_truths]), max_truths)
+
+
+def truth_block(truths: np.ndarray, max_truths: int) -> np.ndarray:
+    """The first `max_truths` truths (N, 5) as a (max_truths, 5) float32 block, zero rows after the last."""
     block = np.zeros((max_truths, 5), dtype=np.float32)
+    kept = truths[:max_truths]
     block[:len(kept)] = kept
     return block
+
+
+def _large_enough(truths: np.ndarray) -> np.ndarray:
+    """DARKNET(data.c:fill_truth_detection, fill_truth_region): the truths (N, 5) at least 0.001 wide and high."""
+    return truths[(truths[:, 2] >= MIN_TRUTH_SIZE) & (truths[:, 3] >= MIN_TRUTH_SIZE)]
 
 
 def augment_detection(image: np.ndarray, truths: np.ndarray, w: int, h: int, options: AugmentOptions,
@@ -218,3 +228,68 @@ def augment_detection(image: np.ndarray, truths: np.ndarray, w: int, h: int, opt
     corrected = correct_boxes(shuffled, -placement.dx / w, -placement.dy / h,
                               placement.nw / w, placement.nh / h, flip)
     return np.ascontiguousarray(canvas), fill_truth(corrected, options.max)
+
+
+@dataclass(frozen=True)
+class RegionCrop:
+    """YOLOv1's crop window of an image, in image pixels: each side moved in by its (possibly negative) amount."""
+
+    pleft: int
+    pright: int
+    ptop: int
+    pbot: int
+
+
+def random_region_crop(rng: np.random.Generator, orig_w: int, orig_h: int, jitter: float) -> RegionCrop:
+    """DARKNET(data.c:load_data_region): each side moves by `int rand_uniform(-dw, dw)`, dw = (int)(ow*jitter)."""
+    dw, dh = int(np.float32(orig_w) * np.float32(jitter)), int(np.float32(orig_h) * np.float32(jitter))
+    pleft, pright = (int(rand_uniform(rng, -dw, dw)) for _ in range(2))
+    ptop, pbot = (int(rand_uniform(rng, -dh, dh)) for _ in range(2))
+    return RegionCrop(pleft, pright, ptop, pbot)
+
+
+def crop_edge_extended(image: np.ndarray, crop: RegionCrop) -> np.ndarray:
+    """The crop window of `image` (3, H, W); rows and columns past the image repeat its border.
+
+    DARKNET(image.c:crop_image): the source row and column are clamped into the image.
+    """
+    _, im_h, im_w = image.shape
+    rows = np.clip(np.arange(crop.ptop, im_h - crop.pbot), 0, im_h - 1)
+    cols = np.clip(np.arange(crop.pleft, im_w - crop.pright), 0, im_w - 1)
+    return image[:, rows[:, None], cols[None, :]]
+
+
+def region_truths(shuffled: np.ndarray, crop: RegionCrop, orig_w: int, orig_h: int, flip: bool,
+                  max_truths: int) -> np.ndarray:
+    """Shuffled truths (N, 5) moved onto the crop (and flip) as a (max_truths, 5) block, boxes under 0.001 dropped.
+
+    DARKNET(data.c:fill_truth_region): boxes are kept in their shuffled order (the loss gives each cell the first
+    box whose centre falls in it). DIVERGES: Darknet keeps every box; here the first `max_truths` ([detection] max)
+    after the drop, the places of the truth block.
+    """
+    sx = np.float32(orig_w - crop.pleft - crop.pright) / np.float32(orig_w)
+    sy = np.float32(orig_h - crop.ptop - crop.pbot) / np.float32(orig_h)
+    dx, dy = np.float32(crop.pleft) / np.float32(orig_w) / sx, np.float32(crop.ptop) / np.float32(orig_h) / sy
+    moved = correct_boxes(shuffled, dx, dy, np.float32(1) / sx, np.float32(1) / sy, flip)
+    return truth_block(_large_enough(moved), max_truths)
+
+
+def augment_region(image: np.ndarray, truths: np.ndarray, w: int, h: int, options: AugmentOptions,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One YOLOv1 training sample as data.c:load_data_region makes it: a jittered crop (edges repeated) stretched
+    to `w x h`, mirrored with probability 1/2, distorted in HSV; truths shuffled and moved with the pixels.
+
+    image: (H, W, 3) uint8 RGB; truths: (N, 5). Returns (3, h, w) float32 and (options.max, 5) float32.
+    """
+    orig_h, orig_w = image.shape[:2]
+    crop = random_region_crop(rng, orig_w, orig_h, options.jitter)
+    if orig_w - crop.pleft - crop.pright < 1 or orig_h - crop.ptop - crop.pbot < 1:
+        raise ValueError(f"jitter={options.jitter} leaves nothing of a {orig_w}x{orig_h} image to crop")
+    flip = bool(rng.integers(2))
+    sized = resize_image(crop_edge_extended(image_to_chw(image), crop), w, h)
+    if flip:
+        sized = sized[:, :, ::-1]
+    sized = random_distort_image(sized, rng, options.hue, options.saturation, options.exposure)
+    # DIVERGES: a uniform permutation; Darknet's randomize_boxes swaps each row with any row (biased)
+    shuffled = truths[rng.permutation(len(truths))]
+    return np.ascontiguousarray(sized), region_truths(shuffled, crop, orig_w, orig_h, flip, options.max)

@@ -8,6 +8,9 @@ dataset works from any working directory, for pydarknet and Darknet alike):
     OUT/images/{train,valid}_NNNNN.jpg   OUT/labels/{train,valid}_NNNNN.txt
     OUT/train.txt  OUT/valid.txt  OUT/synth.names  OUT/synth.data  OUT/backup/
 
+With layout "alexeyab" each label file lies beside its image (OUT/images/train_NNNNN.txt), as AlexeyAB's
+README lays out a custom dataset and as its Darknet looks for labels (`dialect.ALEXEYAB.label_path`).
+
 What is drawn and how it is labelled is decided by a `ShapeScheme`; a hierarchical variant (coarse
 shapes with boxes, fine colour x shape classes in classification-only images) is meant to be a
 subclass overriding `names`, `kind` and `label_lines`.
@@ -75,22 +78,29 @@ class ShapeScheme:
         return lines
 
 
+LAYOUTS = ("darknet", "alexeyab")   # labels under labels/ (pjreddie's rule) or beside the images (AlexeyAB's)
+
+
 def make_synth(out: str | os.PathLike, train: int, valid: int, size: int = 320, seed: int = 0,
-               scheme: ShapeScheme | None = None, progress: bool = False) -> Path:
+               scheme: ShapeScheme | None = None, progress: bool = False, layout: str = "darknet") -> Path:
     """Write the dataset under `out` and return the path of its `synth.data`.
 
     Image sides are drawn from [size // 2, size]. Image i of a split depends only on (seed, split, i),
     so changing --train does not change the validation images. `progress`: report on stderr.
+    `layout`: one of LAYOUTS, where the label files go.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if train < 1 or valid < 1:
         raise DataError(f"need at least one train and one valid image, got train={train} valid={valid}")
     if size < 64:
         raise DataError(f"image size {size} is too small for recognisable objects (minimum 64)")
     scheme = scheme or ShapeScheme()
     out = Path(out).resolve()
-    for folder in ("images", "labels", "backup"):
+    label_folder = out / ("labels" if layout == "darknet" else "images")
+    for folder in ("images", label_folder.name, "backup"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    lists = {split: write_split(out, split, split_id, count, size, seed, scheme, progress)
+    lists = {split: write_split(out, split, split_id, count, size, seed, scheme, progress, label_folder)
              for split_id, (split, count) in enumerate((("train", train), ("valid", valid)))}
     (out / "synth.names").write_text("".join(f"{name}\n" for name in scheme.names))
     data_file = out / "synth.data"
@@ -158,7 +168,7 @@ def draw_object(image: np.ndarray, obj: DrawnObject) -> None:
 
 
 def write_split(out: Path, split: str, split_id: int, count: int, size: int, seed: int,
-                 scheme: ShapeScheme, progress: bool = False) -> Path:
+                 scheme: ShapeScheme, progress: bool = False, label_folder: Path | None = None) -> Path:
     paths = []
     for i in progress_of(range(count), desc=f"{split} images", unit="img", enabled=progress):
         image, objects = synth_image(np.random.default_rng([seed, split_id, i]), size, scheme)
@@ -168,7 +178,7 @@ def write_split(out: Path, split: str, split_id: int, count: int, size: int, see
             raise OSError(f"cannot encode {image_path}")
         image_path.write_bytes(encoded.tobytes())
         lines = scheme.label_lines(objects, image.shape[1], image.shape[0])
-        (out / "labels" / f"{split}_{i:05d}.txt").write_text("".join(f"{line}\n" for line in lines))
+        (label_folder or out / "labels").joinpath(f"{split}_{i:05d}.txt").write_text("".join(f"{line}\n" for line in lines))
         paths.append(f"{image_path}\n")
     list_path = out / f"{split}.txt"
     list_path.write_text("".join(paths))

@@ -15,6 +15,8 @@ Example::
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import os
 
 import numpy as np
@@ -96,7 +98,7 @@ class ClassifierTask(Task):
         return -loss.delta
 
     def open_data(self, data: DataConfig, data_path: str | os.PathLike, *, start_batch: int, seed: int,
-                  workers: int, decoder: str, stride: int = 1):
+                  workers: int, decoder: str, stride: int = 1, log: Callable[[str], None] = print):
         net, options = self.net, self.net.options
         if data.get_int("tag", 0):
             raise data.error("tag=1 (multi-label tag data) is not implemented", "tag")

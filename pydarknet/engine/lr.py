@@ -6,13 +6,16 @@ Darknet keeps `learning_rate`, `scale`, `scales`, `gamma` and `power` as C float
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..cfloat import f32
 from ..errors import CfgError
-from ..options import POLICIES
+from ..options import POLICIES, NetOptions
+
+SGDR_PI = 3.14159265   # DARKNET(AlexeyAB network.c:get_current_rate): the constant its cosine uses
 
 _SIZE_T_WRAP = 2 ** 64
 
@@ -46,11 +49,12 @@ def _steps_rate(learning_rate: float, batch_num: int, steps: Sequence[int], scal
     return float(rate)
 
 
-def _sigmoid_rate(learning_rate: float, batch_num: int, gamma: float, step: int) -> float:
-    """`lr / (1 + exp(gamma * (batch_num - step)))` with Darknet's unsigned subtraction."""
-    # DARKNET(network.c:get_current_rate): `batch_num - step` is size_t, so before `step` it wraps
-    # to ~2^64 and the rate is 0 for gamma > 0 (lr for gamma < 0) instead of a sigmoid ramp.
-    offset = f32((batch_num - step) % _SIZE_T_WRAP)
+def _sigmoid_rate(learning_rate: float, batch_num: int, gamma: float, step: int, signed_batch: bool) -> float:
+    """`lr / (1 + exp(gamma * (batch_num - step)))` with pjreddie's unsigned subtraction (or AlexeyAB's int)."""
+    # DARKNET(network.c:get_current_rate): pjreddie's `batch_num - step` is size_t, so before `step` it wraps
+    # to ~2^64 and the rate is 0 for gamma > 0 (lr for gamma < 0) instead of a sigmoid ramp;
+    # AlexeyAB's batch_num is an int: the ramp is a sigmoid on both sides of `step`
+    offset = f32(batch_num - step if signed_batch else (batch_num - step) % _SIZE_T_WRAP)
     with np.errstate(all="ignore"):
         exponent = np.float32(gamma) * np.float32(offset)
         return f32(f32(learning_rate) / (1.0 + np.exp(np.float64(exponent))))
@@ -60,14 +64,19 @@ def get_current_rate(policy: str, learning_rate: float, batch_num: int, *,
                      burn_in: int = 0, power: float = 4.0, gamma: float = 1.0,
                      step: int = 1, scale: float = 1.0,
                      steps: Sequence[int] = (), scales: Sequence[float] = (),
-                     max_batches: int = 0, rng: np.random.Generator | None = None) -> float:
+                     max_batches: int = 0, rng: np.random.Generator | None = None,
+                     learning_rate_min: float = 0.00001, sgdr_cycle: int = 0, sgdr_mult: int = 2,
+                     signed_batch: bool = False) -> float:
     """The learning rate Darknet uses for the update after `batch_num` batches.
 
     DARKNET(network.c:get_current_rate). Option names and defaults are those of the `[net]`
     section (parser.c:parse_net_options); `policy` is one of `POLICIES`. While
     `batch_num < burn_in` every policy returns `learning_rate * (batch_num/burn_in)**power`.
     The `random` policy draws `u ~ U[0, 1)` from `rng` (Darknet: `rand()/RAND_MAX`) and returns
-    `learning_rate * u**power`. Returns a Python float holding a float32 value.
+    `learning_rate * u**power`. AlexeyAB's `sgdr` is a cosine from `learning_rate` down to
+    `learning_rate_min` over cycles of `sgdr_cycle` batches, each `sgdr_mult` times the one before.
+    `signed_batch`: AlexeyAB's int batch number (the `sigmoid` policy before `step`), else pjreddie's
+    size_t. Returns a Python float holding a float32 value.
     """
     if policy not in POLICIES:
         # DIVERGES: Darknet prints "Couldn't find policy" and silently trains with `constant`.
@@ -88,7 +97,35 @@ def get_current_rate(policy: str, learning_rate: float, batch_num: int, *,
         remaining = np.float32(1) - np.float32(batch_num) / np.float32(max_batches)
         return f32(float(lr) * _pow(remaining, f32(power)))
     if policy == "sigmoid":
-        return _sigmoid_rate(learning_rate, batch_num, gamma, step)
+        return _sigmoid_rate(learning_rate, batch_num, gamma, step, signed_batch)
+    if policy == "sgdr":
+        return _sgdr_rate(learning_rate, batch_num, learning_rate_min, sgdr_cycle, sgdr_mult)
     if rng is None:
         raise ValueError("the 'random' policy needs a random generator (rng=)")
     return f32(float(lr) * _pow(np.float32(rng.random()), f32(power)))
+
+
+def _sgdr_rate(learning_rate: float, batch_num: int, learning_rate_min: float, cycle: int, mult: int) -> float:
+    """AlexeyAB's SGDR: a cosine from learning_rate to learning_rate_min over the cycle batch_num is in."""
+    if cycle < 1 or mult < 1:
+        # DIVERGES: AlexeyAB loops forever looking for the cycle of batch_num
+        raise CfgError(f"policy=sgdr needs sgdr_cycle >= 1 and sgdr_mult >= 1 (got {cycle} and {mult}; "
+                       f"sgdr_cycle defaults to max_batches)")
+    start = 0
+    # DARKNET(AlexeyAB network.c:get_current_rate): a cycle ends at its last batch inclusive (`<`, not `<=`)
+    while start + cycle < batch_num:
+        start += cycle
+        cycle *= mult
+    spread = float(np.float32(learning_rate) - np.float32(learning_rate_min))   # float - float, in float
+    angle = float(np.float32(batch_num - start)) * SGDR_PI / cycle
+    return f32(float(np.float32(learning_rate_min)) + 0.5 * spread * (1.0 + math.cos(angle)))
+
+
+def net_rate(options: NetOptions, batch_num: int, rng: np.random.Generator | None = None, *,
+             signed_batch: bool = False) -> float:
+    """`get_current_rate` with every schedule key of a `[net]` section (`options`)."""
+    return get_current_rate(options.policy, options.learning_rate, batch_num, burn_in=options.burn_in,
+                            power=options.power, gamma=options.gamma, step=options.step, scale=options.scale,
+                            steps=options.steps, scales=options.scales, max_batches=options.max_batches, rng=rng,
+                            learning_rate_min=options.learning_rate_min, sgdr_cycle=options.sgdr_cycle,
+                            sgdr_mult=options.sgdr_mult, signed_batch=signed_batch)

@@ -13,15 +13,26 @@ At an update, with ``B`` images per update and the rate ``lr`` of `get_current_r
 `DarknetSGD` is a `torch.optim.Optimizer` that keeps exactly these arrays as its state, so its
 `state_dict()` round-trips them. PyTorch's ``.grad`` is the positive gradient, so
 ``dW -= p.grad`` moves it into Darknet's convention (`accumulate`).
+
+With `adam=1` in `[net]` the tensors of `[convolutional]` layers (weights, biases and scales alike) follow
+AlexeyAB's Adam instead (DARKNET(AlexeyAB blas_kernels.cu:adam_update_gpu), t = the batch number)::
+
+    dW += -decay * B * W;  m = B1*m + (1-B1)*dW;  v = B2*v + (1-B2)*dW^2
+    W  += lr * scale * (m / (1 - B1^t)) / (sqrt(v / (1 - B2^t)) + eps);  dW = 0
+
+Other layers (e.g. connected) keep the SGD update, as in AlexeyAB (only its conv layer has `adam`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..cfloat import f32
+from ..layers.conv import ConvolutionalLayer
+from .lr import get_current_batch
 
 
 class DarknetSGD(torch.optim.Optimizer):
@@ -39,17 +50,18 @@ class DarknetSGD(torch.optim.Optimizer):
 
     def __init__(self, net: nn.Module):
         options = net.options
-        if options.adam:
-            # DIVERGES: Darknet's adam branch (which also decays biases and scales) is not reproduced.
-            raise net.net_section.error("adam=1 is not implemented; DarknetSGD reproduces Darknet's SGD only", "adam")
+        self.net = net   # Adam's t is the net's batch number at the update
         groups = []
         for index, layer in enumerate(net.layers):
+            # DARKNET(AlexeyAB convolutional_layer.c:make_convolutional_layer): only conv layers take `adam`
+            adam = bool(options.adam) and isinstance(layer, ConvolutionalLayer)
             for name, param in layer.trained_tensors().items():
                 is_weights = name == "weights"
                 groups.append({
-                    "params": [param], "layer": index, "name": name,
+                    "params": [param], "layer": index, "name": name, "adam": adam,
                     "learning_rate_scale": net.flags[index].learning_rate,
-                    "decay": options.decay if is_weights else 0.0,
+                    # DARKNET(AlexeyAB convolutional_kernels.cu:update_convolutional_layer_gpu): Adam decays all
+                    "decay": options.decay if is_weights or adam else 0.0,
                     "clip": options.clip if is_weights and layer.clips_weights else 0.0,
                 })
         # DARKNET(network.c:update_network): B = net->batch*subdivisions, the images per update
@@ -105,8 +117,28 @@ class DarknetSGD(torch.optim.Optimizer):
                     # DARKNET(convolutional_layer.c:update_convolutional_layer): the decay goes into the
                     # update array, so it is scaled by lr/B like the gradient and carried by the momentum
                     update.add_(param, alpha=f32(-f32(group["decay"]) * batch))
-                param.add_(update, alpha=f32(rate / batch))
-                update.mul_(group["momentum"])
+                if group["adam"]:
+                    self._adam(param, update, rate)
+                else:
+                    param.add_(update, alpha=f32(rate / batch))
+                    update.mul_(group["momentum"])
                 if group["clip"]:
                     param.clamp_(-group["clip"], group["clip"])
         return loss
+
+    def _adam(self, param: Tensor, update: Tensor, rate: float) -> None:
+        """DARKNET(AlexeyAB blas_kernels.cu:adam_update_gpu, adam_kernel) on a decayed update array, in float32."""
+        options = self.net.options
+        beta1, beta2 = np.float32(options.B1), np.float32(options.B2)
+        # DARKNET(AlexeyAB network_kernels.cu:update_network_gpu): l.t = get_current_batch(net)
+        t = np.float32(get_current_batch(self.net.seen, options.images_per_update))
+        state = self.state[param]
+        if "m" not in state:
+            state["m"], state["v"] = torch.zeros_like(param), torch.zeros_like(param)
+        m, v = state["m"], state["v"]
+        m.mul_(beta1).add_(update, alpha=f32(1 - beta1))
+        v.mul_(beta2).add_(update * update, alpha=f32(1 - beta2))
+        m_hat = m / f32(np.float32(1) - beta1 ** t)   # 1.f - powf(B1, t)
+        v_hat = v / f32(np.float32(1) - beta2 ** t)
+        param.add_(m_hat.mul_(rate).div_(v_hat.sqrt_().add_(f32(options.eps))))   # x + rate * mhat / (sqrtf(vhat) + eps)
+        update.zero_()   # DARKNET(AlexeyAB blas_kernels.cu:adam_update_gpu): fill_ongpu(n, 0, d, 1): no momentum

@@ -4,10 +4,18 @@ DARKNET(network.c:train_network_datum): ``seen += mini_batch``; training-mode fo
 statistics in every BN layer, rolling statistics updated); the loss layer writes its delta;
 backward; and every `subdivisions` mini-batches an update (network.c:update_network).
 
-Semantics are those of Darknet's GPU/cuDNN build: batch norm as PyTorch's training-mode
+Semantics are those of Darknet's GPU/cuDNN build by default: batch norm as PyTorch's training-mode
 `BatchNorm2d` (biased batch variance to normalise, unbiased one into the rolling variance with
-momentum 0.01), and the region backward of `region_input_gradient` (logistic gradient on x, y and
-objectness, the class deltas straight into the softmax input).
+momentum 0.01: DARKNET(AlexeyAB batchnorm_layer.c:forward_batchnorm_layer_gpu) cudnnBatchNormalizationForwardTraining
+with exponentialAverageFactor .01 and epsilon .00001), exact gradients (the BN bias included), and the loss layer's
+backward of its task (the region's `region_input_gradient`; a [yolo] layer's delta straight into its input).
+`training_build="alexeyab-cpu"` reproduces AlexeyAB's CPU build instead (`engine.cpu_build`): unbiased batch
+variance, rolling .9/.1, no BN-bias gradient in convolutions, its inexact BN backward, and the deltas its conv
+backward overwrites.
+
+A net may have several loss layers (2-3 [yolo] layers at different depths): the forward returns each one's input
+and output, and one `torch.autograd.backward` sends each layer's gradient into its input
+(DARKNET(network.c:backward_network) adds every loss layer's delta into the layer below it).
 
 Example::
 
@@ -18,7 +26,7 @@ Example::
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,8 +36,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CfgError
+from ..layers.batchnorm_cpu import cpu_batch_statistics
 from ..network import Darknet, NetOptions, network_mode
-from .lr import get_current_batch, get_current_rate
+from . import cpu_build
+from .lr import get_current_batch, net_rate
 from .sgd import DarknetSGD
 
 if TYPE_CHECKING:
@@ -41,18 +51,19 @@ class StepResult:
     """What one training step computed.
 
     output: the loss layer's output in training mode (detached): (B, A, 5+C, H, W) for a region
-        layer, (B, n) probabilities for a classifier.
-    loss: the task's loss: `delta` (Darknet's negative gradient, shaped as `output`) and `cost`
-        (a region loss also has its stats and `stats_line()`).
+        layer, (B, n) probabilities for a classifier; for several loss layers ([yolo]) a dict
+        layer index -> its output (B, A, 5+C, H, W).
+    loss: the task's loss: `cost`, and `delta` (Darknet's negative gradient, shaped as `output`) or, for
+        [yolo] layers, `deltas` and `costs` by layer index (a detection loss also has `stats_line()`).
     updates: per layer index, Darknet's update arrays (`weights`, `biases`, `scales`) right after
         this backward and before any update: the negative gradient summed over the images, plus the
         momentum and the earlier mini-batches of this update carried in them (copies).
     batch_mean, batch_variance: per BN layer index, (C,) statistics used to normalise (the variance
-        is the biased one, divided by B*H*W).
+        is the biased one, divided by B*H*W; under training_build="alexeyab-cpu" the unbiased one).
     seen: images seen, including this mini-batch (`net.seen` after the step).
     learning_rate: the network rate of the update applied, or None when no update was applied.
     """
-    output: Tensor
+    output: Tensor | dict[int, Tensor]
     loss: Any
     updates: dict[int, dict[str, Tensor]]
     batch_mean: dict[int, Tensor]
@@ -63,10 +74,7 @@ class StepResult:
 
 def current_rate(options: NetOptions, seen: int, rng: np.random.Generator | None = None) -> float:
     """DARKNET(network.c:get_current_rate) at ``batch_num = seen / images_per_update``."""
-    batch_num = get_current_batch(seen, options.images_per_update)
-    return get_current_rate(options.policy, options.learning_rate, batch_num, burn_in=options.burn_in,
-                            power=options.power, gamma=options.gamma, step=options.step, scale=options.scale,
-                            steps=options.steps, scales=options.scales, max_batches=options.max_batches, rng=rng)
+    return net_rate(options, get_current_batch(seen, options.images_per_update), rng)
 
 
 def update_due(options: NetOptions, seen: int) -> bool:
@@ -74,27 +82,38 @@ def update_due(options: NetOptions, seen: int) -> bool:
     return (seen // options.mini_batch) % options.subdivisions == 0
 
 
-class TrainingForward(nn.Module):
-    """What DistributedDataParallel wraps: the net up to its loss layer (`top`).
+LayerTensors = Tensor | dict[int, Tensor]   # one loss layer's tensor, or one per loss layer by index
 
-    forward(images (B, 3, H, W)) -> (the loss layer's input, e.g. the last conv output
-    (B, A*(5+C), H', W'), and the loss layer's output).
+
+class TrainingForward(nn.Module):
+    """What DistributedDataParallel wraps: the net up to its loss layer(s).
+
+    `top` one index: forward(images (B, 3, H, W)) -> (the loss layer's input, e.g. the last conv output
+    (B, A*(5+C), H', W'), and the loss layer's output). `top` a sequence of indices (the [yolo] layers):
+    -> ({index: that layer's input}, {index: its output}), which cover every trained parameter below them.
     """
 
-    def __init__(self, net: Darknet, top: int):
+    def __init__(self, net: Darknet, top: int | Sequence[int]):
         super().__init__()
         self.net = net
-        self.top = top
-        self.source = net.sources[top][0]
+        self.tops = [top] if isinstance(top, int) else sorted(top)
+        self.several = not isinstance(top, int)
+        self.top = self.tops[-1]
+        self.sources = {index: net.sources[index][0] for index in self.tops}
+        self.source = self.sources[self.top]
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        outputs = self.net.run(images, keep={self.source}, upto=self.top + 1)
-        return outputs[self.source], outputs[self.top]
+    def forward(self, images: Tensor) -> tuple[LayerTensors, LayerTensors]:
+        outputs = self.net.run(images, keep={*self.sources.values(), *self.tops}, upto=self.top + 1)
+        if not self.several:
+            return outputs[self.source], outputs[self.top]
+        return ({index: outputs[source] for index, source in self.sources.items()},
+                {index: outputs[index] for index in self.tops})
 
 
 def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetSGD, *, task: Task | None = None,
                seen: int | None = None, apply: bool = True, rng: np.random.Generator | None = None,
-               record: bool = True, model: nn.Module | None = None, amp: bool | torch.dtype = False) -> StepResult:
+               record: bool = True, model: nn.Module | None = None, amp: bool | torch.dtype = False,
+               training_build: str = "gpu") -> StepResult:
     """Darknet's `train_network_datum` on one mini-batch.
 
     images: (B, 3, H, W) network input, B = the cfg's batch/subdivisions; truths: what the task's
@@ -108,6 +127,7 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     task's `TrainingForward`, possibly wrapped in DistributedDataParallel; `amp` runs the forward under
     bfloat16 autocast, on CUDA or the CPU (or under the autocast dtype given, e.g. torch.float16: no loss
     scaling); on a CPU with AMX, yolov2-tiny-voc at batch 8 steps 1.8x faster (0.95 vs 1.74 s).
+    `training_build`: "gpu" (default) or "alexeyab-cpu", whose batch norm computes in training (module docstring).
     """
     from .tasks import task_for
 
@@ -126,13 +146,15 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
     statistics = _batch_statistics(net) if record else nullcontext(({}, {}))
     amp_dtype = amp if isinstance(amp, torch.dtype) else torch.bfloat16
     autocast = torch.autocast(images.device.type, dtype=amp_dtype, enabled=bool(amp))
-    with network_mode(net, True), statistics as (batch_mean, batch_variance), autocast:
+    build = cpu_build.training_build(net, training_build)
+    with network_mode(net, True), build, statistics as (batch_mean, batch_variance), autocast:
         raw, output = forward(images)
-    output = output.float()
-    loss = task.loss(output.detach(), truths)
+    output = _each(output, Tensor.float)
+    loss = task.loss(_each(output, Tensor.detach), truths)
     trained = trained_parameters(net, task.top)
     if trained:
-        raw.backward(task.input_gradient(output, loss).view_as(raw).to(raw.dtype), inputs=trained)
+        inputs, gradients = _input_gradients(raw, task.input_gradient(output, loss))
+        torch.autograd.backward(inputs, gradients, inputs=trained)
     optimizer.accumulate()
     updates = ({index: {name: u.clone() for name, u in named.items()} for index, named in optimizer.updates().items()}
                if record else {})
@@ -142,7 +164,20 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
         rate = current_rate(options, net.seen, rng)
         optimizer.set_rate(rate)
         optimizer.step()
-    return StepResult(output.detach(), loss, updates, batch_mean, batch_variance, net.seen, rate)
+    return StepResult(_each(output, Tensor.detach), loss, updates, batch_mean, batch_variance, net.seen, rate)
+
+
+def _each(tensors: LayerTensors, function) -> LayerTensors:
+    """`function` applied to a tensor, or to each tensor of a dict."""
+    return {index: function(t) for index, t in tensors.items()} if isinstance(tensors, dict) else function(tensors)
+
+
+def _input_gradients(raw: LayerTensors, gradient: LayerTensors) -> tuple[list[Tensor], list[Tensor]]:
+    """The loss layers' inputs and their gradients (shaped and typed as each input), in matching order."""
+    if not isinstance(raw, dict):
+        raw, gradient = {0: raw}, {0: gradient}
+    inputs = list(raw.values())
+    return inputs, [gradient[index].view_as(x).to(x.dtype) for index, x in raw.items()]
 
 
 def trained_parameters(net: Darknet, top: int) -> list[nn.Parameter]:
@@ -160,19 +195,25 @@ def trained_parameters(net: Darknet, top: int) -> list[nn.Parameter]:
 
 @contextmanager
 def _batch_statistics(net: Darknet) -> Iterator[tuple[dict[int, Tensor], dict[int, Tensor]]]:
-    """Record every BN layer's batch mean and biased variance (C,) by layer index while open."""
+    """Record every BN layer's batch mean and the variance it normalises with (C,) by layer index while open:
+    the biased one, or the unbiased one under training_build "alexeyab-cpu"."""
     means: dict[int, Tensor] = {}
     variances: dict[int, Tensor] = {}
 
-    def recorder(index: int):
-        def hook(_module: nn.Module, inputs: tuple[Tensor], _output: Tensor) -> None:
-            x = inputs[0].detach()
-            dims = [d for d in range(x.dim()) if d != 1]      # all but the channels
-            variances[index], means[index] = torch.var_mean(x, dim=dims, correction=0)
-        return hook
+    def record(index: int, layer: nn.Module, x: Tensor) -> None:
+        x = x.detach()
+        if getattr(layer, "training_build", "gpu") == "alexeyab-cpu":
+            means[index], variances[index] = cpu_batch_statistics(x)
+            return
+        dims = [d for d in range(x.dim()) if d != 1]      # all but the channels
+        variances[index], means[index] = torch.var_mean(x, dim=dims, correction=0)
 
-    handles = [layer.bn.register_forward_hook(recorder(index)) for index, layer in enumerate(net.layers)
-               if getattr(layer, "bn", None) is not None]
+    def hook(index: int, layer: nn.Module):
+        if hasattr(layer, "op"):   # conv, connected: the batch norm's input is the op's output
+            return layer.op.register_forward_hook(lambda _m, _inputs, output: record(index, layer, output))
+        return layer.bn.register_forward_hook(lambda _m, inputs, _output: record(index, layer, inputs[0]))
+
+    handles = [hook(index, layer) for index, layer in enumerate(net.layers) if getattr(layer, "bn", None) is not None]
     try:
         yield means, variances
     finally:

@@ -11,6 +11,7 @@ from ..cfg import Section
 from ..errors import UnsupportedError
 from ..registry import BuildContext, Shape, register
 from .activations import Activation, activation_from
+from .batchnorm_cpu import cpu_build_batch_norm
 from .base import DarknetLayer, dims
 
 if TYPE_CHECKING:
@@ -50,11 +51,16 @@ class _Affine(DarknetLayer):
     """An affine op (conv or linear), then batch norm or a bias, then the activation.
 
     `darknet_build` "cpu" (set through `Darknet.darknet_build`): the batch norm of a stock CPU build at inference.
-    DIVERGES: in training mode batch norm keeps the GPU/cuDNN semantics whatever the build (a stock CPU build
-    normalises with the unbiased batch variance and back-propagates through an inexact derivative).
+    `training_build` (set for one step by `train_step(..., training_build=)`): "gpu", batch norm in training as the
+    GPU/cuDNN builds (`nn.BatchNorm2d`: biased batch variance, exact gradients); "alexeyab-cpu", as AlexeyAB's CPU
+    build (`batchnorm_cpu`: unbiased variance, rolling `cpu_build_momentum`, its inexact backward).
+    DIVERGES: pjreddie's stock CPU build in training (sqrt(var) + .000001, rolling .99/.01) is not reproduced.
     """
 
     darknet_build = "gpu"
+    training_build = "gpu"
+    cpu_build_momentum = 0.1          # DARKNET(AlexeyAB batchnorm_layer.c:forward_batchnorm_layer): .9/.1
+    cpu_build_bias_gradient = False   # DARKNET(AlexeyAB convolutional_layer.c:backward_convolutional_layer)
 
     def __init__(self, op: nn.Module, batch_norm: nn.Module | None, activation: Activation):
         super().__init__()
@@ -68,6 +74,8 @@ class _Affine(DarknetLayer):
             return x
         if self.darknet_build == "cpu" and not self.training:
             return stock_cpu_batch_norm(x, self.bn)
+        if self.training_build == "alexeyab-cpu" and self.training:
+            return cpu_build_batch_norm(x, self.bn, self.cpu_build_momentum, self.cpu_build_bias_gradient)
         return self.bn(x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -128,6 +136,9 @@ class ConvolutionalLayer(_Affine):
 
 
 class ConnectedLayer(_Affine):
+    cpu_build_momentum = 0.05        # DARKNET(AlexeyAB connected_layer.c:forward_connected_layer): .95/.05
+    cpu_build_bias_gradient = True   # DARKNET(AlexeyAB connected_layer.c:backward_connected_layer): always
+
     @staticmethod
     def _unit_noise(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
         return 2 * torch.rand(shape, generator=generator) - 1  # DARKNET(connected_layer.c:make_connected_layer)

@@ -107,7 +107,8 @@ def decode_gaussian_yolo(output: Tensor, anchors_wh: Tensor, net_w: int, net_h: 
     x, y = grid_centres(output[:, [MEANS[0], MEANS[1]]])            # [A, H, W] float32, as C's (i + x)/lw
     anchor = anchors_wh.double().view(num, 2, 1, 1)
     # DARKNET: exp() of a float and the anchor product are double, stored in the float box fields
-    sizes = torch.exp(output[:, [MEANS[2], MEANS[3]]].double()) * anchor / torch.tensor([net_w, net_h]).view(2, 1, 1)
+    net_wh = torch.tensor([net_w, net_h], device=output.device).view(2, 1, 1)
+    sizes = torch.exp(output[:, [MEANS[2], MEANS[3]]].double()) * anchor / net_wh
     bw, bh = sizes[:, 0].float(), sizes[:, 1].float()                                    # [A, H, W]
     if yolo_point != "center":
         sign = 1 if yolo_point == "left_top" else -1
