@@ -231,6 +231,9 @@ def read_text_file(path: str | os.PathLike, what: str, error: type[Exception],
     DIVERGES: Darknet's fgetl reads `names=/dev/zero` until memory runs out and blocks on a FIFO; a user's
     text file must be a regular file of at most `max_bytes` (checked before it is opened).
     """
+    from ._resources import shipped_or_given
+
+    path = shipped_or_given(path)   # the API finds the shipped cfg/ and data/ files as the CLI does
     check_regular_file(path, what, max_bytes)
     try:
         data = Path(path).read_bytes()

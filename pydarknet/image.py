@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 import cv2
 import numpy as np
 
+from ._resources import shipped_or_given
 from .errors import DarknetError, DataError
 from .fileio import check_regular_file
 from .imdecode import STB_PJREDDIE, check_pixels, decode_image, max_image_pixels
@@ -46,7 +47,7 @@ def load_image(path: str | Path, decoder: str = "stb", max_pixels: int | None = 
     Raises `MissingFileError` for a missing file, `DataError` naming the file for an unreadable one
     (a directory, FIFO or device, an empty, broken or too large file).
     """
-    path = Path(path)
+    path = Path(shipped_or_given(path))   # data/dog.jpg from any directory, as the CLI finds it
     if decoder not in ("stb", "opencv"):
         raise ValueError(f"load_image: decoder must be 'stb' or 'opencv', got {decoder!r}")
     data = _image_bytes(path)

@@ -149,7 +149,7 @@ def test_alexeyab_label_path():
 def test_detector_test_ab_prints_alexeyabs_lines(tmp_path, letter_box_cfg, recording, cfg_kind, options):
     cfg = letter_box_cfg if cfg_kind == "letter_box" else CFG
     blocks = _per_image(["detector", "test", FIXTURES / "png.data", cfg, WEIGHTS, "-ab", "-dont_show", "-ext_output",
-                         "-out", tmp_path / "p", *options])
+                         "-out", f"{tmp_path}/p/", *options])   # -ab: a folder takes the images (-out X: JSON)
     assert blocks == _recorded_blocks(recording)
 
 
@@ -164,7 +164,7 @@ def test_detector_test_prints_pjreddies_lines(tmp_path, recording, thresh):
                                                 ("ab_test_t1_jpg.txt", ["-ab", "-ext_output", "-thresh", ".1"])])
 def test_jpeg_inputs_print_the_c_lines(tmp_path, recording, options):
     jpegs = sorted((FIXTURES / "jpg").glob("*.jpg"))
-    blocks = _per_image(["detector", "test", FIXTURES / "png.data", CFG, WEIGHTS, "-out", tmp_path / "p", *options],
+    blocks = _per_image(["detector", "test", FIXTURES / "png.data", CFG, WEIGHTS, "-out", f"{tmp_path}/p/", *options],
                         jpegs)
     assert blocks == _recorded_blocks(recording)
 

@@ -165,7 +165,7 @@ def test_detector_test_prints_alexeyabs_lines(net, photo, mini_weights, tmp_path
     data.write_text(f"classes={CLASSES.get(net, 80)}\nnames={REPO / 'data' / 'coco.names'}\n")
     result = CliRunner().invoke(main, [str(a) for a in [
         "-q", "detector", "test", data, FIXTURES / record["cfg"], mini_weights(net), REPO / "data" / f"{photo}.jpg",
-        "-ab", "-dont_show", "-ext_output", "-thresh", case["thresh"], "-out", tmp_path / "p"]])
+        "-ab", "-dont_show", "-ext_output", "-thresh", case["thresh"], "-out", f"{tmp_path}/p/"]])
     assert result.exit_code == 0, result.output
     assert_same_lines(lines_after_prediction(result.stdout), case["lines"], ROUNDING_EDGES.get((net, photo), 0))
 

@@ -163,7 +163,7 @@ def test_calc_anchors_command_prints_and_writes_alexeyabs_files(tmp_path, monkey
     result = CliRunner().invoke(main, ["detector", "calc_anchors", str(data), "-num_of_clusters", str(clusters),
                                        "-width", "416", "-height", "320"])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()   # the dataset check's lines are on stderr
     assert lines[:5] == ["", f" num_of_clusters = {clusters}, width = 416, height = 320 ", " read labels from 1 images ",
                          " loaded \t image: 1 \t box: 1263", " all loaded. "]
     assert re.fullmatch(r" avg IoU = \d\d\.\d\d % ", lines[-4]) and lines[-2:][0].startswith("Saving anchors")

@@ -91,7 +91,7 @@ def test_detector_test_prints_the_c_programs_lines(weights, data_files, tmp_path
     data = data_files["voc" if net == "mini-yolov1" else "coco"]
     result = CliRunner().invoke(main, [str(a) for a in [
         "-q", "detector", "test", data, cfg, weights[net], REPO / "data" / f"{image}.jpg", "-thresh", thresh[1:],
-        "-out", tmp_path / "p", *PROGRAMS[program]]])
+        "-out", f"{tmp_path}/p/", *PROGRAMS[program]]])   # a folder: under -ab, -out X names the JSON file
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if "Predicted in" in line)

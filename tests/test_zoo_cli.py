@@ -36,7 +36,7 @@ def _detector_test(reference_yolo: Path, coco_data: Path, folder: Path, cfg: Pat
     options = ["-letter_box"] if meta["letter_box"] else []
     result = CliRunner().invoke(main, [str(a) for a in ["-q", "detector", "test", coco_data, cfg, weights, image,
                                                          "-ab", "-dont_show", "-ext_output", "-thresh", ".25",
-                                                         "-out", out, *options]])
+                                                         "-out", f"{out}/", *options]])
     assert result.exit_code == 0, result.output
     return lines_after_prediction(result.stdout)
 

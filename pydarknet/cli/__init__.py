@@ -8,7 +8,7 @@ from ..runtime import tune_process
 
 tune_process()   # before anything loads torch: OpenMP reads OMP_WAIT_POLICY once
 
-from . import classifier, data, detector, evaluate, weights, yolo  # noqa: E402, F401  (register the commands)
+from . import classifier, data, detector, evaluate, serve, weights, yolo  # noqa: E402, F401  (register the commands)
 from .common import main  # noqa: E402
 
 __all__ = ["main"]

@@ -8,6 +8,7 @@ import click
 from ..cfg import resolve_path
 from ..choices import TRAINING_DECODER
 from ..data.files import read_data_file, read_list
+from ..errors import MissingFileError
 from .common import (classifier, data_cfg_weights, decoder_option, device_option, existing_file, image_paths,
                      inference_options, main, names_for, open_network, report_skipped, shipped_file, shipped_or_given)
 
@@ -68,9 +69,22 @@ def classifier_label(data, cfg, weights, device) -> None:
     data_file = read_data_file(data)
     names = names_for(data, default="data/labels.list")
     classes = data_file.get_int("classes", 2)
+    images = read_list(listed_images(data_file, "test", "data/train.list"))   # before the weights: #21 item 5
     net = open_network(cfg, weights, device)
-    for path in read_list(data_file.get_path("test", "data/train.list")):
+    for path in images:
         click.echo(names[label(net, path, classes)])
+
+
+def listed_images(data_file, key: str, default: str):
+    """The list file `key=` of a .data file names, else Darknet's default; when neither is there, an error
+    saying the key is absent (not that the .data file names the default)."""
+    if data_file.has(key):
+        return data_file.get_path(key)
+    try:
+        return resolve_path(default)
+    except MissingFileError:
+        raise MissingFileError(f"{data_file.path}: no {key}= list of images, and Darknet's default {default} is not "
+                               f"there: add {key}=<a file listing the images>") from None
 
 
 @classifier.command("train")
@@ -99,4 +113,6 @@ def classifier_valid(data, cfg, weights, workers, device, inference) -> None:
     """Top-1 / top-k accuracy on the .data valid list, as `darknet classifier valid`."""
     from ..evaluate import validate_classifier
 
+    # DARKNET(classifier.c:validate_classifier_single): valid=, default data/train.list; found before the weights
+    listed_images(read_data_file(data), "valid", "data/train.list")
     validate_classifier(open_network(cfg, weights, device, **inference), data, workers=workers, log=click.echo)

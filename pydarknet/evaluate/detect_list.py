@@ -137,7 +137,10 @@ def _check_images_exist(paths: Sequence[str]) -> None:
         raise MissingFileError(f"{len(missing)} listed image(s) not found, first: {missing[0]}")
 
 
-def valid_paths(data: DataConfig, default: str = "data/train.list") -> list[str]:
+VALID_LIST = "data/train.list"   # DARKNET(detector.c:validate_detector): the valid= default
+
+
+def valid_paths(data: DataConfig, default: str = VALID_LIST) -> list[str]:
     """The images of the data file's `valid=` list (DARKNET(detector.c:validate_detector) default)."""
     return read_list(data.get_path("valid", default))
 

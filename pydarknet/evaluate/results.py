@@ -91,6 +91,26 @@ def imagenet_lines(image: ImageDetections) -> list[str]:
     return ["%d %d %f %f %f %f %f\n" % (image.index + 1, k + 1, *row) for k, row in zip(classes, _as_floats(rows))]
 
 
+def alexeyab_json_file(images: Sequence[str]) -> str:
+    """DARKNET(AlexeyAB detector.c:test_detector): the `-out` file around the images' JSON objects
+    (`serve.json_stream.detection_json`, frame_id 1, 2, ... and the path as typed)."""
+    return "[\n" + ", \n".join(images) + "\n]"
+
+
+def pseudo_label_lines(dets: Sequence[Detection], thresh: float) -> str:
+    """AlexeyAB's `detector test -save_labels` file: `class x y w h` (C's %2.4f) of each box's best class above
+    thresh, boxes in array order (DARKNET(AlexeyAB detector.c:test_detector): the first of equal probs)."""
+    if not dets:
+        return ""
+    probs = np.stack([det.probs for det in dets])                                  # [N, K]
+    above = np.where(probs > np.float32(thresh), probs, -np.inf)
+    kept = np.flatnonzero(np.isfinite(above).any(axis=1))
+    best = np.argmax(above[kept], axis=1)
+    boxes = np.stack([dets[i].bbox for i in kept]).reshape(-1, 4).astype(float)   # [M, 4] cxcywh
+    lines = [f"{k} {x:2.4f} {y:2.4f} {w:2.4f} {h:2.4f}\n" for k, (x, y, w, h) in zip(best, boxes)]
+    return "".join(lines)
+
+
 @dataclass(frozen=True)
 class ValidSetup:
     """What `validate_detector` reads from a `.data` file."""
