@@ -8,7 +8,7 @@ PYTEST_ARGS ?= -q
 # CI (CI=true, set by the CI runner) runs them all. `make test-all` runs them all anywhere.
 TEST_MARKS ?= $(if $(CI),not fuzz,not slow and not fuzz)
 
-.PHONY: install test test-all fuzz demo demo9000 bench lint
+.PHONY: install test test-all fuzz demo demo-v4 demo9000 bench lint
 
 install:
 	$(PYTHON) -m pip install -q "torch==$(TORCH_VERSION)"
@@ -27,6 +27,10 @@ fuzz: install
 
 demo: install
 	$(PYTHON) -m pydarknet.demo
+
+# yolov4-tiny's layers trained as AlexeyAB's Darknet trains them (-ab -map): about 15 minutes on 2 cores.
+demo-v4: install
+	$(PYTHON) -m pydarknet.demo --net v4
 
 demo9000: install
 	$(PYTHON) -m pydarknet.demo9000

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -30,7 +30,9 @@ from .imdecode import STB_ALEXEYAB, STB_PJREDDIE
 DONT_SHOW = "dont_show"  # DARKNET(AlexeyAB image.c:get_actual_detections): names never chosen as a box's class
 
 PrintedPairs = Callable[[Sequence[Detection], Sequence[str], float], "list[tuple[Detection, int]]"]
-MapReport = Callable[..., "list[str]"]
+# (detections, ground truths, classes, iou_thresh, points, conf_thresh) -> a result with `mean_ap`
+MapEvaluation = Callable[..., Any]
+MapFormat = Callable[[Any, Sequence[str]], "list[str]"]   # (that result, names) -> the report's lines
 # (N, 4) boxes relative to the net input, im_w, im_h, net_w, net_h, letterbox -> (N, 4) relative to the image
 BoxCorrection = Callable[[np.ndarray, int, int, int, int, bool], np.ndarray]
 
@@ -44,9 +46,10 @@ class Dialect:
     image is always letterboxed (else only with -letter_box or letter_box=1 in [net]); label_rule: image
     path -> label path; label_rule_text: that rule in words, for messages; cli_choice: how a command line chooses
     this dialect (`dialect_for`), for messages; printed_pairs: the (box, class) pairs `detector test` prints, in its order;
-    map_report: (detections, ground truths, names, iou_thresh, points, conf_thresh) -> the lines `detector map`
-    prints on stdout from `detections_count` on; map_counts_unlabelled: an image without a label file counts
-    with no object in the mAP (else it is skipped); map_clips_boxes: detections are clipped to the image
+    map_evaluation: (detections, ground truths, classes, iou_thresh, points, conf_thresh) -> the mAP result of
+    `detector map` (`mean_ap`, per class AP, TP, FP); map_format: (that result, names) -> the lines `detector map`
+    prints on stdout from `detections_count` on (`map_report` does both); map_counts_unlabelled: an image without
+    a label file counts with no object in the mAP (else it is skipped); map_clips_boxes: detections are clipped to the image
     before they are matched; map_report_extended: pydarknet's lines may follow the report (COCO AP for
     eval=coco), else it is printed line for line as the C program prints it; yolo_nms_kind: the last [yolo]
     layer's `nms_kind`/`beta_nms` choose the NMS (else always IoU `do_nms_sort`); correct_yolo: how [yolo] boxes
@@ -54,7 +57,8 @@ class Dialect:
     map gets the probability of the last (highest-index) tree node whose absolute probability is above .5 (else
     tree.c:hierarchy_top_prediction's node, with the objectness); cpu_build: the `Darknet.darknet_build` whose numbers
     this fork's CPU build computes (`darknet_build_for`); stb_version: the stb_image this fork ships, which decides
-    which malformed JPEGs `image.load_image` accepts (`imdecode.STB_VERSIONS`).
+    which malformed JPEGs `image.load_image` accepts (`imdecode.STB_VERSIONS`); predicted_line: `detector test`'s
+    line after each image's forward, (path, seconds) -> text.
     """
     name: str
     test_thresh: float
@@ -66,7 +70,8 @@ class Dialect:
     label_rule_text: str
     cli_choice: str
     printed_pairs: PrintedPairs
-    map_report: MapReport
+    map_evaluation: MapEvaluation
+    map_format: MapFormat
     map_counts_unlabelled: bool
     map_clips_boxes: bool
     map_report_extended: bool
@@ -75,6 +80,13 @@ class Dialect:
     tree_last_above_half: bool
     cpu_build: str
     stb_version: str
+    predicted_line: Callable[[str, float], str]
+
+    def map_report(self, detections, ground_truths, names: Sequence[str], iou_thresh: float, points: int,
+                   conf_thresh: float) -> list[str]:
+        """The lines `detector map` prints for the classes `names`."""
+        return self.map_format(self.map_evaluation(detections, ground_truths, len(names), iou_thresh, points,
+                                                   conf_thresh), names)
 
     def darknet_build_for(self, build: str) -> str:
         """The `Darknet.darknet_build` that computes what this fork's `build` ("gpu" or "cpu") computes."""
@@ -156,7 +168,8 @@ PJREDDIE = Dialect(
                      ".JPG and .JPEG each become .txt"),
     cli_choice="leave out -ab",
     printed_pairs=box_by_box_pairs,
-    map_report=metrics.map_report_lines,   # pjreddie's Darknet has no `detector map`: AlexeyAB's layout
+    map_evaluation=metrics.evaluate_detections,
+    map_format=metrics.format_map_report,   # pjreddie's Darknet has no `detector map`: AlexeyAB's layout
     map_counts_unlabelled=False,
     map_clips_boxes=True,                  # as the boxes of `detector valid`'s result files
     map_report_extended=True,
@@ -166,6 +179,8 @@ PJREDDIE = Dialect(
     # DARKNET(pjreddie blas.c:normalize_cpu, region_layer.c:forward_region_layer): its own batch norm and tree softmax
     cpu_build="cpu",
     stb_version=STB_PJREDDIE,   # DARKNET(pjreddie src/stb_image.h): v2.19
+    # DARKNET(detector.c:test_detector): "%s: Predicted in %f seconds.\n"
+    predicted_line=lambda path, seconds: f"{path}: Predicted in {seconds:f} seconds.",
 )
 
 ALEXEYAB = Dialect(
@@ -180,7 +195,8 @@ ALEXEYAB = Dialect(
                      "images/train2014|val2014|train2017|val2017/ folders, which become labels/"),
     cli_choice="add -ab",
     printed_pairs=_best_class_first,
-    map_report=alexeyab_map.map_report_lines,
+    map_evaluation=alexeyab_map.evaluate_map,
+    map_format=alexeyab_map.format_map_report,
     # DARKNET(AlexeyAB detector.c:validate_detector_map): read_boxes warns, the image counts with no object
     map_counts_unlabelled=True,
     map_clips_boxes=False,
@@ -194,6 +210,8 @@ ALEXEYAB = Dialect(
     # build does (forward_region_layer_gpu): no broken CPU tree path to reproduce
     cpu_build="gpu",
     stb_version=STB_ALEXEYAB,   # DARKNET(AlexeyAB 3rdparty/stb/include/stb_image.h): v2.30
+    # DARKNET(AlexeyAB detector.c:test_detector): "%s: Predicted in %lf milli-seconds.\n"
+    predicted_line=lambda path, seconds: f"{path}: Predicted in {seconds * 1000:f} milli-seconds.",
 )
 
 

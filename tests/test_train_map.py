@@ -2,6 +2,8 @@
 <cfg>_log.csv, the hours left, the closing summary, -mjpeg_port, -gpus without CUDA and Ctrl-C."""
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import math
 import os
@@ -180,7 +182,7 @@ def test_best_weights_follow_alexeyabs_rule(synth, tmp_path, monkeypatch):
 
     monkeypatch.setattr(training_map, "collect_map_inputs", lambda *args, **kwargs: type(
         "Inputs", (), {"detections": None, "ground_truths": []})())
-    monkeypatch.setattr(training_map, "_evaluator", lambda dialect: (Scored, lambda result, names: []))
+    monitor.dialect = dataclasses.replace(monitor.dialect, map_evaluation=Scored, map_format=lambda result, names: [])
     assert [monitor.measure(i) for i in (100, 200, 300, 400, 500)] == [True, True, False, False, True]
     assert (monitor.best, monitor.last_measured) == (0.6, 500)
 

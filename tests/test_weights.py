@@ -346,3 +346,36 @@ def test_load_network_refuses_a_bad_file_before_initialising(reference, tmp_path
     with pytest.raises(WeightsError, match=r"cut.weights: file ends inside layer 30 \(convolutional\)"):
         load_weights(net, tmp_path / "cut.weights")
     assert not net.initialised
+
+
+@pytest.mark.filterwarnings("ignore::pydarknet.weights.PartialWeightsWarning")
+def test_training_starts_from_an_alexeyab_conv_29_file(reference_yolo, tmp_path):
+    """`detector train obj.data yolov4-tiny-custom.cfg yolov4-tiny.conv.29`: the 29 layers come from the file, the
+    rest from the initialisation, seen starts at 0; after one burn-in iteration (rate ~ 0) the loaded layers are
+    still the file's (its rolling statistics move with the batch statistics)."""
+    from click.testing import CliRunner
+
+    from pydarknet.cli import main
+    from pydarknet.data.synth import make_synth
+    from pydarknet.engine.train import train_detector
+
+    mini = reference_yolo / "mini"
+    conv29 = tmp_path / "mini-yolov4-tiny.conv.29"
+    result = CliRunner().invoke(main, ["partial", str(mini / "mini-yolov4-tiny.cfg"), str(mini / "mini-yolov4-tiny.weights"),
+                                       str(conv29), "29"])
+    assert result.exit_code == 0, result.output
+    synth = make_synth(tmp_path / "synth", train=4, valid=1, size=96, seed=0, layout="alexeyab")
+    data = tmp_path / "obj.data"
+    data.write_text(f"classes=80\ntrain={synth.parent / 'train.txt'}\nbackup={tmp_path / 'backup'}\n")
+    cfg = tmp_path / "yolov4-tiny-custom.cfg"
+    cfg.write_text((mini / "mini-yolov4-tiny.train.cfg").read_text().replace("max_batches = 2000200", "max_batches=1")
+                   .replace("width=416", "width=96").replace("height=416", "height=96"))
+    trained = train_detector(data, cfg, conv29, workers=0, show_progress=False, verbose=False, log=lambda line: None)
+    start = load_network(mini / "mini-yolov4-tiny.cfg", mini / "mini-yolov4-tiny.weights", "cpu")
+    after = load_network(cfg, trained.final_weights, "cpu")
+    assert after.seen == 2   # one iteration of batch=2 from seen 0
+    for index in range(29):
+        trained_now = after.layers[index].trained_tensors()
+        for name, before in start.layers[index].trained_tensors().items():
+            torch.testing.assert_close(trained_now[name].detach(), before.detach(), rtol=0,
+                                       atol=1e-6 * float(before.detach().abs().max()) + 1e-7)

@@ -117,7 +117,7 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
             dets = detect_boxes(net, picture, thresh, hier, letterbox=letterbox, dialect=dialect)
         except DataError as error:   # an image too thin to letterbox
             raise DataError(f"{path}: {error}") from None
-        click.echo(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.")
+        click.echo(dialect.predicted_line(path, time.perf_counter() - start))
         for line in dialect.printed_lines(dets, names, thresh, picture.shape[1], picture.shape[0],
                                           ext_output=habits["ext_output"]):
             click.echo(line)

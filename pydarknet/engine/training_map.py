@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.files import DataConfig, read_list, read_names
-from ..dialect import ALEXEYAB, Dialect
+from ..dialect import Dialect
 from ..errors import DarknetError, DataError
-from ..evaluate import alexeyab_map, metrics
+from ..evaluate import metrics
 from ..evaluate.scoring import MissingLabelWarning, collect_map_inputs
 from ..network import Darknet, network_mode
 from ..heads.detector import detection_head
@@ -51,13 +51,6 @@ class MapSchedule:
 
     def due(self, iteration: int, last_measured: int) -> bool:
         return iteration >= self.next_at(last_measured) or iteration == self.max_batches
-
-
-def _evaluator(dialect: Dialect):
-    """The dialect's mAP and its report: AlexeyAB's matching and layout, or pydarknet's VOC-style one."""
-    if dialect is ALEXEYAB:
-        return alexeyab_map.evaluate_map, alexeyab_map.format_map_report
-    return metrics.evaluate_detections, metrics.format_map_report
 
 
 class MapDuringTraining:
@@ -97,16 +90,15 @@ class MapDuringTraining:
     def measure(self, iteration: int) -> bool:
         """Measure the mAP (eval mode, then back to training), print it as AlexeyAB; True if it is a new best."""
         self.last_measured = iteration
-        evaluate, report = _evaluator(self.dialect)
         with warnings.catch_warnings(record=True) as missing, network_mode(self.net, False):
             warnings.simplefilter("always", MissingLabelWarning)
             inputs = collect_map_inputs(self.net, self.paths, self.workers, dialect=self.dialect,
                                         letterbox=self.dialect.letterbox(self.net), decoder=self.decoder)
         if missing:
             self.log(f"Warning: {len(missing)} of {len(self.paths)} images of {self.valid_list} have no label file")
-        result = evaluate(inputs.detections, inputs.ground_truths, self.classes, MAP_IOU_THRESH, MAP_POINTS,
+        result = self.dialect.map_evaluation(inputs.detections, inputs.ground_truths, self.classes, MAP_IOU_THRESH, MAP_POINTS,
                           MAP_THRESH)
-        for line in report(result, self.names):
+        for line in self.dialect.map_format(result, self.names):
             self.log(line)
         self.last = result.mean_ap
         self.measured.append((iteration, self.last))

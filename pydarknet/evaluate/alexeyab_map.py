@@ -159,10 +159,3 @@ def _c_div(numerator: np.float32, denominator: np.float32) -> np.float32:
 def _c_float(value: np.float32, spec: str) -> str:
     # DARKNET(AlexeyAB detector.c): 0.f/0.f is the x86 default NaN, which glibc prints as -nan
     return "-nan" if math.isnan(value) else format(float(value), spec)
-
-
-def map_report_lines(detections: Detections, ground_truths: Sequence[GroundTruth], names: Sequence[str],
-                     iou_thresh: float, points: int, conf_thresh: float) -> list[str]:
-    """AlexeyAB's `detector map` report for the classes `names`."""
-    return format_map_report(evaluate_map(detections, ground_truths, len(names), iou_thresh, points, conf_thresh),
-                             names)

@@ -462,10 +462,3 @@ def _check_length(values: np.ndarray, n: int, name: str) -> None:
 
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
-
-
-def map_report_lines(detections: Detections, ground_truths: Sequence[GroundTruth], names: Sequence[str],
-                     iou_thresh: float, points: int, conf_thresh: float) -> list[str]:
-    """pydarknet's `detector map` report (pjreddie's Darknet has none) for the classes `names`."""
-    return format_map_report(evaluate_detections(detections, ground_truths, len(names), iou_thresh, points,
-                                                 conf_thresh), names)
