@@ -39,8 +39,34 @@ NUMBERED_EVERY = 10000      # DARKNET(detector.c:train_detector): <cfg>_<N>.weig
 NUMBERED_EARLY = 1000       # ... and every 100 below this
 
 
+class AlexeyABBackups:
+    """DARKNET(AlexeyAB detector.c:train_detector): `<cfg>_<N>.weights` every `saveweights=` iterations of the .data
+    file (default 1000, 10000 from max_batches 10000 on) and `<cfg>_last.weights` every `savelast=` (100), each
+    counted from the run's first iteration or at a multiple; `_last` only while saveweights > savelast."""
+
+    def __init__(self, data: DataConfig, max_batches: int, start: int):
+        self.save_after = data.get_int("saveweights", 1000 if max_batches < 10000 else 10000)
+        self.save_last_after = data.get_int("savelast", 100)
+        self.saved_at = self.saved_last_at = start   # iter_save, iter_save_last
+
+    def header_line(self) -> str:
+        return (f"Weights are saved after: {self.save_after} iterations. Last weights (*_last.weight) are stored "
+                f"every {self.save_last_after} iterations. ")
+
+    def names(self, batch: int, base: str) -> list[str]:
+        names = []
+        if batch >= self.saved_at + self.save_after or batch % self.save_after == 0:
+            self.saved_at = batch
+            names.append(f"{base}_{batch}.weights")
+        last = self.save_last_after
+        if self.save_after > last and (batch >= self.saved_last_at + last or (batch % last == 0 and batch > 1)):
+            self.saved_last_at = batch
+            names.append(f"{base}_last.weights")
+        return names
+
+
 def backup_names(batch: int, base: str) -> list[str]:
-    """The backup files Darknet writes after iteration `batch`."""
+    """The backup files pjreddie's Darknet writes after iteration `batch`."""
     names = []
     if batch % BACKUP_EVERY == 0:
         names.append(f"{base}.backup")
@@ -162,6 +188,7 @@ class DetectorTask(Task):
         super().__init__(net)
         self.head = detection_head(net, "detector training")
         self.dialect = training_dialect(net, dialect)
+        self.alexeyab_backups: AlexeyABBackups | None = None   # AlexeyAB's schedule, once the data is open
         self.head_loss = _HEAD_LOSSES[self.head.kind](net, self.head, self.dialect)
         top = self.head_loss.top
         self.top = top if isinstance(top, int) else max(top)
@@ -193,6 +220,9 @@ class DetectorTask(Task):
 
     def open_data(self, data: DataConfig, data_path: str | os.PathLike, *, start_batch: int, seed: int,
                   workers: int, decoder: str, stride: int = 1, log: Callable[[str], None] = print):
+        if self.dialect is ALEXEYAB:
+            self.alexeyab_backups = AlexeyABBackups(data, self.net.options.max_batches, start_batch)
+            log(self.alexeyab_backups.header_line())
         return detector_training_loader(self.net, data.get_path("train"), dialect=self.dialect,
                                         start_batch=start_batch, seed=seed, workers=workers, decoder=decoder,
                                         stride=stride, log=log)
@@ -203,6 +233,8 @@ class DetectorTask(Task):
         return self.net.seen // images * images * world
 
     def backup_names(self, batch: int, base: str) -> list[str]:
+        if self.alexeyab_backups is not None:
+            return self.alexeyab_backups.names(batch, base)
         return backup_names(batch, base)
 
     def final_name(self, base: str) -> str:

@@ -44,6 +44,7 @@ from ..summary import layer_table, loading_weights_line, saving_weights_line
 from ..fileio import FolderLock, output_folder_problem, remove_stale_temporaries
 from ..weights import load_weights, save_weights
 from .chart import save_chart
+from .ema import WeightsEma
 from .lr import get_current_batch
 from .run_log import LogRow, RunLog
 from .sgd import DarknetSGD
@@ -268,8 +269,9 @@ def _train(task_type: type[Task], data: DataConfig, data_path, cfg_path, weights
             log(line)
     result = TrainResult(final_weights=backup_dir / task.final_name(base), log_csv=backup_dir / f"{base}_log.csv")
     keeper = WeightsKeeper(net, weights)
-    run = _Run(net, task, dialect, backup_dir, base, keeper, monitor, result, log, world, extras) if rank == 0 \
-        else None
+    ema = WeightsEma(net, options.ema_alpha) if options.ema_alpha else None
+    run = _Run(net, task, dialect, backup_dir, base, keeper, monitor, result, log, world, extras, ema) \
+        if rank == 0 else None
     progress = tqdm(total=max(options.max_batches - start, 0), unit="batch", dynamic_ncols=True,
                     disable=not (show_progress and rank == 0 and sys.stderr.isatty()))
     write = log if progress.disable else progress.write
@@ -301,6 +303,9 @@ def _train(task_type: type[Task], data: DataConfig, data_path, cfg_path, weights
                     raise TrainingError(f"loss is {entry.loss} at iteration {entry.batch}; the last good weights are "
                                         f"{keeper.last_good_text()} (nothing was saved after it)")
                 result.history.append(entry)
+                for ema_line in ema.after_update(entry.batch) if ema is not None else []:
+                    if rank == 0:
+                        write(ema_line)
                 if run is not None:
                     run.iteration(entry, images, write, tick)
                     progress.update(1)
@@ -327,9 +332,6 @@ def _header_lines(net: Darknet, task: Task, base: str) -> list[str]:
     # DIVERGES: Darknet applies these; say so before iteration 1
     lines = [f"Note: {key}: Darknet reads it for training (or GPU streams, printing); pydarknet does not apply it"
              for key in net.training_only_keys]
-    if options.ema_alpha:
-        lines.append(f"Note: ema_alpha={options.ema_alpha:g}: AlexeyAB keeps an average of the weights from "
-                     f"iteration max_batches/2 and trains on from it at max_batches-1000; pydarknet does not")
     return [*lines, base, f"Learning Rate: {options.learning_rate:g}, Momentum: {options.momentum:g}, "
                           f"Decay: {options.decay:g}", *task.header_lines()]
 
@@ -371,8 +373,9 @@ class _Run:
 
     def __init__(self, net: Darknet, task: Task, dialect: Dialect, backup_dir: Path, base: str,
                  keeper: WeightsKeeper, monitor: MapDuringTraining | None, result: TrainResult,
-                 log: Callable[[str], None], world: int, extras: TrainingExtras):
+                 log: Callable[[str], None], world: int, extras: TrainingExtras, ema: WeightsEma | None):
         self.net, self.task, self.backup_dir, self.base, self.keeper = net, task, backup_dir, base, keeper
+        self.ema = ema
         self.monitor, self.result, self.log, self.world = monitor, result, log, world
         self.alexeyab = dialect is ALEXEYAB
         self.chart_path = Path(extras.chart) if extras.chart is not None else backup_dir / "chart.png"
@@ -409,6 +412,12 @@ class _Run:
         write(entry.line(self.alexeyab))
         for name in self.task.backup_names(entry.batch, self.base):
             self.keeper.save(self.backup_dir / name, entry.batch, images)
+            if name.endswith("_last.weights") and self.ema is not None and self.ema.initialized:
+                # DARKNET(AlexeyAB detector.c:train_detector): the average beside each _last.weights
+                ema_path = self.backup_dir / f"{self.base}_ema.weights"
+                with self.ema.swapped_in():
+                    self.keeper.save(ema_path, entry.batch, images, training_state=False)
+                write(f" EMA weights are saved to the file: {ema_path} ")
         measured = monitor is not None and monitor.due(entry.batch)
         if measured and monitor.measure(entry.batch):
             self.result.best_weights = self.backup_dir / f"{self.base}_best.weights"
@@ -472,7 +481,9 @@ class WeightsKeeper:
         return (f"in {self.last_good}" if self.last_good is not None
                 else "nowhere: this run has written no weights file yet and started from none")
 
-    def save(self, path: Path, batch: int, probe: torch.Tensor | None) -> None:
+    def save(self, path: Path, batch: int, probe: torch.Tensor | None, training_state: bool = True) -> None:
+        """Write the net's weights to `path`; `training_state=False`: weights to keep but not to resume from (the
+        EMA average), never named as the last good ones."""
         problem = self._problem(probe)
         if problem:
             raise TrainingError(f"the weights are not finite after iteration {batch} ({problem}); {path} was not "
@@ -483,7 +494,8 @@ class WeightsKeeper:
         except OSError as error:
             raise TrainingError(f"cannot write {path}: {error.strerror or error}; the last good weights are "
                                 f"{self.last_good_text()}") from error
-        self.last_good = self.written = path
+        if training_state:
+            self.last_good = self.written = path
 
     def _problem(self, probe: torch.Tensor | None) -> str | None:
         for name, tensor in self.net.state_dict().items():
