@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..dialect import ALEXEYAB
 from ..errors import CfgError
 from ..layers.batchnorm_cpu import cpu_batch_statistics
 from ..network import Darknet, NetOptions, network_mode
@@ -72,9 +73,11 @@ class StepResult:
     learning_rate: float | None
 
 
-def current_rate(options: NetOptions, seen: int, rng: np.random.Generator | None = None) -> float:
-    """DARKNET(network.c:get_current_rate) at ``batch_num = seen / images_per_update``."""
-    return net_rate(options, get_current_batch(seen, options.images_per_update), rng)
+def current_rate(options: NetOptions, seen: int, rng: np.random.Generator | None = None,
+                 signed_batch: bool = False) -> float:
+    """DARKNET(network.c:get_current_rate) at ``batch_num = seen / images_per_update``; `signed_batch`: AlexeyAB's
+    (its batch number is an int, so the `sigmoid` policy's ``batch_num - step`` can be negative)."""
+    return net_rate(options, get_current_batch(seen, options.images_per_update), rng, signed_batch=signed_batch)
 
 
 def update_due(options: NetOptions, seen: int) -> bool:
@@ -161,7 +164,7 @@ def train_step(net: Darknet, images: Tensor, truths: Tensor, optimizer: DarknetS
 
     rate = None
     if apply and update_due(options, net.seen):
-        rate = current_rate(options, net.seen, rng)
+        rate = current_rate(options, net.seen, rng, signed_batch=task.dialect is ALEXEYAB)
         optimizer.set_rate(rate)
         optimizer.step()
     return StepResult(_each(output, Tensor.detach), loss, updates, batch_mean, batch_variance, net.seen, rate)

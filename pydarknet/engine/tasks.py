@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from torch import Tensor, nn
 
+from ..dialect import PJREDDIE, Dialect
+
 if TYPE_CHECKING:
     from ..data.files import DataConfig
     from ..network import Darknet
@@ -24,6 +26,7 @@ class Task(ABC):
 
     top: int
     backup_default: str
+    dialect: Dialect = PJREDDIE   # whose Darknet trains: its loss, data, schedule and lines
 
     def __init__(self, net: Darknet):
         self.net = net

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..data.files import DataConfig, read_data_file, read_list
-from ..dialect import ALEXEYAB, PJREDDIE, Dialect
+from ..dialect import ALEXEYAB, Dialect
 from ..errors import CfgError, DataError, TrainingError
 from ..choices import TRAINING_DECODER
 from ..network import Darknet, network_mode, select_device
@@ -224,7 +224,7 @@ def _train(task_type: type[Task], data: DataConfig, data_path, cfg_path, weights
     """`train` once the backup folder is this run's."""
     net = Darknet.from_cfg(cfg_path, seed=seed)
     task = task_type(net, extras.dialect) if extras.dialect is not None else task_type(net)
-    dialect = getattr(task, "dialect", None) or PJREDDIE
+    dialect = task.dialect
     if max_batches is not None:
         net.options.max_batches = max_batches
     # before the weights are loaded: the valid list and the names -map needs
