@@ -2,7 +2,8 @@
 OpenCV DNN measured in the same run, interleaved (A B C A B C ...), medians over --runs calls.
 
 Systems (CPU): pydarknet as loaded (`load_network`), pydarknet fp32 and bf16 (`load_inference_network`:
-batch norm folded, convs prepacked for oneDNN), pydarknet's onnxruntime backend, OpenVINO fp32 and
+batch norm folded, convs prepacked for oneDNN), pydarknet int8 (calibrated on the pack's data/*.jpg; run by
+onnxruntime, and by OpenVINO when installed), pydarknet's onnxruntime backend, OpenVINO fp32 and
 bf16 on pydarknet's ONNX export (when the `openvino` package is installed: `pip install openvino`),
 and OpenCV 4.x DNN on the same cfg and weights (its own virtualenv, see opencv_dnn.py). On CUDA:
 pydarknet fp32 and bf16 at batch 1 and 64.
@@ -53,7 +54,7 @@ from opencv_dnn import OpenCVUnavailable, OpenCVWorker
 
 from pydarknet.export import export_network
 from pydarknet.fuse import fuse_for_inference
-from pydarknet.inference import load_inference_network
+from pydarknet.inference import fast_precision, load_inference_network
 from pydarknet.network import Darknet, load_network
 from pydarknet.prepack import cpu_runs_bf16
 
@@ -137,9 +138,16 @@ def openvino_cases(net: Darknet, batch: int, threads: int) -> dict[str, Callable
     return cases
 
 
+def calibration_images() -> list[Path]:
+    """What int8 is calibrated on: the pack's sample images (dog, horses, person, eagle, ...)."""
+    return sorted((common.reference_dir() / "darknet" / "data").glob("*.jpg"))
+
+
 def emulated_precisions() -> dict[str, str]:
-    """The CPU systems whose precision this machine lacks the hardware for, with what it does instead."""
-    notes = {}
+    """The CPU systems whose precision this machine lacks the hardware for, with what it does instead; and
+    which row `-precision fast` runs here."""
+    notes = {f"pydarknet {fast_precision(torch.device('cpu'), calibration=calibration_images())}":
+             "= precision fast here"}
     if not cpu_runs_bf16():
         notes["pydarknet bf16"] = "emulated: no AVX512-BF16/AMX"
     if importlib.util.find_spec("openvino") is not None:
@@ -159,6 +167,13 @@ def cpu_cases(model: Model, net: Darknet, batch: int, opencv: OpenCVWorker | Non
              "pydarknet bf16": torch_case(load_inference_network(model.cfg, model.weights, cpu, precision="bf16"),
                                           batch, net, cpu)}
     if importlib.util.find_spec("onnxruntime") is not None:
+        int8_backends = {"pydarknet int8": "torch", "pydarknet int8 openvino": "openvino"}
+        for name, backend in int8_backends.items():
+            if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+                continue
+            int8 = load_inference_network(model.cfg, model.weights, cpu, precision="int8", backend=backend,
+                                          calibration=calibration_images())
+            cases[name] = torch_case(int8, batch, net, cpu)
         cases["pydarknet onnxruntime"] = torch_case(
             load_inference_network(model.cfg, model.weights, cpu, backend="onnxruntime"), batch, net, cpu)
     cases.update(openvino_cases(net, batch, threads))

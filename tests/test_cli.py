@@ -188,7 +188,8 @@ def test_detect_finds_the_shipped_files_from_any_directory(reference, tmp_path, 
                                              (["-gpus", "2"], "cuda:2"), (["--device", "cpu"], "cpu")])
 def test_darknet_device_options(monkeypatch, options, device):
     chosen = {}
-    monkeypatch.setattr(cli_detector, "_run_detection", lambda *args: chosen.setdefault("device", args[8]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # -i N and -gpus N name a GPU there is
+    monkeypatch.setattr(cli_detector, "_run_detection", lambda *args: chosen.setdefault("device", args[7]))
     result = CliRunner().invoke(main, ["detector", "test", str(REPO / "cfg" / "voc.data"),
                                        str(REPO / "cfg" / "yolov2-voc.cfg"), __file__, *options])
     assert result.exit_code == 0, result.output
@@ -244,7 +245,7 @@ def test_classify_is_predict_with_imagenet1k_data(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     (data, *_, top, device, _decoder, inference), = calls
     assert Path(data).resolve() == (REPO / "cfg" / "imagenet1k.data").resolve() and top == 5 and device is None
-    assert inference == {"precision": "fp32", "backend": "torch", "darknet_build": "gpu"}
+    assert inference == {"precision": "fp32", "backend": "torch", "darknet_build": "gpu", "calibration": None}
 
 
 def test_missing_image_is_a_clear_error(reference, tmp_path):
@@ -332,7 +333,7 @@ def test_inference_options_a_net_cannot_run_are_one_line_usage_errors(reference,
                                        str(reference / "mini" / f"{net}.cfg"), str(reference / "mini" / f"{net}.weights"),
                                        "data/dog.jpg", "-backend", "onnxruntime", "-precision", "bf16"])
     assert result.exit_code == 2
-    assert "the onnxruntime backend runs fp32 on the cpu (asked: bf16 on cpu)" in result.output
+    assert "the onnxruntime backend runs fp32 or int8 on the cpu (asked: bf16 on cpu)" in result.output
     assert "Traceback" not in result.output
 
 
@@ -353,9 +354,9 @@ class _Opened(Exception):
 @pytest.mark.parametrize("command", [
     ["detector", "test", "cfg/voc.data", "CFG", "W", "data/dog.jpg"], ["detect", "CFG", "W", "data/dog.jpg"],
     ["detector", "valid", "DATA", "CFG", "W"], ["detector", "recall", "DATA", "CFG", "W"],
-    ["detector", "map", "cfg/voc.data", "CFG", "W"], ["detector", "demo", "cfg/voc.data", "CFG", "W", "VIDEO"],
+    ["detector", "map", "DATA", "CFG", "W"], ["detector", "demo", "cfg/voc.data", "CFG", "W", "VIDEO"],
     ["classifier", "predict", "cfg/imagenet1k.data", "CFG", "W", "data/dog.jpg"],
-    ["classifier", "valid", "cfg/imagenet1k.data", "CFG", "W"], ["classify", "CFG", "W", "data/dog.jpg"],
+    ["classifier", "valid", "DATA", "CFG", "W"], ["classify", "CFG", "W", "data/dog.jpg"],
 ])
 def test_every_inference_command_passes_precision_and_backend_on(command, tmp_path, monkeypatch):
     from pydarknet.cli import evaluate as cli_evaluate
@@ -371,10 +372,18 @@ def test_every_inference_command_passes_precision_and_backend_on(command, tmp_pa
              "DATA": tmp_path / "valid.data", "LIST": tmp_path / "valid.txt"}
     for path in files.values():
         path.write_text("")
-    files["LIST"].write_text(f"{REPO / 'data' / 'dog.jpg'}\n")
+    # what the checks before the weights read (dataset check, classes=, cfg head): a 20-class [region] net, a
+    # labelled image
+    files["CFG"].write_text((REPO / "cfg" / "yolov2-tiny-voc.cfg").read_text())
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "images" / "dog.jpg").write_bytes((REPO / "data" / "dog.jpg").read_bytes())
+    (tmp_path / "labels" / "dog.txt").write_text("11 0.3 0.6 0.25 0.5\n")
+    files["LIST"].write_text(f"{tmp_path / 'images' / 'dog.jpg'}\n")
     files["DATA"].write_text(f"classes=20\nvalid={files['LIST']}\nnames={REPO / 'data' / 'voc.names'}\n")
     args = [str(files.get(arg, arg)) for arg in command] + ["-precision", "bf16", "-backend", "openvino",
-                                                            "-darknet_build", "cpu"]
+                                                            "-darknet_build", "cpu", "-calibration", str(files["LIST"])]
     result = CliRunner().invoke(main, args)
     assert isinstance(result.exception, _Opened), result.output
-    assert asked == {"precision": "bf16", "backend": "openvino", "darknet_build": "cpu"}
+    assert asked == {"precision": "bf16", "backend": "openvino", "darknet_build": "cpu",
+                     "calibration": str(files["LIST"])}

@@ -292,9 +292,9 @@ def test_inference_net_exposes_what_detect_reads(reference):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"precision": "fp16"}, "precision must be one of fp32, bf16; got 'fp16'"),
+    ({"precision": "fp16"}, "precision must be one of fp32, bf16, int8, fast; got 'fp16'"),
     ({"backend": "tensorrt"}, "backend must be one of torch, onnxruntime, openvino"),
-    ({"backend": "onnxruntime", "precision": "bf16"}, "onnxruntime backend runs fp32 on the cpu"),
+    ({"backend": "onnxruntime", "precision": "bf16"}, "onnxruntime backend runs fp32 or int8 on the cpu"),
 ])
 def test_bad_options_are_rejected(reference, options, message):
     with pytest.raises(ValueError, match=message):

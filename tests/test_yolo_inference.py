@@ -201,7 +201,7 @@ def detector_test(reference_yolo, tmp_path, thresh: str, *options: str) -> list[
         warnings.simplefilter("ignore", SlowPrecisionWarning)
         result = CliRunner().invoke(main, [str(a) for a in [
             "-q", "detector", "test", data, cfg, weights, reference_yolo / "darknet" / "data" / "dog.jpg", "-ab",
-            "-dont_show", "-ext_output", "-thresh", thresh, "-out", tmp_path / "p", *options]])
+            "-dont_show", "-ext_output", "-thresh", thresh, "-out", f"{tmp_path}/p/", *options]])
     assert result.exit_code == 0, result.output
     return lines_after_prediction(result.stdout)
 

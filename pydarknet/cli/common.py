@@ -16,6 +16,8 @@ import gc
 import logging
 import os
 import sys
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -36,19 +38,19 @@ decoder_option = click.option("--decoder", type=click.Choice(DECODERS), default=
 
 
 def inference_options(function):
-    """-precision fp32|bf16, -backend torch|onnxruntime|openvino and -darknet_build gpu|cpu, passed on as
-    `inference`, the keywords of `open_network` that make it an `InferenceNetwork`.
+    """-precision fp32|bf16|int8|fast, -calibration LIST, -backend torch|onnxruntime|openvino and -darknet_build
+    gpu|cpu, passed on as `inference`, the keywords of `open_network` that make it an `InferenceNetwork`.
 
     DIVERGES: Darknet has no such options; they choose how `InferenceNetwork` runs the net (fp32 torch:
     batch norm folded, oneDNN-prepacked convs, within the reference tolerances) and which build of Darknet
     its numbers follow (`Darknet.darknet_build`; with -ab, AlexeyAB's build: `Dialect.darknet_build_for`).
     """
     @functools.wraps(function)
-    def run(*args, precision, backend, darknet_build, **kwargs):
+    def run(*args, precision, calibration, backend, darknet_build, **kwargs):
         if "dialect" in kwargs:   # the command has -ab
             darknet_build = kwargs["dialect"].darknet_build_for(darknet_build)
-        return function(*args, inference={"precision": precision, "backend": backend, "darknet_build": darknet_build},
-                        **kwargs)
+        return function(*args, inference={"precision": precision, "calibration": calibration, "backend": backend,
+                                          "darknet_build": darknet_build}, **kwargs)
 
     run = click.option("-darknet_build", "--darknet-build", "darknet_build", type=click.Choice(DARKNET_BUILDS),
                        default="gpu", show_default=True,
@@ -59,9 +61,15 @@ def inference_options(function):
     run = click.option("-backend", "--backend", "backend", type=click.Choice(BACKENDS), default="torch",
                        show_default=True, help="What runs the net: PyTorch, onnxruntime (CPU, fp32) or OpenVINO "
                                                "(CPU; pip install openvino).")(run)
+    run = click.option("-calibration", "--calibration", "calibration", type=UserFile(), default=None,
+                       help="A list of images (one path a line) to calibrate -precision int8 on: the user's own, "
+                            "as the net will see them.")(run)
     return click.option("-precision", "--precision", "precision", type=click.Choice(PRECISIONS), default="fp32",
-                        show_default=True, help="fp32 (Darknet's numbers) or bf16 (faster on CPUs with AVX512-BF16/AMX "
-                                                "and on GPUs; all layers but the last region / softmax one in bfloat16).")(run)
+                        show_default=True, help="fp32 (Darknet's numbers); bf16 (faster on CPUs with AVX512-BF16/AMX "
+                                                "and on GPUs; all layers but the last region / softmax one in bfloat16); "
+                                                "int8 (CPU, with -calibration: int8 convs but the first and the head's); "
+                                                "fast: bf16 where it runs in hardware, else int8 with -calibration, "
+                                                "else fp32.")(run)
 
 
 class UserFile(click.ParamType):
@@ -112,13 +120,27 @@ def _device_of(device: str | None, gpu_index: int | None, nogpu: bool, gpus: str
     if nogpu:
         return "cpu"   # DARKNET(darknet.c:main): -nogpu sets gpu_index = -1
     if gpu_index is not None:
-        return f"cuda:{gpu_index}"   # DARKNET(darknet.c:main): -i N sets gpu_index
+        return darknet_gpu(f"-i {gpu_index}", str(gpu_index))   # DARKNET(darknet.c:main): -i N sets gpu_index
     if gpus is not None:
         ids = [g.strip() for g in gpus.split(",") if g.strip()]
         if len(ids) != 1:
             raise click.UsageError(f"-gpus {gpus}: several GPUs are used by `detector train` only; give one")
-        return f"cuda:{ids[0]}"
+        return darknet_gpu(f"-gpus {gpus}", ids[0])
     return device
+
+
+def darknet_gpu(option: str, index: str) -> str:
+    """`cuda:<index>`, or on a machine without CUDA the CPU after one warning line.
+
+    DARKNET(AlexeyAB darknet.c:main): a build without GPU sets gpu_index = -1 whatever -i says (pjreddie's
+    too): the same command line runs on a CPU-only machine.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{index}"
+    log.warning(f"Warning: {option}: no CUDA GPU on this machine; running on the CPU, as a CPU build of Darknet")
+    return "cpu"
 
 
 def device_option(function=None, *, gpus: bool = True):
@@ -211,6 +233,7 @@ class DarknetGroup(click.Group):
         `main()`): `main`, then, after a command that called `end_without_teardown`, the exit handlers
         (atexit) and the exit itself without the interpreter's teardown. CliRunner calls `main.main`."""
         run = kwargs.setdefault("obj", ProgramRun())
+        install_warning_lines()
         try:
             return self.main(*args, **kwargs)
         except SystemExit as done:
@@ -264,6 +287,47 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
         log.addHandler(_EchoHandler())
         log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    skipped_samples.clear()
+
+
+def install_warning_lines() -> None:
+    """Python warnings as `Warning: …` lines (`show_warning`), for the program only: CliRunner (and so a test's
+    `pytest.warns`) keeps Python's own recording."""
+    warnings.showwarning = show_warning
+
+
+# Warnings repeated once per sample: (category name, words of the message, the kind counted)
+PER_SAMPLE_WARNINGS = (("BadSampleWarning", "no such label file", "label not found"),
+                       ("BadSampleWarning", "no such image file", "image not found"),
+                       ("BadSampleWarning", "Cannot load image", "unreadable image"),
+                       ("BadSampleWarning", "", "invalid label"),
+                       ("MissingLabelWarning", "", "label not found"))
+skipped_samples: Counter[str] = Counter()   # kind -> samples skipped in this command's pass
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` for the CLI: one `Warning: <message>` line on stderr, without the source file
+    and code line Python adds; a per-sample warning (a bad sample, an image without labels) is shown the
+    first time its kind occurs, then only counted (`skipped_line`)."""
+    kind = next((kind for name, words, kind in PER_SAMPLE_WARNINGS
+                 if category.__name__ == name and words in str(message)), None)
+    if kind is not None:
+        skipped_samples[kind] += 1
+        if skipped_samples[kind] > 1:
+            return
+        message = f"{message} (further samples like it are counted at the end)"
+    click.echo(f"Warning: {_one_line(message)}", err=True)
+
+
+def skipped_line() -> str | None:
+    """`32 bad samples skipped: 30 label not found, 2 unreadable image` for the per-sample warnings counted so
+    far (None without any); the count restarts."""
+    if not skipped_samples:
+        return None
+    kinds = ", ".join(f"{count} {kind}" for kind, count in skipped_samples.most_common())
+    total = sum(skipped_samples.values())
+    skipped_samples.clear()
+    return f"{total} bad samples skipped: {kinds}"
 
 
 @click.group(cls=DarknetGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -317,8 +381,12 @@ def alexeyab_mode_options(function):
     switch)."""
     function = click.option("-letter_box", "letter_box", is_flag=True,
                             help="With -ab: letterbox the image (AlexeyAB stretches it unless letter_box=1).")(function)
-    return click.option("-ab", "dialect", is_flag=True, callback=_dialect,
-                        help="AlexeyAB's Darknet: its defaults, decoding and printed layout.")(function)
+    return alexeyab_switch("AlexeyAB's Darknet: its defaults, decoding and printed layout.")(function)
+
+
+def alexeyab_switch(help: str):
+    """The -ab flag, passed on as `dialect` (pydarknet.dialect.ALEXEYAB, else PJREDDIE)."""
+    return click.option("-ab", "dialect", is_flag=True, callback=_dialect, help=help)
 
 
 def image_paths(image: str | None) -> Iterator[str]:
@@ -347,11 +415,12 @@ def names_for(data_path: str | Path, default: str = "data/names.list", classes: 
 
 
 def open_network(cfg: str, weights: str | None, device: str | None, trained: bool = True,
-                 precision: str | None = None, backend: str = "torch", darknet_build: str = "gpu"):
+                 precision: str | None = None, backend: str = "torch", darknet_build: str = "gpu",
+                 calibration: str | None = None):
     """Load the net, printing Darknet's layer table and weights line (on stderr, hidden by -q); with
     `trained`, a weights file that fills no layer is an error. With a `precision`, the net to run
     detections or classifications on: an `InferenceNetwork` of that precision and `backend`.
-    `darknet_build`: `Darknet.darknet_build`."""
+    `darknet_build`: `Darknet.darknet_build`; `calibration`: int8's list of images."""
     from ..network import load_network
     from ..summary import layer_table, loading_weights_line
 
@@ -363,7 +432,7 @@ def open_network(cfg: str, weights: str | None, device: str | None, trained: boo
         return net
     from ..inference import InferenceNetwork
     try:
-        return InferenceNetwork(net, precision, backend, in_place=True)
+        return InferenceNetwork(net, precision, backend, in_place=True, calibration=calibration)
     except ValueError as error:   # a choice this net or device cannot run
         raise click.UsageError(str(error)) from None
 
@@ -374,6 +443,37 @@ def classes_of(net, purpose: str) -> int:
     return detection_head(net, purpose).classes
 
 
-def report_skipped(skipped_samples: int) -> None:
-    if skipped_samples:
-        click.echo(f"{skipped_samples} bad samples were skipped (see the warnings above)", err=True)
+def report_skipped(skipped: int) -> None:
+    """The end of a training pass: the per-sample warnings counted, in one line."""
+    line = skipped_line()
+    if line is None and skipped:
+        line = f"{skipped} bad samples were skipped (see the warnings above)"
+    if line is not None:
+        click.echo(line, err=True)
+
+
+def check_data(data: str, cfg: str | None, dialect, list_key: str, default_list: str, *, labels: bool = True,
+               images: bool = True, purpose: str = "evaluate"):
+    """The checks that need no weights, run before they are loaded (8-14 s for a big net): `classes=` of the
+    .data file against the cfg's detection head (an error naming both files), the names file, and
+    `data.check.check_dataset` of the `list_key` list, printed on stderr. With `labels`, an error when no listed
+    image is readable and labelled (nothing to `purpose`); `images=False`: the images are not looked at.
+    Returns the `DatasetReport`."""
+    from ..data.check import cfg_head, check_classes, check_dataset
+
+    data_file = read_data_file(data)
+    head = cfg_head(cfg) if cfg is not None else None
+    classes = data_file.classes if data_file.has("classes") else head[0] if head else None
+    if not data_file.has("map"):   # a class map (YOLO9000 on COCO) maps the head's classes onto the .data's
+        if data_file.has("classes") and cfg is not None:
+            check_classes(data, classes, cfg)
+        if classes is not None and (data_file.has("names") or data_file.has("labels")):
+            names_for(data, classes=classes)
+    labels = labels and classes is not None
+    report = check_dataset(data_file.get_path(list_key, default_list), classes or 1, dialect, data_path=data,
+                           labels=labels, images=images)
+    for line in report.lines(labels):
+        (log.warning if line.startswith("Warning") else log.info)(line)   # -q keeps the warning only
+    if labels:
+        report.require_usable(purpose)
+    return report
