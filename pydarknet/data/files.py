@@ -18,6 +18,7 @@ PathLike = str | os.PathLike
 # Every key some Darknet command reads from a .data file (examples/*.c, option_find on read_data_cfg).
 DATA_KEYS = frozenset({"classes", "train", "valid", "test", "names", "backup", "eval", "labels",
                        "map", "results", "top", "tree", "leaves", "tag",
+                       "saveweights", "savelast",   # DARKNET(AlexeyAB detector.c:train_detector): backup periods
                        "image_ids"})  # DIVERGES: pydarknet's COCO image-id map (data.coco.convert_coco)
 
 # DARKNET(data.c:fill_truth_detection): first-occurrence replacements, applied in this order
