@@ -7,3 +7,14 @@ import numpy as np
 def f32(x: float) -> float:
     """`x` rounded to float32, as a Python float (where Darknet stores a value in a C `float`)."""
     return float(np.float32(x))
+
+
+def running_sum(values: np.ndarray, axis: int = -1) -> np.ndarray | np.float32:
+    """A C `float` accumulated one value at a time along `axis` (0 for none): Darknet's ``sum += x[i]`` loops.
+
+    numpy's cumsum is sequential, unlike sum's pairwise reduction, so its last element is the C loop's float.
+    """
+    values = np.asarray(values)
+    if values.shape[axis] == 0:
+        return np.zeros(np.delete(values.shape, axis % values.ndim), np.float32) if values.ndim > 1 else np.float32(0)
+    return np.take(np.cumsum(values, axis=axis, dtype=np.float32), -1, axis=axis)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cfloat import running_sum
 from ..errors import DataError
 from .files import label_path, read_data_file, read_list
 from .labels import CLASSIFICATION_ONLY_ABOVE, read_labels
@@ -90,7 +91,7 @@ class AnchorResult:
         union = (boxes[:, 0] * boxes[:, 1])[:, None] + anchors[:, 0] * anchors[:, 1] - intersection
         iou = intersection / union                                                                     # [N, k]
         best = iou[np.arange(len(boxes)), np.argmin(1 - iou, axis=1)]
-        total = np.cumsum(best, dtype=np.float32)[-1] if len(best) else np.float32(0)   # sequential, as the C loop
+        total = running_sum(best)   # sequential, as the C loop
         return float(np.float32(100) * total / np.float32(len(boxes)))
 
     def alexeyab_lines(self) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..cfloat import running_sum
 from ..boxes import pairwise_iou, xyxy_to_cxcywh
 from .metrics import ALL_POINTS, Detections, GroundTruth
 
@@ -64,8 +65,7 @@ def evaluate_map(detections: Detections, ground_truths: Sequence[GroundTruth], n
     ap = np.array([_class_ap(ranked_tp[classes == c], truths[c], points) for c in range(num_classes)])
     return AlexeyABMap(ap=ap, tp=np.bincount(detections.classes[counted_tp], minlength=num_classes),
                        fp=np.bincount(detections.classes[counted_fp], minlength=num_classes), truths=truths,
-                       iou_sum=np.cumsum(truth_iou[counted_tp], dtype=np.float32)[-1] if counted_tp.any()
-                       else np.float32(0),
+                       iou_sum=running_sum(truth_iou[counted_tp]),
                        ranked=int(kept.sum()), iou_thresh=iou_thresh, conf_thresh=conf_thresh, points=points)
 
 

@@ -10,11 +10,12 @@ import math
 import numpy as np
 from torch import Tensor
 
+from ..cfloat import running_sum
+
 
 def float32_sum(values: Tensor) -> np.float32:
     """A C `float` accumulated over `values` in their (flattened) order."""
-    flat = values.detach().float().cpu().numpy().ravel()
-    return np.cumsum(flat, dtype=np.float32)[-1] if flat.size else np.float32(0)
+    return running_sum(values.detach().float().cpu().numpy().ravel())
 
 
 def c_mean(values: Tensor, divisor: int) -> float:

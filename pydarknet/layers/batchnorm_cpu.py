@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..cfloat import running_sum
+
 CPU_BN_EPS = 1e-5   # DARKNET(AlexeyAB blas.c:normalize_cpu, batchnorm_layer.c:mean_delta_cpu): .00001f
 
 
@@ -39,7 +41,7 @@ def darknet_sum(x: Tensor) -> Tensor:
     position: DARKNET(AlexeyAB blas.c:mean_cpu) ``mean[i] += x[j*filters*spatial + i*spatial + k]`` (and the sums
     of variance_cpu, backward_scale_cpu, mean_delta_cpu, variance_delta_cpu)."""
     rows = x.detach().transpose(0, 1).reshape(x.shape[1], -1).float().cpu().numpy()   # (C, B*spatial)
-    return torch.from_numpy(np.add.accumulate(rows, axis=1, dtype=np.float32)[:, -1].copy()).to(x.device)
+    return torch.from_numpy(np.ascontiguousarray(running_sum(rows, axis=1))).to(x.device)
 
 
 def cpu_batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
