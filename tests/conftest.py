@@ -67,3 +67,27 @@ def video(tmp_path_factory) -> Path:
     from video_clip import write_clip
 
     return write_clip(tmp_path_factory.mktemp("video") / "clip.avi")
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_sigchld_handler():
+    """After each test, SIGCHLD back to its default (ignored) when a DataLoader left torch's handler installed.
+
+    torch installs a Python SIGCHLD handler for its data-loading workers and never removes it, so every later
+    child exit in the pytest process (the CLI subprocesses of later tests) is delivered to a Python handler, on
+    the main thread's alternate signal stack. In the full CI run (2026-12-07) such a delivery, while
+    test_kill_resume waited for the `detector train` it had killed, ended pytest with a kernel SIGSEGV
+    (si_code SI_KERNEL, the signal frame could not be written); with the default disposition nothing is
+    delivered. The handler only matters while a loader's workers live; torch reinstalls it for the next one.
+    """
+    yield
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        from torch.utils.data._utils import signal_handling   # private: its "installed once" flag
+
+        signal_handling._SIGCHLD_handler_set = False

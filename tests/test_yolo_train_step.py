@@ -246,6 +246,23 @@ def test_yolo_cost_decreases_over_a_few_steps(reference_yolo):
     assert costs[-1] < 0.8 * costs[0], costs
 
 
+def test_yolo_net_trains_under_bf16_autocast(reference_yolo):
+    """`detector train --amp` on a [yolo] net: the forward under bfloat16 autocast, the loss on float32 outputs;
+    its costs stay within bf16's precision of the float32 step's and fall as they do."""
+    images, truths, _ = case_batch(reference_yolo, CASES[0])
+    images = F.interpolate(images, size=(160, 160), mode="bilinear", align_corners=False)
+    costs = {}
+    for amp in (False, True):
+        net = small_yolo_net(reference_yolo, CASES[0])
+        net.options.learning_rate = 0.01
+        optimizer, task = DarknetSGD(net), DetectorTask(net)
+        costs[amp] = [train_step(net, images, truths, optimizer, task=task, seen=20000 + 2 * k, amp=amp).loss.cost
+                      for k in range(3)]
+    assert costs[True][0] != costs[False][0]   # the forward did run in bfloat16
+    assert costs[True][0] == pytest.approx(costs[False][0], rel=0.05)
+    assert costs[True][-1] < 0.9 * costs[True][0], costs
+
+
 def test_yolov1_cost_decreases_over_a_few_steps():
     torch.manual_seed(0)   # the [dropout] layer's draws
     net = Darknet.from_cfg(YOLOV1_CFG)
