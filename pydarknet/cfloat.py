@@ -16,5 +16,5 @@ def running_sum(values: np.ndarray, axis: int = -1) -> np.ndarray | np.float32:
     """
     values = np.asarray(values)
     if values.shape[axis] == 0:
-        return np.zeros(np.delete(values.shape, axis % values.ndim), np.float32) if values.ndim > 1 else np.float32(0)
+        return values.sum(axis=axis, dtype=np.float32)   # zeros of the right shape
     return np.take(np.cumsum(values, axis=axis, dtype=np.float32), -1, axis=axis)

@@ -65,9 +65,7 @@ def run_demo(out: Path, train: int, valid: int, seed: int, max_batches: int | No
     trained = time.perf_counter()
     print(f"trained {len(result.history)} iterations in {trained - start:.0f} s; final loss "
           f"{result.history[-1].avg_loss:.3f} avg; weights {result.final_weights}")
-    weights = result.final_weights
-    if demo.calc_map and (best := weights.with_name(weights.name.replace("_final", "_best"))).is_file():
-        weights = best
+    weights = result.best_weights or result.final_weights   # -map's best, when it measured one
 
     print(f"$ pydarknet detector map {data} {demo.cfg} {weights}{demo.flags}")
     net = load_network(demo.cfg, weights)

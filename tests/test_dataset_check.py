@@ -125,6 +125,19 @@ def test_classes_of_data_and_cfg_head_must_agree(tmp_path):
     assert str(error.value) == f"x.data: classes=3, but {cfg}:11 [region] has classes=2: make them equal"
 
 
+def test_training_names_the_data_line_and_the_head_of_a_classes_mismatch(tmp_path):
+    from pydarknet.engine.train import train_detector
+
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text(HEAD_CFG.format(classes=2) + "anchors=1,1,2,2\nsoftmax=1\n")
+    data = tmp_path / "x.data"
+    listed = _list(tmp_path, [_image(tmp_path / "a.jpg")])
+    data.write_text(f"train={listed}\nclasses=3\nbackup={tmp_path / 'backup'}\n")
+    with pytest.raises(DataError) as error:
+        train_detector(data, cfg, workers=0, show_progress=False, log=lambda line: None)
+    assert str(error.value) == f"{data}:2: classes=3, but {cfg}:11 [region] has classes=2: make them equal"
+
+
 def test_hundred_thousand_images_in_seconds(tmp_path):
     folder = tmp_path / "obj"
     folder.mkdir()

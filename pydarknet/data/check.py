@@ -136,8 +136,15 @@ def check_dataset(list_path: PathLike, classes: int, dialect: Dialect, *, data_p
 def check_classes(data_path: PathLike, classes: int, cfg_path: PathLike) -> None:
     """A DataError naming both files when `classes=` of the .data file differs from the cfg's detection head's."""
     head = cfg_head(cfg_path)
-    if head is not None and head[0] != classes:
-        raise DataError(f"{data_path}: classes={classes}, but {head[1]} has classes={head[0]}: make them equal")
+    if head is not None:
+        require_same_classes(str(data_path), classes, *head)
+
+
+def require_same_classes(data_where: str, classes: int, head_classes: int, head_where: str) -> None:
+    """A DataError naming both places (`file` or `file:line`) when the .data file's `classes=` is not the head's."""
+    if head_classes != classes:
+        raise DataError(f"{data_where}: classes={classes}, but {head_where} has classes={head_classes}: "
+                        f"make them equal")
 
 
 def cfg_head(cfg_path: PathLike) -> tuple[int, str] | None:

@@ -20,11 +20,10 @@ from typing import Any, Callable
 from torch import Tensor, nn
 
 from ..darknet_keys import ALIASES, PJREDDIE_KEYS, readers
-from ..data.check import check_dataset
+from ..data.check import check_dataset, require_same_classes
 from ..data.dataset import detector_training_loader
 from ..data.files import DataConfig
 from ..dialect import ALEXEYAB, PJREDDIE, Dialect
-from ..errors import DataError
 from ..heads.detection.loss import detection_input_gradient, detection_loss
 from ..heads.detector import DetectionHead, detection_head
 from ..heads.region.loss import check_trainable, region_input_gradient, region_loss
@@ -210,9 +209,10 @@ class DetectorTask(Task):
     def check_data(self, data: DataConfig, data_path: str | os.PathLike, log: Callable[[str], None]) -> None:
         """`classes=` of the .data file against the head's (an error naming both files), then the train list's
         images and labels by the dialect's rule, printed in a few lines; an error when none is usable."""
-        if data.has("classes") and data.classes != self.head.classes:
-            raise DataError(f"{data.where('classes')}: classes={data.classes}, but {self.net.cfg_path} has "
-                            f"classes={self.head.classes} in its [{self.head.kind}] layer: make them equal")
+        if data.has("classes"):
+            head_section = self.net.info[list(self.net.layers).index(self.head.layers[-1])].section
+            require_same_classes(data.where("classes"), data.classes, self.head.classes,
+                                 head_section.where("classes"))
         report = check_dataset(data.get_path("train"), self.head.classes, self.dialect, data_path=data_path)
         for line in report.lines():
             log(line)
