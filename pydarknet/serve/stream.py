@@ -134,7 +134,8 @@ class StreamServer:
         while True:
             with self._changed:
                 news = self._changed.wait_for(partial(self._has_news, sent), timeout=self.resend_every)
-                if self._closing:
+                closing = self._closing   # read once, under the lock: the chunk written is the one decided here
+                if closing:
                     chunk = self.closing_chunk(started=sent > 0)
                 elif news or sent:
                     chunk = self.next_chunk(self._latest) if sent else self.first_chunk(self._latest)
@@ -143,7 +144,7 @@ class StreamServer:
                     continue   # nothing published yet
             out.write(chunk)
             out.flush()
-            if self._closing:
+            if closing:   # a close after this chunk was chosen still gets its closing chunk next round
                 return
 
     def _has_news(self, sent: int) -> bool:
