@@ -13,6 +13,10 @@ start, imports, parsing, building, reading the weights, decoding the JPEG, the f
 writing predictions.jpg. Medians over --runs rounds after --warmup; the ratio to a C program is the median
 of the per-round ratios (paired: both processes of a round ran back to back, under the same load).
 
+The other baseline, for every net: `opencv_detect.py`, the script a user of OpenCV 4.x DNN writes for the same
+job (readNetFromDarknet, imread, blob, forward, NMS, print, draw, imwrite), run in the OpenCV 4.x environment
+(opencv_dnn.py; a row saying why when it cannot be made).
+
 bf16 rows are run only where the CPU has bf16 hardware (AVX512-BF16 or AMX): elsewhere PyTorch emulates
 it, several times slower than fp32, and the row says so (--emulated-bf16 times it anyway).
 
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 import common
+import opencv_dnn
 from common import (
     C_PROGRAMS,
     REPO,
@@ -44,10 +49,13 @@ from common import (
 from pydarknet.prepack import cpu_runs_bf16
 
 AB = "C Darknet (AlexeyAB)"
+OPENCV = "OpenCV DNN script"
+BASELINES = [*C_PROGRAMS, OPENCV]   # the systems every pydarknet row is given a ratio to
 # net: (the C programs that read its cfg, whether pydarknet runs it with -ab, the .data file)
 NETS = {"yolov2-tiny-voc": (tuple(C_PROGRAMS), False, "voc.data"), "yolov2-voc": (tuple(C_PROGRAMS), False, "voc.data"),
         "yolov4-tiny": ((AB,), True, "coco.data"), "yolov4": ((AB,), True, "coco.data")}
 IMAGE = REPO / "data" / "dog.jpg"
+OPENCV_SCRIPT = Path(__file__).resolve().parent / "opencv_detect.py"
 
 
 def net_files(net: str) -> tuple[str, str]:
@@ -80,6 +88,12 @@ def commands(net: str, out: Path, bf16: bool) -> tuple[dict[str, tuple[list[str]
         extra = ["-dont_show"] if name == AB else []
         found[name] = ([str(binary), "detector", "test", f"cfg/{data}", cfg, weights, str(IMAGE), *extra],
                        binary.parent)
+    try:
+        names = REPO / "data" / ("voc.names" if data == "voc.data" else "coco.names")
+        found[OPENCV] = ([str(opencv_dnn.opencv_python()), str(OPENCV_SCRIPT), cfg, weights, str(names), str(IMAGE),
+                          str(out / "opencv.jpg"), str(common.THREADS)], REPO)
+    except opencv_dnn.OpenCVUnavailable as error:
+        skipped[OPENCV] = f"not run: {error}".splitlines()[0]
     return found, skipped
 
 
@@ -115,22 +129,22 @@ def main() -> None:
             print(f"timing {net}: {', '.join(cases)}", flush=True)
             seconds = common.interleave({name: lambda c=command, d=cwd: wall_seconds(c, d)
                                          for name, (command, cwd) in cases.items()}, args.warmup, args.runs)
-            programs = [name for name in seconds if name.startswith("C ")]
+            programs = [name for name in seconds if name in BASELINES]
             for name, values in seconds.items():
                 median = statistics.median(values)
                 versus = {c: paired_ratio(values, seconds[c]) for c in programs}
                 rows.append({"net": net, "name": name, "seconds": values, "median_s": median, "versus": versus})
                 table.append([net, name, f"{median:.2f}", f"{min(values):.2f}",
-                              *(f"{versus[c]:.2f}x" if c in versus else "-" for c in C_PROGRAMS), ""])
+                              *(f"{versus[c]:.2f}x" if c in versus else "-" for c in BASELINES), ""])
                 summary[f"cli {net} {name} s"] = median
-                if not name.startswith("C "):
+                if name not in BASELINES:
                     summary.update({f"cli {net} {name} / {c}": ratio for c, ratio in versus.items()})
             for name, why in skipped.items():
                 rows.append({"net": net, "name": name, "skipped": why})
-                table.append([net, name, "-", "-", *("-" for _ in C_PROGRAMS), why])
+                table.append([net, name, "-", "-", *("-" for _ in BASELINES), why])
     print(f"\none-image `detector test` (data/dog.jpg) as a whole process, {common.THREADS} threads; "
-          f"ratio = median of the per-round ratios to that C program (below 1: faster)\n{cpu_line()}")
-    print_table(table, ["net", "system", "median s", "min s", *(f"vs {c}" for c in C_PROGRAMS), "note"])
+          f"ratio = median of the per-round ratios to that program (below 1: faster)\n{cpu_line()}")
+    print_table(table, ["net", "system", "median s", "min s", *(f"vs {c}" for c in BASELINES), "note"])
     write_json(args.out, {"cli": rows, "summary": summary, "runs": args.runs, "warmup": args.warmup})
 
 

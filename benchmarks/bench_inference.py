@@ -3,7 +3,7 @@ OpenCV DNN measured in the same run, interleaved (A B C A B C ...), medians over
 
 Systems (CPU): pydarknet as loaded (`load_network`), pydarknet fp32 and bf16 (`load_inference_network`:
 batch norm folded, convs prepacked for oneDNN), pydarknet int8 (calibrated on the pack's data/*.jpg; run by
-onnxruntime, and by OpenVINO when installed), pydarknet's onnxruntime backend, OpenVINO fp32 and
+OpenVINO when installed, and by onnxruntime), pydarknet's onnxruntime backend, OpenVINO fp32 and
 bf16 on pydarknet's ONNX export (when the `openvino` package is installed: `pip install openvino`),
 and OpenCV 4.x DNN on the same cfg and weights (its own virtualenv, see opencv_dnn.py). On CUDA:
 pydarknet fp32 and bf16 at batch 1 and 64.
@@ -167,10 +167,11 @@ def cpu_cases(model: Model, net: Darknet, batch: int, opencv: OpenCVWorker | Non
              "pydarknet bf16": torch_case(load_inference_network(model.cfg, model.weights, cpu, precision="bf16"),
                                           batch, net, cpu)}
     if importlib.util.find_spec("onnxruntime") is not None:
-        int8_backends = {"pydarknet int8": "torch", "pydarknet int8 openvino": "openvino"}
+        # backend torch: OpenVINO where installed, else onnxruntime (inference._int8_backend)
+        int8_backends = {"pydarknet int8": "torch", "pydarknet int8 onnxruntime": "onnxruntime"}
         for name, backend in int8_backends.items():
-            if backend == "openvino" and importlib.util.find_spec("openvino") is None:
-                continue
+            if backend == "onnxruntime" and importlib.util.find_spec("openvino") is None:
+                continue   # the same as the row above
             int8 = load_inference_network(model.cfg, model.weights, cpu, precision="int8", backend=backend,
                                           calibration=calibration_images())
             cases[name] = torch_case(int8, batch, net, cpu)

@@ -11,6 +11,7 @@ onnxruntime or OpenVINO, behind the interface that `predict.detect`, `classify` 
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import warnings
@@ -51,10 +52,10 @@ class InferenceNetwork(nn.Module):
     its inference precision set to f32 or bf16 (bf16 there covers the whole graph, last layer included).
     precision "int8" (CPU; needs `calibration`, the user's images: a list file or a list of paths): the
     graph quantized after training (`quantize.quantize_network`: int8 weights per channel, uint8 activations
-    with ranges from the calibration images, the first conv and the head in float32), run by onnxruntime
-    (backend "torch" or "onnxruntime") or by OpenVINO (backend "openvino"). On 2 AVX2 cores the two are level
-    (batch 1: onnxruntime 0.71-0.83x OpenCV DNN's time, OpenVINO 0.77-0.89x; batch 8 the other way round):
-    onnxruntime, which the quantizer needs anyway, is the default.
+    with ranges from the calibration images, the first conv and the head in float32), run by OpenVINO
+    (backend "openvino", and "torch" when openvino is installed) or by onnxruntime (backend "onnxruntime",
+    and "torch" without openvino). On 2 AVX2 cores OpenVINO is the faster (batch 1, ratios to OpenCV DNN's
+    time in `quantize`'s docstring).
     precision "fast": the fastest this device runs (`fast_precision`): bf16 on a GPU and on a CPU with
     AVX512-BF16 or AMX, else int8 when `calibration` is given, else fp32.
 
@@ -62,9 +63,14 @@ class InferenceNetwork(nn.Module):
     """
 
     def __init__(self, net: Darknet, precision: str = "fp32", backend: str = "torch", in_place: bool = False,
-                 calibration: Calibration | None = None):
+                 calibration: Calibration | None = None, single_forward: bool = False, winograd: bool = True):
         """`in_place`: fold `net` itself instead of a copy (for a net nothing else uses: saves a copy).
-        `calibration`: the images int8 is calibrated on (a list file or paths; precision int8 and fast)."""
+        `calibration`: the images int8 is calibrated on (a list file or paths; precision int8 and fast).
+        `single_forward`: the net will run once (a one-image `detector test`), so the weights are used as
+        folded: prepacking and NHWC reorder them once to save on every later forward, but for one forward the
+        reorder costs more than it saves (yolov2-voc, 2 AVX2 cores: 0.33 s of CPU reordering, 0.09 s saved).
+        `winograd`: prepacked fp32 runs the 3x3 convs where Winograd measured faster as Winograd F(m, 3)
+        (`winograd.winograd_tile`); False: every conv prepacked for oneDNN."""
         super().__init__()
         _check_choice("precision", precision, PRECISIONS)
         _check_choice("backend", backend, BACKENDS)
@@ -82,21 +88,21 @@ class InferenceNetwork(nn.Module):
             warnings.warn("bf16 on this CPU (no AVX512-BF16 or AMX) is emulated and several times slower than "
                           "fp32: use precision fp32 here", SlowPrecisionWarning, stacklevel=2)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        prepack = backend == "torch" and prepacking_available(self._device, dtype)
+        prepack = backend == "torch" and not single_forward and prepacking_available(self._device, dtype)
         # prepacked convs reorder the weights themselves and write NHWC outputs: no channels_last copy
-        self.net = fuse_for_inference(net, channels_last=not prepack, in_place=in_place)
+        self.net = fuse_for_inference(net, channels_last=not (prepack or single_forward), in_place=in_place)
         # the [yolo] / [Gaussian_yolo] layers, which run in float32 in bf16 mode (on up-cast inputs)
         self._yolo_layers = list(self.net._output_layers)
         self._float32_from = self._float32_start()
         self._session = None
         if backend in _SESSIONS:
-            model = quantize_network(self.net, calibration) if precision == "int8" else _onnx_bytes(self.net)
+            model = quantize_network(self.net, calibration, backend) if precision == "int8" else _onnx_bytes(self.net)
             self._session = _SESSIONS[backend](model, precision)
         if backend == "torch":
-            self._prepare_trunk(dtype, prepack)
+            self._prepare_trunk(dtype, prepack, winograd)
         self.eval()
 
-    def _prepare_trunk(self, dtype: torch.dtype, prepack: bool) -> None:
+    def _prepare_trunk(self, dtype: torch.dtype, prepack: bool, winograd: bool) -> None:
         """Cast the layers before `_float32_from` but the [yolo] ones to `dtype` (bf16 only), make the [yolo]
         layers up-cast their inputs, and prepack the convs (CPU)."""
         upto = self._float32_from if dtype != torch.float32 else None
@@ -108,7 +114,7 @@ class InferenceNetwork(nn.Module):
                     layer.to(dtype)
         if prepack:
             give_heads_nchw_inputs(self.net)
-            prepack_convolutions(self.net, dtype, upto)
+            prepack_convolutions(self.net, dtype, upto, winograd)
 
     # what detect(), classify() and validation read from a Darknet, answered by the fused net
     region = property(lambda self: self.net.region)
@@ -178,14 +184,16 @@ def fast_precision(device: torch.device, backend: str = "torch", calibration: Ca
 
 
 def _int8_backend(net: Darknet, backend: str, calibration: Calibration | None) -> str:
-    """The runtime of an int8 net: onnxruntime for backend torch, else the backend asked for; a DarknetError
-    without calibration images."""
+    """The runtime of an int8 net: the backend asked for, or for backend torch OpenVINO where it is installed (the
+    faster on AVX2), else onnxruntime; a DarknetError without calibration images."""
     if calibration is None:
         raise DarknetError("precision int8 needs calibration images: calibration= a list file or a list of "
                            "image paths (on the command line: -calibration LIST)")
     if net.device.type != "cpu":
         raise ValueError(f"precision int8 runs on the cpu (asked: {net.device})")
-    return "onnxruntime" if backend == "torch" else backend
+    if backend != "torch":
+        return backend
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
 
 
 def _onnxruntime_session(model: bytes, _precision: str) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -223,7 +231,7 @@ _SESSIONS = {"onnxruntime": _onnxruntime_session, "openvino": _openvino_session}
 
 def load_inference_network(cfg: str | os.PathLike, weights: str | os.PathLike, device: str | torch.device = "cpu",
                            precision: str = "fp32", backend: str = "torch",
-                           calibration: Calibration | None = None) -> InferenceNetwork:
+                           calibration: Calibration | None = None, winograd: bool = True) -> InferenceNetwork:
     """Load a cfg and its weights as an `InferenceNetwork` (eval mode, gradients off) on `device`."""
     return InferenceNetwork(load_network(cfg, weights, device), precision, backend, in_place=True,
-                            calibration=calibration)
+                            calibration=calibration, winograd=winograd)

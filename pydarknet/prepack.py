@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .fuse import _FusedMixin
 from .layers.conv import ConvolutionalLayer
 from .registry import Shape
+from .winograd import WinogradConvolution, winograd_tile
 
 # Darknet activations that oneDNN computes exactly as PyTorch does (no transcendental approximations)
 EXACT_POST_OPS: dict[str, tuple[str, list[float]]] = {
@@ -70,15 +71,21 @@ class PrepackedConvolution(_FusedMixin, nn.Module):
         return f"{self.weight.dtype}, {tuple(self.weight.shape)}, post_op={self.post_op[0]}"
 
 
-def prepack_convolutions(net: nn.Module, dtype: torch.dtype = torch.float32, upto: int | None = None) -> None:
+def prepack_convolutions(net: nn.Module, dtype: torch.dtype = torch.float32, upto: int | None = None,
+                         winograd: bool = True) -> None:
     """Replace, in place, each conv of `net.layers[:upto]` (a Darknet fused for inference, on the CPU) by
-    its `PrepackedConvolution`, packed for its input at batch 1 (other batch sizes and image sizes run too)."""
+    its `PrepackedConvolution`, packed for its input at batch 1 (other batch sizes and image sizes run too).
+    With `winograd` (float32 only), the 3x3 stride-1 convs that `winograd.winograd_tile` picks by their
+    shape, where Winograd measured faster, become `WinogradConvolution`s instead."""
     count = len(net.layers) if upto is None else upto
     for index in range(count):
         layer = net.layers[index]
         if isinstance(layer, ConvolutionalLayer) and layer.bn is None:
             (source,) = net.info[index].sources
-            net.layers[index] = PrepackedConvolution(layer, _input_shape(net, source), dtype)
+            shape = _input_shape(net, source)
+            tile = winograd_tile(layer.op, shape) if winograd and dtype == torch.float32 else None
+            net.layers[index] = (WinogradConvolution(layer, tile) if tile else
+                                 PrepackedConvolution(layer, shape, dtype))
 
 
 def _input_shape(net, source: int) -> Shape:

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 from reference import read_json
+
+from pydarknet.prepack import prepacking_available
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -16,14 +20,14 @@ REPO = Path(__file__).resolve().parent.parent
 NOT_FOR_DETECTOR_TEST = ("onnx", "onnxruntime", "matplotlib", "pycocotools", "hypothesis", "sympy", "scipy", "PIL")
 
 
-def _run_program(args: list[str], before: str = "") -> subprocess.CompletedProcess:
-    """`python -m pydarknet ARGS` in a fresh interpreter, after the Python statements `before`; at exit
-    (atexit) it prints the top-level modules imported, on a line `MODULES …`."""
+def _run_program(args: list[str], before: str = "", stdin: str = "") -> subprocess.CompletedProcess:
+    """`python -m pydarknet ARGS` in a fresh interpreter, after the Python statements `before`, reading `stdin`;
+    at exit (atexit) it prints the top-level modules imported, on a line `MODULES …`."""
     code = (f"import atexit, runpy, sys\n{before}\n"
             "atexit.register(lambda: print('MODULES', *sorted({name.split('.')[0] for name in sys.modules})))\n"
             f"sys.argv = ['pydarknet', *{[str(a) for a in args]!r}]\n"
             "runpy.run_module('pydarknet', run_name='__main__')\n")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, input=stdin)
 
 
 def _modules_after(args: list[str]) -> set[str]:
@@ -41,6 +45,31 @@ def test_detector_test_imports_only_what_it_needs(reference, tmp_path):
     assert {"torch", "cv2", "pydarknet"} <= modules
     assert not modules & set(NOT_FOR_DETECTOR_TEST)
     assert (tmp_path / "p.jpg").is_file()
+
+
+# Says, at exit, how many convs were prepacked and whether the JSON writers were imported
+PREPACK_COUNTER = ("import atexit, sys\nimport pydarknet.prepack as prepack\nprepacked = []\n"
+                   "original = prepack.PrepackedConvolution.__init__\n"
+                   "def counted(self, *args, **kwargs):\n    prepacked.append(1)\n    original(self, *args, **kwargs)\n"
+                   "prepack.PrepackedConvolution.__init__ = counted\n"
+                   "atexit.register(lambda: print('PREPACKED', len(prepacked), 'JSON_WRITERS',\n"
+                   "                              'pydarknet.serve.json_stream' in sys.modules))")
+
+
+def test_a_one_image_test_runs_the_folded_weights_unpacked(reference, tmp_path):
+    """One image: one forward, for which reordering the weights (prepacking) costs more than it saves; images typed
+    at the prompt: prepacked. The AlexeyAB JSON writers are imported only when asked for."""
+    if not prepacking_available(torch.device("cpu")):
+        pytest.skip("this PyTorch has no oneDNN prepacked convolution")
+    one_image = _run_program(_detector_test(reference, tmp_path)[:-2], before=PREPACK_COUNTER)
+    prompt = _run_program([*_detector_test(reference, tmp_path)[:5], *_detector_test(reference, tmp_path)[6:-2]],
+                          before=PREPACK_COUNTER, stdin=f"{REPO / 'data' / 'dog.jpg'}\n" * 2)
+    assert one_image.returncode == 0 and prompt.returncode == 0, one_image.stderr + prompt.stderr
+    assert "PREPACKED 0 JSON_WRITERS False" in one_image.stdout
+    assert "PREPACKED 23 JSON_WRITERS False" in prompt.stdout   # mini-yolov2-voc's 23 convs
+    def printed(stdout: str) -> list[str]:
+        return [line for line in stdout.replace("Enter Image Path: ", "\n").splitlines() if line.endswith("%")]
+    assert printed(one_image.stdout) and printed(one_image.stdout) * 2 == printed(prompt.stdout)
 
 
 def test_help_imports_no_torch_and_no_opencv():

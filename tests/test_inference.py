@@ -23,6 +23,7 @@ from pydarknet.cfg import parse_cfg_text
 from pydarknet.evaluate.detect_list import detect_images
 from pydarknet.fuse import FusedNetworkError, fuse_for_inference
 from pydarknet.inference import InferenceNetwork
+from pydarknet.layers.conv import ConvolutionalLayer
 from pydarknet.network import Darknet
 from pydarknet.predict import detect_boxes
 from pydarknet.prepack import PrepackedConvolution, prepacking_available
@@ -112,6 +113,21 @@ def assert_matches_pack(output: np.ndarray, folder, name: str, what: str) -> Non
 @pytest.mark.parametrize("name", MINI_NETS)
 def test_fp32_inference_net_matches_darknet(reference, name):
     net = load_inference_network(*mini_files(reference, name))
+    for image in images_for(name):
+        with torch.inference_mode():
+            output = net(network_input(reference, image, MINI_NETS[name]))
+        assert output.dtype == torch.float32
+        assert_matches_pack(output[0].numpy(), reference / "forward" / name / image, name, f"{name}/{image}")
+
+
+@pytest.mark.parametrize("name", MINI_NETS)
+def test_single_forward_net_runs_the_folded_weights_as_they_are(reference, name):
+    """A one-image `detector test` net: no prepacked convs, NCHW weights (no reorder before its one forward), and
+    Darknet's outputs within §9."""
+    net = InferenceNetwork(mini_network(reference, name), single_forward=True)
+    convolutions = [layer for layer in net.net.layers if isinstance(layer, ConvolutionalLayer)]
+    assert len(convolutions) == sum(kind in ("convolutional", "conv") for kind in net.net.kinds)
+    assert all(layer.op.weight.is_contiguous() for layer in convolutions)
     for image in images_for(name):
         with torch.inference_mode():
             output = net(network_input(reference, image, MINI_NETS[name]))

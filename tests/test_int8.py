@@ -19,9 +19,10 @@ from reference import MINI_NETS, mini_network, network_input
 
 from pydarknet import DarknetError, load_inference_network
 from pydarknet.cli import main
-from pydarknet.export import export_network
+from pydarknet.export import INPUT_NAME, export_network
 from pydarknet.inference import InferenceNetwork, fast_precision
-from pydarknet.quantize import calibration_paths, float_nodes, quantize_network
+from pydarknet.layers.conv import ConvolutionalLayer
+from pydarknet.quantize import calibration_paths, float_nodes, fold_pool_padding, quantize_network
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
 TINY = "mini-yolov2-tiny-voc"   # its 6th max pool is size 2 stride 1: padded with -inf (DARKNET maxpool_layer.c)
@@ -86,19 +87,54 @@ def test_first_conv_and_head_stay_float32(reference, images):
     assert int8_weights == convs[1:-1]
 
 
-@pytest.mark.parametrize("backend", ["torch", "openvino"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
 def test_int8_region_probabilities_stay_near_fp32(reference, images, backend):
-    if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+    openvino = importlib.util.find_spec("openvino") is not None
+    if backend == "openvino" and not openvino:
         pytest.skip("openvino is not installed")
     x = network_input(reference, "dog", MINI_NETS[TINY])
     fp32 = load_inference_network(reference / "mini" / f"{TINY}.cfg", reference / "mini" / f"{TINY}.weights")
     int8 = InferenceNetwork(mini_network(reference, TINY), precision="int8", backend=backend, calibration=images)
-    assert int8.precision == "int8" and int8.backend == ("onnxruntime" if backend == "torch" else "openvino")
+    runtime = backend if backend != "torch" else "openvino" if openvino else "onnxruntime"   # the faster one
+    assert int8.precision == "int8" and int8.backend == runtime
     with torch.inference_mode():
         want, got = fp32(x), int8(x)
     probabilities = np.r_[4:want.shape[2]]   # objectness and classes
     difference = (got - want)[:, :, probabilities].abs().max()
     assert 0 < difference <= INT8_PROBABILITY_ABS
+
+
+def test_darknet_pool_padding_folds_into_the_maxpool_exactly(reference):
+    import onnx
+    import onnxruntime
+
+    net = mini_network(reference, TINY)
+    exported = io.BytesIO()
+    export_network(net, exported)
+    model = onnx.load_from_string(exported.getvalue())
+    fold_pool_padding(model)
+    assert "Pad" not in {node.op_type for node in model.graph.node}
+    x = network_input(reference, "dog", MINI_NETS[TINY])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        np.testing.assert_allclose(session.run(None, {INPUT_NAME: x.numpy()})[0], net(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_each_runtime_gets_the_graph_it_runs_in_int8(reference, images):
+    """Max pools are exported as MaxPool nodes and read int8 (regression: as slices and maxima they ran in float32);
+    onnxruntime's graph rounds each int8 conv's output (its QLinearConv), OpenVINO's rounds it only after the
+    leaky ReLU (which OpenVINO fuses into the conv; a rounding before it stayed an f32 pass over the map)."""
+    import onnx
+
+    net = mini_network(reference, TINY)
+    convs = sum(isinstance(layer, ConvolutionalLayer) for layer in net.layers)
+    for runtime, rounded_convs in [("onnxruntime", convs - 1), ("openvino", 0)]:   # the head's conv is float32
+        graph = onnx.load_from_string(quantize_network(net, images, runtime)).graph
+        producers = {output: node.op_type for node in graph.node for output in node.output}
+        inputs = [[producers.get(name) for name in node.input] for node in graph.node if node.op_type == "MaxPool"]
+        assert inputs == [["DequantizeLinear"]] * 6, runtime   # the 6th: size 2, stride 1, its padding folded in
+        assert sum(producers.get(node.input[0]) == "Conv" for node in graph.node
+                   if node.op_type == "QuantizeLinear") == rounded_convs, runtime
 
 
 @pytest.mark.parametrize("device, bf16_hardware, calibration, backend, want", [

@@ -416,11 +416,12 @@ def names_for(data_path: str | Path, default: str = "data/names.list", classes: 
 
 def open_network(cfg: str, weights: str | None, device: str | None, trained: bool = True,
                  precision: str | None = None, backend: str = "torch", darknet_build: str = "gpu",
-                 calibration: str | None = None):
+                 calibration: str | None = None, single_forward: bool = False):
     """Load the net, printing Darknet's layer table and weights line (on stderr, hidden by -q); with
     `trained`, a weights file that fills no layer is an error. With a `precision`, the net to run
     detections or classifications on: an `InferenceNetwork` of that precision and `backend`.
-    `darknet_build`: `Darknet.darknet_build`; `calibration`: int8's list of images."""
+    `darknet_build`: `Darknet.darknet_build`; `calibration`: int8's list of images; `single_forward`: see
+    `InferenceNetwork` (a command that runs the net on one image)."""
     from ..network import load_network
     from ..summary import layer_table, loading_weights_line
 
@@ -432,7 +433,8 @@ def open_network(cfg: str, weights: str | None, device: str | None, trained: boo
         return net
     from ..inference import InferenceNetwork
     try:
-        return InferenceNetwork(net, precision, backend, in_place=True, calibration=calibration)
+        return InferenceNetwork(net, precision, backend, in_place=True, calibration=calibration,
+                                single_forward=single_forward)
     except ValueError as error:   # a choice this net or device cannot run
         raise click.UsageError(str(error)) from None
 

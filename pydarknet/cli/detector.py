@@ -98,12 +98,10 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
                    outputs: DetectionOutputs, device: str | None, decoder: str | None, inference: dict[str, str],
                    habits: dict) -> None:
     from ..detections import detections_to_json
-    from ..evaluate.results import alexeyab_json_file, pseudo_label_lines
-    from ..serve.json_stream import detection_json
     from ..image import draw_detections, load_image, save_image
     from ..predict import detect_boxes
 
-    net = open_network(cfg, weights, device, **inference)
+    net = open_network(cfg, weights, device, single_forward=image is not None, **inference)
     names = names_for(data, classes=classes_of(net, "detection"))
     dialect = habits["dialect"]
     thresh = thresh if thresh is not None else dialect.test_thresh
@@ -124,12 +122,16 @@ def _run_detection(data: str, cfg: str, weights: str, image: str | None, thresh:
         save_image(outputs.images.next(path), draw_detections(picture, dets, names, thresh))
         records.append({"image": path, "width": picture.shape[1], "height": picture.shape[0],
                         "detections": detections_to_json(dets, names, thresh)})
-        alexeyab_images.append(detection_json(dets, names, len(alexeyab_images) + 1, path))
+        if outputs.alexeyab_json:
+            from ..serve.json_stream import detection_json   # only here: a one-image test imports less
+            alexeyab_images.append(detection_json(dets, names, len(alexeyab_images) + 1, path))
         if outputs.save_labels:
+            from ..evaluate.results import pseudo_label_lines
             _write_labels(dialect, path, pseudo_label_lines(dets, thresh))
     if outputs.json_path:
         Path(outputs.json_path).write_text(json.dumps(records if len(records) != 1 else records[0], indent=1))
     if outputs.alexeyab_json:
+        from ..evaluate.results import alexeyab_json_file
         Path(outputs.alexeyab_json).write_text(alexeyab_json_file(alexeyab_images))
     end_without_teardown()   # everything is written and closed
 

@@ -36,7 +36,7 @@ class MaxPoolLayer(DarknetLayer):
                 or not self._padding_unused(x.shape[-2], after, self.stride_y)):
             x = nn.functional.pad(x, (before, after, before, after), value=float("-inf"))
         elif (self.size == self.stride == self.stride_y == 2 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
-              and not x.requires_grad):
+              and not x.requires_grad and not torch.onnx.is_in_onnx_export()):   # exported: one MaxPool (int8 there)
             return _max_of_2x2_blocks(x)
         return nn.functional.max_pool2d(x, self.size, (self.stride_y, self.stride))
 
