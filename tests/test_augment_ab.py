@@ -445,7 +445,7 @@ def test_the_dialect_decides_where_labels_are(synth):
 def test_a_region_net_trains_on_todays_path(synth, tmp_path):
     """The entry point gives a [region] net exactly what DetectionDataset + train_loader gave it (and now says
     `Resizing` at each multi-scale draw)."""
-    net = _net(tmp_path, "synth-tiny.cfg", {"max_batches=3000": "max_batches=11", "batch=16": "batch=1",
+    net = _net(tmp_path, "synth-tiny.cfg", {"max_batches=1000": "max_batches=11", "batch=16": "batch=1",
                                                       "random=0": "random=1"})
     train = _train_list(synth["darknet"])
     region = net.layers[-1]
