@@ -192,14 +192,22 @@ class Timing:
                 "items_per_s": self.per_second}
 
 
-def interleave(cases: dict[Key, Callable[[], float]], warmup: int, runs: int) -> dict[Key, list[float]]:
-    """Call every case in turn (A B C A B C ...), `warmup` rounds discarded; seconds per case.
+# Untimed rest before each call: onnxruntime's, OpenVINO's and OpenCV's thread pools spin for a while after a
+# call, and without it slowed whichever case ran next (the same int8 case moved between 0.52x and 0.75x)
+PAUSE_S = 0.1
+
+
+def interleave(cases: dict[Key, Callable[[], float]], warmup: int, runs: int,
+               pause: float = PAUSE_S) -> dict[Key, list[float]]:
+    """Call every case in turn (A B C A B C ...), `warmup` rounds discarded, `pause` seconds of rest before each
+    call; seconds per case.
 
     Interleaving spreads slow phases of a shared machine (other jobs, thermal) over all cases alike.
     """
     seconds: dict[Key, list[float]] = {name: [] for name in cases}
     for round_ in range(warmup + runs):
         for name, case in cases.items():
+            time.sleep(pause)
             elapsed = case()
             if round_ >= warmup:
                 seconds[name].append(elapsed)

@@ -67,8 +67,9 @@ class InferenceNetwork(nn.Module):
         """`in_place`: fold `net` itself instead of a copy (for a net nothing else uses: saves a copy).
         `calibration`: the images int8 is calibrated on (a list file or paths; precision int8 and fast).
         `single_forward`: the net will run once (a one-image `detector test`), so the weights are used as
-        folded: prepacking and NHWC reorder them once to save on every later forward, but for one forward the
-        reorder costs more than it saves (yolov2-voc, 2 AVX2 cores: 0.33 s of CPU reordering, 0.09 s saved).
+        folded: prepacking (Winograd's transforms included) and NHWC reorder them once to save on every later
+        forward, but for one forward that costs more than it saves (yolov2-voc, 2 AVX2 cores, quiet: 0.43-0.63 s
+        at load to save 0.15-0.2 s of the forward).
         `winograd`: prepacked fp32 runs the 3x3 convs where Winograd measured faster as Winograd F(m, 3)
         (`winograd.winograd_tile`); False: every conv prepacked for oneDNN."""
         super().__init__()

@@ -246,11 +246,12 @@ def _round_after_activations(graph) -> None:
 def _quiet_quantizer() -> Iterator[None]:
     """onnxruntime's quantizer advises its own pre-processing on the root logger at every call (ours is a folded
     export already), and numpy warns on the quantization parameters it computes for a -inf map no int8 op reads
-    (a Pad that `fold_pool_padding` leaves): keep both from the user."""
+    (a Pad that `fold_pool_padding` leaves), and its percentile calibration prints its progress on stdout, where
+    `detector test` prints its detections: keep all three from the user."""
     previous = logging.root.manager.disable
     logging.disable(max(previous, logging.WARNING))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.filterwarnings("ignore", category=RuntimeWarning, module="onnxruntime")
             yield
     finally:

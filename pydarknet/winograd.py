@@ -14,13 +14,18 @@ on yolov2-voc's 64->128 at 104x104 to 256->512 at 26x26, F(2,3) 0.7-0.85 / 0.5-0
 13x13 layers (F(4,3) there: slower at batch 1, its 4x larger transformed weights are read for 16 tile rows;
 F(6,3): no faster than F(4,3) at batch 1, twice its error). Whole nets, batch 1: yolov2-voc 0.70-0.83x the
 prepacked net's time, yolov2-tiny-voc 0.84-0.85x, yolov4-tiny 0.77-0.85x, yolov2 at 608 0.55-0.62x
-(benchmarks/README.md).
+(benchmarks/README.md). The same machine quiet (load < 1, weights read cold from memory in a whole net) gains
+less at batch 1: per layer F(4,3) 0.54-0.97 where at least MIN_GEMM_WORK multiply-adds per tile position, and
+1.02-1.6 below it; F(2,3) 0.73-0.80 on the 1024-channel 13x13 layers, but the whole nets with it on their
+512-channel 13x13 layers were 8-12 % slower. With the rule as it is now, whole nets, Winograd's time over the
+prepacked net's (quiet, interleaved): yolov2-voc 0.83-0.87 (batch 1) / 0.72 (batch 8), yolov2 at 608 0.72,
+yolov2-tiny-voc 0.92-1.02 / 0.82, yolov4-tiny 0.94-1.14 (noise of the 60-90 ms nets) / 0.88.
 The transformed weights take 16/9 (F(2,3)) or 4 (F(4,3)) times the room of the plain ones.
 
 Float32 error, max |error| / max |output| of one layer against float64: 2e-7 to 9e-7 (F(2,3)), 3e-6 to
-1.4e-5 (F(4,3)), 5e-6 to 1.6e-5 (F(6,3)), against 1e-6 to 4e-6 for oneDNN's direct conv; the kernel
-transform runs in float64. README §9 (1e-4 per layer) holds with every eligible conv of the pack's mini
-nets forced to F(6,3) (worst layer at 0.54 of its tolerance).
+1.4e-5 (F(4,3)), 5e-6 to 1.6e-5 (F(6,3)), against 1e-6 to 4e-6 for oneDNN's direct conv (the kernel
+transform, one float32 GEMM at load, adds at most 1.3e-7). README §9 (1e-4 per layer) holds with every
+eligible conv of the pack's mini nets forced to F(6,3) (worst layer at 0.54 of its tolerance).
 """
 from __future__ import annotations
 
@@ -43,9 +48,13 @@ POINTS: dict[int, tuple[Fraction, ...]] = {
 KERNEL = 3
 # Where Winograd beat oneDNN's direct conv (AMD EPYC, AVX2, 2 threads, batch 1 and 8; see winograd_tile)
 MIN_CHANNELS = 64               # fewer input channels, or
-MIN_WEIGHTS = 64 * 128          # fewer weights per tap (Cin x Cout; 64 x 64: 0.8-1.5x): GEMMs too thin
+MIN_WEIGHTS = 64 * 128          # fewer weights per tap (Cin x Cout; 64 x 64: 0.8-1.5x): GEMMs too thin, or
+MIN_GEMM_WORK = 2_500_000       # fewer multiply-adds per tile position and image (F(4,3) tiles x Cin x Cout; quiet,
+                                # batch 1: 1.4-1.6M lost 1.02-1.08x, 2.8M and more won 0.54-0.97x): too little to
+                                # pay for the transforms
 SMALL_MAP = 16                  # maps this small (13x13 ...) run F(2,3), whose tiles waste least, and
-SMALL_MAP_MIN_CHANNELS = 512    # only with this many input channels (256 -> 512 at 13x13: 0.85-1.05x)
+SMALL_MAP_MIN_CHANNELS = 1024   # only with this many input channels (batch 1, whole nets: with F(2,3) on
+                                # 512 -> 1024 and 512 -> 512 at 13x13 they lost 8-12 %)
 LEAKY_SLOPE = 0.1   # DARKNET(activations.h:leaky_activate)
 
 
@@ -74,10 +83,13 @@ def _coefficients(roots: list[Fraction], length: int) -> list[Fraction]:
 
 def winograd_tile(op: nn.Conv2d, shape: Shape) -> int | None:
     """The m of the F(m, 3) that runs `op` on `shape` inputs faster than oneDNN's direct conv on the AVX2 CPU
-    it was measured on (ratios of time, batch 1 / batch 8, interleaved, yolov2-voc's and yolov2-tiny-voc's
-    layers; benchmarks/README.md), or None: the direct conv. By shape only, so every batch size runs the same
-    arithmetic."""
-    if not runs_as_winograd(op) or op.in_channels < MIN_CHANNELS or op.in_channels * op.out_channels < MIN_WEIGHTS:
+    it was measured on (ratios of time, batch 1 / batch 8, interleaved, the layers of yolov2-voc, yolov2-tiny-voc,
+    yolov4-tiny and yolov2 at 608, loaded and quiet; benchmarks/README.md), or None: the direct conv. By shape
+    only, so every batch size runs the same arithmetic."""
+    weights = op.in_channels * op.out_channels
+    tiles = -(-shape.h // 4) * -(-shape.w // 4)
+    if (not runs_as_winograd(op) or op.in_channels < MIN_CHANNELS or weights < MIN_WEIGHTS
+            or tiles * weights < MIN_GEMM_WORK):
         return None
     if min(shape.h, shape.w) <= SMALL_MAP:
         return 2 if op.in_channels >= SMALL_MAP_MIN_CHANNELS else None
@@ -92,7 +104,7 @@ def runs_as_winograd(op: nn.Conv2d) -> bool:
 
 class WinogradConvolution(_FusedMixin, nn.Module):
     """A `[convolutional]` layer without batch norm (folded, or none in the cfg), 3x3 stride 1 pad 1, as
-    Winograd F(m, 3) in float32: kernels transformed once (in float64), features NHWC in and out (as the
+    Winograd F(m, 3) in float32: kernels transformed once, features NHWC in and out (as the
     prepacked convs write them), the bias added in the transformed domain and the leaky ReLU applied while
     the blocks are written out."""
 
@@ -103,8 +115,11 @@ class WinogradConvolution(_FusedMixin, nn.Module):
             raise ValueError(f"Winograd F({m},3) computes 3x3 stride-1 pad-1 convs without groups, not {op}")
         a_t, g, b_t = winograd_matrices(m)
         self.m, self.alpha, self.out_channels = m, m + KERNEL - 1, op.out_channels
-        kernels = torch.einsum("ai,ocij,bj->abco", g, op.weight.detach().double(), g)   # G g G^T per (c, o)
-        self.kernels = nn.Parameter(kernels.reshape(self.alpha ** 2, op.in_channels, op.out_channels).float(),
+        # G g G^T of every (c, o) at once: (G (x) G) @ the 9 taps, one float32 GEMM (within 1.3e-7 of the max of
+        # the float64 transform, which took 4-5x longer: 0.4-0.7 s per 1024 x 1024 layer, on every load)
+        taps = op.weight.detach().float().reshape(op.out_channels, op.in_channels, KERNEL * KERNEL)
+        kernels = torch.kron(g, g).float() @ taps.permute(2, 1, 0).reshape(KERNEL * KERNEL, -1)
+        self.kernels = nn.Parameter(kernels.view(self.alpha ** 2, op.in_channels, op.out_channels),
                                     requires_grad=False)                                # (alpha^2, Cin, Cout)
         self.bias = nn.Parameter(op.bias.detach().float(), requires_grad=False)
         # the column of A^T at the point 1 is all ones (1^i): a bias added to the products at (1, 1) reaches

@@ -137,6 +137,13 @@ def test_each_runtime_gets_the_graph_it_runs_in_int8(reference, images):
                    if node.op_type == "QuantizeLinear") == rounded_convs, runtime
 
 
+def test_quantizing_prints_nothing_on_stdout(reference, images, capfd):
+    """stdout is where `detector test` prints its detections (regression: the percentile calibration printed its
+    progress there)."""
+    quantize_network(mini_network(reference, TINY), images, "openvino")
+    assert capfd.readouterr().out == ""
+
+
 @pytest.mark.parametrize("device, bf16_hardware, calibration, backend, want", [
     ("cpu", True, None, "torch", "bf16"),
     ("cpu", True, ["a.jpg"], "torch", "bf16"),
