@@ -136,7 +136,12 @@ def test_mini_weights_are_the_recorded_ones(net, mini_weights):
 # (net, photo): the most lines that may differ from AlexeyAB's at a rounding edge (README.md "Rounding edges"): the
 # same class, its percentage within 1 and each pixel value within max(1, 1e-3·|value|) — a box edge within 0.02 px
 # of x.5, a probability within 1e-4 of x.5%, or the size of a box 12 images tall in the ill-conditioned mini nets
-ROUNDING_EDGES = {("yolov3-spp", "dog"): 7, ("yolov4", "giraffe"): 1, ("yolov7", "giraffe"): 8}
+# Lines (one box prints a line per class over the threshold) at a rounding edge. The one-image `detector test` runs
+# the folded weights unpacked (NCHW oneDNN convs), another summation order than the prepacked net: yolov4's
+# giraffe box of 953 px height comes out 952, Gaussian_yolov3_BDD's 2391 px width 2390 (exp() of a raw value
+# rounded differently in the last bit)
+ROUNDING_EDGES = {("yolov3-spp", "dog"): 7, ("yolov4", "giraffe"): 7, ("yolov7", "giraffe"): 8,
+                  ("Gaussian_yolov3_BDD", "giraffe"): 5}
 _LINE = re.compile(r"^(.*): (\d+)%(?:\t\(left_x: *(-?\d+) +top_y: *(-?\d+) +width: *(-?\d+) +height: *(-?\d+)\))?$")
 
 

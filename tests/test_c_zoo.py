@@ -27,7 +27,8 @@ RECORDINGS = sorted(path.stem for path in FIXTURES.glob("*_t0.*.txt"))   # <prog
 # DARKNET(AlexeyAB network.c:make_network_boxes): a [detection] layer's boxes keep classes = 0, so
 # draw_detections_v3 selects none and `detector test` prints no box for YOLOv1; pydarknet -ab prints them
 YOLOV1_UNPRINTED = "AlexeyAB's detector test prints no [detection] box (dets[].classes is never set); pydarknet does"
-# a printed probability on a threshold: the C program 0.1 or below, pydarknet 0.10000017 (carrot: 10%)
+# a printed probability on a threshold: the C program 0.1 or below, pydarknet's prepacked net 0.10000017 (carrot:
+# 10%), its one-image net (folded weights, NCHW) on the C program's side: either may print it (xfail, not strict)
 ON_THRESHOLD = {("alexeyab_mini-yolov3_t0.1", "dog")}
 
 
@@ -81,7 +82,7 @@ def _cases():
         for image in IMAGES:
             on_threshold = (recording, image) in ON_THRESHOLD
             yield pytest.param(recording, image, marks=marks + ([pytest.mark.xfail(
-                strict=True, reason="a probability on the threshold, within float rounding")] if on_threshold else []))
+                strict=False, reason="a probability on the threshold, within float rounding")] if on_threshold else []))
 
 
 @pytest.mark.parametrize("recording, image", _cases())

@@ -307,11 +307,12 @@ def test_fp32_inference_options_keep_darknets_lines(reference, jpegs, tmp_path, 
 
 
 def test_bf16_option_runs_the_bf16_inference_net(reference, jpegs, tmp_path):
-    """`-precision bf16` prints what the bf16 `InferenceNetwork` finds (the random mini weights move some
-    probabilities by up to 0.17 in bf16, so these are not Darknet's lines)."""
-    from pydarknet import load_inference_network
+    """`-precision bf16` prints what the bf16 `InferenceNetwork` of a one-image run finds (the random mini weights
+    move some probabilities by up to 0.17 in bf16, so these are not Darknet's lines)."""
+    from pydarknet import load_network
     from pydarknet.data.files import read_names
     from pydarknet.dialect import PJREDDIE
+    from pydarknet.inference import InferenceNetwork
     from pydarknet.predict import detect_boxes
 
     net = "mini-yolov2-voc"
@@ -320,7 +321,8 @@ def test_bf16_option_runs_the_bf16_inference_net(reference, jpegs, tmp_path):
                       "-out", tmp_path / "pred", "-precision", "bf16"], tmp_path)
     assert result.exit_code == 0, result.output
     picture = cv2.imread(str(jpegs["dog"]))
-    dets = detect_boxes(load_inference_network(cfg, weights, precision="bf16"), str(jpegs["dog"]), 0.10)
+    net = InferenceNetwork(load_network(cfg, weights), precision="bf16", single_forward=True)
+    dets = detect_boxes(net, str(jpegs["dog"]), 0.10)
     want = PJREDDIE.printed_lines(dets, read_names(REPO / "data" / "voc.names"), 0.10, picture.shape[1],
                                   picture.shape[0])
     assert want and _printed_lines(result.stdout) == want
@@ -385,5 +387,6 @@ def test_every_inference_command_passes_precision_and_backend_on(command, tmp_pa
                                                             "-darknet_build", "cpu", "-calibration", str(files["LIST"])]
     result = CliRunner().invoke(main, args)
     assert isinstance(result.exception, _Opened), result.output
+    one_image = {"single_forward": True} if command[0] == "detect" or command[:2] == ["detector", "test"] else {}
     assert asked == {"precision": "bf16", "backend": "openvino", "darknet_build": "cpu",
-                     "calibration": str(files["LIST"])}
+                     "calibration": str(files["LIST"]), **one_image}
