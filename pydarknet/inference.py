@@ -28,6 +28,7 @@ from .fuse import fuse_for_inference, give_heads_nchw_inputs
 from .layers.conv import ConnectedLayer, ConvolutionalLayer
 from .network import Darknet, load_network
 from .prepack import PrepackedConvolution, cpu_runs_bf16, prepack_convolutions, prepacking_available
+from .winograd import measured_faster_here
 from .quantize import Calibration, quantize_network
 
 
@@ -63,7 +64,7 @@ class InferenceNetwork(nn.Module):
     """
 
     def __init__(self, net: Darknet, precision: str = "fp32", backend: str = "torch", in_place: bool = False,
-                 calibration: Calibration | None = None, single_forward: bool = False, winograd: bool = True):
+                 calibration: Calibration | None = None, single_forward: bool = False, winograd: bool | None = None):
         """`in_place`: fold `net` itself instead of a copy (for a net nothing else uses: saves a copy).
         `calibration`: the images int8 is calibrated on (a list file or paths; precision int8 and fast).
         `single_forward`: the net will run once (a one-image `detector test`), so the weights are used as
@@ -71,7 +72,8 @@ class InferenceNetwork(nn.Module):
         forward, but for one forward that costs more than it saves (yolov2-voc, 2 AVX2 cores, quiet: 0.43-0.63 s
         at load to save 0.15-0.2 s of the forward).
         `winograd`: prepacked fp32 runs the 3x3 convs where Winograd measured faster as Winograd F(m, 3)
-        (`winograd.winograd_tile`); False: every conv prepacked for oneDNN."""
+        (`winograd.winograd_tile`); False: every conv prepacked for oneDNN; None: True on the CPUs the rule was
+        measured on (`winograd.measured_faster_here`: AVX2 without AVX-512)."""
         super().__init__()
         _check_choice("precision", precision, PRECISIONS)
         _check_choice("backend", backend, BACKENDS)
@@ -100,7 +102,7 @@ class InferenceNetwork(nn.Module):
             model = quantize_network(self.net, calibration, backend) if precision == "int8" else _onnx_bytes(self.net)
             self._session = _SESSIONS[backend](model, precision)
         if backend == "torch":
-            self._prepare_trunk(dtype, prepack, winograd)
+            self._prepare_trunk(dtype, prepack, measured_faster_here() if winograd is None else winograd)
         self.eval()
 
     def _prepare_trunk(self, dtype: torch.dtype, prepack: bool, winograd: bool) -> None:
@@ -232,7 +234,7 @@ _SESSIONS = {"onnxruntime": _onnxruntime_session, "openvino": _openvino_session}
 
 def load_inference_network(cfg: str | os.PathLike, weights: str | os.PathLike, device: str | torch.device = "cpu",
                            precision: str = "fp32", backend: str = "torch",
-                           calibration: Calibration | None = None, winograd: bool = True) -> InferenceNetwork:
+                           calibration: Calibration | None = None, winograd: bool | None = None) -> InferenceNetwork:
     """Load a cfg and its weights as an `InferenceNetwork` (eval mode, gradients off) on `device`."""
     return InferenceNetwork(load_network(cfg, weights, device), precision, backend, in_place=True,
                             calibration=calibration, winograd=winograd)

@@ -96,6 +96,13 @@ def winograd_tile(op: nn.Conv2d, shape: Shape) -> int | None:
     return 4
 
 
+def measured_faster_here() -> bool:
+    """Whether this CPU is the kind `winograd_tile`'s rule was measured on: AVX2 without AVX-512 (torch's CPU
+    capability "AVX2"). Elsewhere it is unmeasured, and on AVX-512 / AMX oneDNN's direct conv runs faster (fp32 at
+    0.49-0.59x OpenCV DNN's time there without Winograd), so the default leaves it off."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
 def runs_as_winograd(op: nn.Conv2d) -> bool:
     """Whether Winograd F(m, 3) computes `op`: a 3x3 conv, stride 1, padding 1, no dilation, no groups."""
     return (op.kernel_size == (KERNEL, KERNEL) and op.stride == (1, 1) and op.padding == (1, 1)

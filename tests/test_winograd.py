@@ -162,6 +162,19 @@ activation=leaky
 
 
 @needs_prepacking
+@pytest.mark.parametrize("measured_here", [True, False])
+def test_by_default_winograd_runs_on_the_cpus_its_rule_was_measured_on(monkeypatch, measured_here):
+    """AVX2 without AVX-512: on; elsewhere (AVX-512 / AMX, where oneDNN's direct conv is faster) off unless asked."""
+    import pydarknet.inference
+
+    monkeypatch.setattr(pydarknet.inference, "measured_faster_here", lambda: measured_here)
+    net = Darknet(parse_cfg_text(RULE_CFG, "rule.cfg")).eval()
+    kinds = [type(layer).__name__ for layer in InferenceNetwork(net).net.layers]
+    assert ("WinogradConvolution" in kinds) == measured_here
+    assert "WinogradConvolution" in [type(layer).__name__ for layer in InferenceNetwork(net, winograd=True).net.layers]
+
+
+@needs_prepacking
 def test_inference_net_runs_winograd_where_the_rule_says_and_not_when_switched_off():
     net = Darknet(parse_cfg_text(RULE_CFG, "rule.cfg"))
     net.reset_parameters(seed=5)
@@ -197,7 +210,8 @@ def _count_winograd(net: InferenceNetwork) -> int:
 def test_mini_nets_every_layer_within_tolerance_with_every_conv_winograd(reference, forced, name):
     """README §9 against Darknet: every layer of the dog image, the region / softmax of every image."""
     folder = reference / "forward" / name
-    net = load_inference_network(reference / "mini" / f"{name}.cfg", reference / "mini" / f"{name}.weights")
+    net = load_inference_network(reference / "mini" / f"{name}.cfg", reference / "mini" / f"{name}.weights",
+                                 winograd=True)
     assert _count_winograd(net) > 0
     expected = np.load(folder / "dog" / "layers.npz")
     with torch.inference_mode():
@@ -220,7 +234,7 @@ def test_mini_nets_every_layer_within_tolerance_with_every_conv_winograd(referen
 def test_yolo_mini_nets_within_tolerance_with_every_conv_winograd(reference_yolo, forced, name):
     meta = read_json(reference_yolo / "forward" / name / "dog" / "meta.json")
     mini = reference_yolo / "mini"
-    net = load_inference_network(mini / f"{name}.cfg", mini / f"{name}.weights")
+    net = load_inference_network(mini / f"{name}.cfg", mini / f"{name}.weights", winograd=True)
     assert _count_winograd(net) > 0
     with torch.inference_mode():
         outputs = net(yolo_input(reference_yolo, meta))
@@ -250,7 +264,7 @@ def weights_cache(tmp_path_factory):
 @pytest.mark.parametrize("name", ["yolov2-tiny-voc", "yolov2-voc"])
 def test_full_size_region_nets_within_tolerance_with_the_rules_winograd(reference, weights_cache, name):
     cfg = reference / "darknet" / "cfg" / f"{name}.cfg"
-    net = load_inference_network(cfg, decompressed_weights(reference, name, weights_cache))
+    net = load_inference_network(cfg, decompressed_weights(reference, name, weights_cache), winograd=True)
     assert _count_winograd(net) == RULE_WINOGRAD_LAYERS[name]
     for image in images_for(name):
         with torch.inference_mode():
@@ -262,7 +276,7 @@ def test_full_size_region_nets_within_tolerance_with_the_rules_winograd(referenc
 @pytest.mark.slow
 def test_full_size_yolov4_tiny_within_tolerance_with_the_rules_winograd(reference_yolo, weights_cache):
     meta = read_json(reference_yolo / "forward" / "yolov4-tiny" / "dog" / "meta.json")
-    net = InferenceNetwork(yolo_network(reference_yolo, meta, weights_cache), in_place=True)
+    net = InferenceNetwork(yolo_network(reference_yolo, meta, weights_cache), in_place=True, winograd=True)
     assert _count_winograd(net) == RULE_WINOGRAD_LAYERS["yolov4-tiny"]
     with torch.inference_mode():
         outputs = net(yolo_input(reference_yolo, meta))
