@@ -88,8 +88,8 @@ def commands(net: str, out: Path, bf16: bool) -> tuple[dict[str, tuple[list[str]
         extra = ["-dont_show"] if name == AB else []
         found[name] = ([str(binary), "detector", "test", f"cfg/{data}", cfg, weights, str(IMAGE), *extra],
                        binary.parent)
+    names = REPO / "data" / ("voc.names" if data == "voc.data" else "coco.names")
     try:
-        names = REPO / "data" / ("voc.names" if data == "voc.data" else "coco.names")
         found[OPENCV] = ([str(opencv_dnn.opencv_python()), str(OPENCV_SCRIPT), cfg, weights, str(names), str(IMAGE),
                           str(out / "opencv.jpg"), str(common.THREADS)], REPO)
     except opencv_dnn.OpenCVUnavailable as error:

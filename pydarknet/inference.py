@@ -28,7 +28,6 @@ from .fuse import fuse_for_inference, give_heads_nchw_inputs
 from .layers.conv import ConnectedLayer, ConvolutionalLayer
 from .network import Darknet, load_network
 from .prepack import PrepackedConvolution, cpu_runs_bf16, prepack_convolutions, prepacking_available
-from .winograd import measured_faster_here
 from .quantize import Calibration, quantize_network
 
 
@@ -102,10 +101,10 @@ class InferenceNetwork(nn.Module):
             model = quantize_network(self.net, calibration, backend) if precision == "int8" else _onnx_bytes(self.net)
             self._session = _SESSIONS[backend](model, precision)
         if backend == "torch":
-            self._prepare_trunk(dtype, prepack, measured_faster_here() if winograd is None else winograd)
+            self._prepare_trunk(dtype, prepack, winograd)
         self.eval()
 
-    def _prepare_trunk(self, dtype: torch.dtype, prepack: bool, winograd: bool) -> None:
+    def _prepare_trunk(self, dtype: torch.dtype, prepack: bool, winograd: bool | None) -> None:
         """Cast the layers before `_float32_from` but the [yolo] ones to `dtype` (bf16 only), make the [yolo]
         layers up-cast their inputs, and prepack the convs (CPU)."""
         upto = self._float32_from if dtype != torch.float32 else None

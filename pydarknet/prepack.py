@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .fuse import _FusedMixin
 from .layers.conv import ConvolutionalLayer
 from .registry import Shape
-from .winograd import WinogradConvolution, winograd_tile
+from .winograd import WinogradConvolution, measured_faster_here, winograd_tile
 
 # Darknet activations that oneDNN computes exactly as PyTorch does (no transcendental approximations)
 EXACT_POST_OPS: dict[str, tuple[str, list[float]]] = {
@@ -72,11 +72,14 @@ class PrepackedConvolution(_FusedMixin, nn.Module):
 
 
 def prepack_convolutions(net: nn.Module, dtype: torch.dtype = torch.float32, upto: int | None = None,
-                         winograd: bool = True) -> None:
+                         winograd: bool | None = None) -> None:
     """Replace, in place, each conv of `net.layers[:upto]` (a Darknet fused for inference, on the CPU) by
     its `PrepackedConvolution`, packed for its input at batch 1 (other batch sizes and image sizes run too).
     With `winograd` (float32 only), the 3x3 stride-1 convs that `winograd.winograd_tile` picks by their
-    shape, where Winograd measured faster, become `WinogradConvolution`s instead."""
+    shape, where Winograd measured faster, become `WinogradConvolution`s instead; None: on the CPUs that rule
+    was measured on (`winograd.measured_faster_here`)."""
+    if winograd is None:
+        winograd = measured_faster_here()
     count = len(net.layers) if upto is None else upto
     for index in range(count):
         layer = net.layers[index]

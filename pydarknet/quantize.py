@@ -104,7 +104,7 @@ def float_nodes(model) -> list[str]:
     little to gain, and rounding there moves every later layer) and the head: from each graph output back to
     the Conv that feeds it, that Conv included (route / reshape / decode ops between them too)."""
     first_conv = next(node.name for node in model.graph.node if node.op_type == "Conv")
-    producers = {output: node for node in model.graph.node for output in node.output}
+    producers = _producers(model.graph)
     head, todo = [], [output.name for output in model.graph.output]
     while todo:
         node = producers.get(todo.pop())
@@ -166,7 +166,7 @@ def fold_pool_padding(model) -> None:
     import onnx
 
     graph = model.graph
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = _producers(graph)
     readers = _readers(graph)
     for pool in [node for node in graph.node if node.op_type == "MaxPool"]:
         pad = producers.get(pool.input[0])
@@ -208,6 +208,11 @@ def _constant_value(model, producers: dict, name: str) -> np.ndarray | None:
     return np.asarray(evaluator.run(None, {})[0])
 
 
+def _producers(graph) -> dict:
+    """The node that writes each tensor."""
+    return {output: node for node in graph.node for output in node.output}
+
+
 def _readers(graph) -> dict[str, int]:
     """How many node inputs read each tensor."""
     readers: dict[str, int] = {}
@@ -227,7 +232,7 @@ def _calibration(recipe: Recipe, methods) -> dict:
 def _round_after_activations(graph) -> None:
     """Remove each QuantizeLinear -> DequantizeLinear pair between a Conv and the activation that alone reads
     it, so the conv's output is rounded once, after its activation (the graph OpenVINO fuses into one int8 conv)."""
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = _producers(graph)
     readers = _readers(graph)
     rounding = []
     for activation in (node for node in graph.node if node.op_type in ACTIVATION_OPS):

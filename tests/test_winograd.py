@@ -165,9 +165,7 @@ activation=leaky
 @pytest.mark.parametrize("measured_here", [True, False])
 def test_by_default_winograd_runs_on_the_cpus_its_rule_was_measured_on(monkeypatch, measured_here):
     """AVX2 without AVX-512: on; elsewhere (AVX-512 / AMX, where oneDNN's direct conv is faster) off unless asked."""
-    import pydarknet.inference
-
-    monkeypatch.setattr(pydarknet.inference, "measured_faster_here", lambda: measured_here)
+    monkeypatch.setattr(pydarknet.prepack, "measured_faster_here", lambda: measured_here)
     net = Darknet(parse_cfg_text(RULE_CFG, "rule.cfg")).eval()
     kinds = [type(layer).__name__ for layer in InferenceNetwork(net).net.layers]
     assert ("WinogradConvolution" in kinds) == measured_here
