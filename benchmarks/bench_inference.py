@@ -16,8 +16,9 @@ yolo9000 for pydarknet, in ratio to OpenCV's trunk; AlexeyAB's yolov4-tiny at 41
 (cfg/yolov4.cfg, mish, SPP; random weights made once into the weights cache, 245 MB, see
 common.random_weights). A precision this CPU does not run natively is flagged in the last column: PyTorch's bf16
 without AVX512-BF16 or AMX (emulated, several times slower than fp32), OpenVINO's bf16 hint without bf16
-hardware (it runs f32). Then the GEMM rate of this machine, and the share of yolo9000's fused forward spent in
-its WordTree softmax.
+hardware (it runs f32). OpenMP's threads spin briefly between layers, as in the CLI's one-image
+commands (`pydarknet.runtime.spin_between_layers`). Then the GEMM rate of this machine, and the share of
+yolo9000's fused forward spent in its WordTree softmax.
 
 Usage: python benchmarks/bench_inference.py [--out results/bench/inference.json] [--runs 7] [--quick]
        [--model yolov4-tiny ...]
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import one_image_at_a_time  # noqa: F401  (first: OpenMP spins between layers, as in `detector test`)
 import common  # before torch: sets OMP_WAIT_POLICY, which OpenMP reads when torch loads it
 import torch
 from common import (

@@ -243,7 +243,8 @@ def environment() -> dict:
     """What the figures depend on, stored with them."""
     return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.processor()
             or platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "malloc_keeps_freed_memory": MALLOC_TUNED,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"), "malloc_keeps_freed_memory": MALLOC_TUNED,
             "mkldnn": torch.backends.mkldnn.is_available(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "cpu": cpu_line(), "load_average_start": START_LOAD, "load_average": os.getloadavg()}

@@ -107,3 +107,35 @@ def test_a_failing_command_exits_normally(reference, tmp_path):
     result = _run_program(args, before=TEARDOWN_WITNESS)
     assert result.returncode == 1 and "nope.jpg" in result.stderr and "Traceback" not in result.stderr
     assert "TEARDOWN" in result.stdout
+
+
+# Clears the user's OpenMP wait settings before pydarknet loads, and prints OpenMP's at exit
+OPENMP_WAIT_AT_EXIT = ("import atexit, os\n{clear}\n"
+                       "atexit.register(lambda: print('WAIT', os.environ.get('OMP_WAIT_POLICY'), "
+                       "os.environ.get('GOMP_SPINCOUNT')))")
+NO_USER_WAIT = OPENMP_WAIT_AT_EXIT.format(clear="os.environ.pop('OMP_WAIT_POLICY', None); "
+                                                "os.environ.pop('GOMP_SPINCOUNT', None)")
+
+
+def test_one_image_commands_let_openmp_spin_before_torch_loads(reference, tmp_path):
+    """`detector test` sets GOMP_SPINCOUNT (only ever before torch loads: runtime.spin_between_layers); a command
+    whose other threads want the cores (here `partial`, as training and `detector valid`) keeps the threads
+    sleeping; a wait the user chose is left alone."""
+    one_image = _run_program(_detector_test(reference, tmp_path)[:-2], before=NO_USER_WAIT)
+    net = reference / "mini" / "mini-yolov2-voc"
+    partial = _run_program(["-q", "partial", f"{net}.cfg", f"{net}.weights", tmp_path / "part.weights", "2"],
+                           before=NO_USER_WAIT)
+    chosen = _run_program(_detector_test(reference, tmp_path)[:-2], before=OPENMP_WAIT_AT_EXIT.format(
+        clear="os.environ.pop('GOMP_SPINCOUNT', None); os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'"))
+    assert one_image.returncode == partial.returncode == chosen.returncode == 0, one_image.stderr + partial.stderr
+    assert "WAIT PASSIVE 10000" in one_image.stdout
+    assert "WAIT PASSIVE None" in partial.stdout
+    assert "WAIT ACTIVE None" in chosen.stdout
+
+
+def test_spinning_is_not_asked_for_once_torch_is_loaded():
+    code = ("import os\nos.environ.pop('OMP_WAIT_POLICY', None); os.environ.pop('GOMP_SPINCOUNT', None)\n"
+            "import torch\nfrom pydarknet.runtime import spin_between_layers\n"
+            "print(spin_between_layers(), os.environ.get('GOMP_SPINCOUNT'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.split() == ["False", "None"]

@@ -10,9 +10,11 @@ from ..choices import TRAINING_DECODER
 from ..data.files import read_data_file, read_list
 from ..errors import MissingFileError
 from .common import (classifier, data_cfg_weights, decoder_option, device_option, existing_file, image_paths,
-                     inference_options, main, names_for, open_network, report_skipped, shipped_file, shipped_or_given)
+                     inference_options, main, names_for, one_image_at_a_time, open_network, report_skipped,
+                     shipped_file, shipped_or_given)
 
 
+@one_image_at_a_time
 @classifier.command("predict")
 @data_cfg_weights()
 @click.argument("image", required=False)
@@ -25,6 +27,7 @@ def classifier_predict(data, cfg, weights, image, top, device, decoder, inferenc
     _run_prediction(data, cfg, weights, image, top, device, decoder, inference)
 
 
+@one_image_at_a_time
 @main.command("classify")
 @click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file)

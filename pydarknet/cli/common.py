@@ -29,6 +29,7 @@ from ..choices import BACKENDS, DARKNET_BUILDS, DECODERS, PRECISIONS
 from ..data.files import read_data_file, read_names
 from ..errors import DarknetError, DataError, MissingFileError
 from ..fileio import check_regular_file
+from ..runtime import spin_between_layers
 
 log = logging.getLogger("pydarknet")
 
@@ -223,10 +224,24 @@ def end_without_teardown() -> None:
 CLI_GC_THRESHOLDS = (10_000, 10, 100)
 
 
+def one_image_at_a_time(command: click.Command) -> click.Command:
+    """Mark a command that runs the net on one image at a time, with no other thread of its own wanting the
+    cores: OpenMP's threads may spin between layers (`runtime.spin_between_layers`, applied by `DarknetGroup`
+    before the command's options are parsed, which load torch)."""
+    command.one_image_at_a_time = True
+    return command
+
+
 class DarknetGroup(click.Group):
     """A click group whose commands report user errors as one line (Darknet prints one line and exits)."""
 
     command_class = DarknetCommand
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if getattr(command, "one_image_at_a_time", False):
+            spin_between_layers()
+        return name, command, rest
 
     def __call__(self, *args, **kwargs):
         """Run as the program (the `pydarknet` script, `python -m pydarknet`, `python -m pydarknet.cli` call

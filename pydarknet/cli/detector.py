@@ -15,7 +15,8 @@ from ..choices import TRAINING_DECODER
 from ..errors import DataError
 from .common import (alexeyab_mode_options, alexeyab_switch, check_data, classes_of, darknet_gpu, data_cfg_weights,
                      decoder_option, detector, device_option, end_without_teardown, existing_file, image_paths,
-                     inference_options, main, names_for, open_network, report_skipped, shipped_file, shipped_or_given)
+                     inference_options, main, names_for, one_image_at_a_time, open_network, report_skipped,
+                     shipped_file, shipped_or_given)
 
 
 class AnnotatedNames:
@@ -145,6 +146,7 @@ def _write_labels(dialect, image: str, lines: str) -> None:
     Path(label).write_text(lines)
 
 
+@one_image_at_a_time
 @detector.command("test")
 @data_cfg_weights()
 @click.argument("image", required=False)
@@ -167,6 +169,7 @@ def detector_test(data, cfg, weights, image, thresh, hier, out, json_path, save_
     _run_detection(data, cfg, weights, image, thresh, hier, outputs, device, decoder, inference, habits)
 
 
+@one_image_at_a_time
 @main.command("detect")
 @click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file)

@@ -6,9 +6,10 @@ import click
 from ..data.files import read_names
 from ..errors import DataError
 from .common import (alexeyab_mode_options, classes_of, device_option, existing_file, inference_options, log, main,
-                     names_for, open_network, shipped_file)
+                     names_for, one_image_at_a_time, open_network, shipped_file)
 
 
+@one_image_at_a_time
 @main.command("serve")
 @click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file)

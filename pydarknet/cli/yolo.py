@@ -6,7 +6,7 @@ import time
 import click
 
 from .common import (DarknetGroup, decoder_option, device_option, end_without_teardown, existing_file, image_paths,
-                     main, open_network, shipped_file, shipped_or_given)
+                     main, one_image_at_a_time, open_network, shipped_file, shipped_or_given)
 
 # DARKNET(yolo.c:voc_names): `yolo` names the 20 VOC classes itself, it reads no .data file
 VOC_NAMES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -20,6 +20,7 @@ def yolo() -> None:
     """YOLOv1 ([detection] nets) as examples/yolo.c: test."""
 
 
+@one_image_at_a_time
 @yolo.command("test")
 @click.argument("cfg", type=shipped_file)
 @click.argument("weights", type=existing_file, required=False)
