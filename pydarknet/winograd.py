@@ -17,9 +17,11 @@ prepacked net's time, yolov2-tiny-voc 0.84-0.85x, yolov4-tiny 0.77-0.85x, yolov2
 (benchmarks/README.md). The same machine quiet (load < 1, weights read cold from memory in a whole net) gains
 less at batch 1: per layer F(4,3) 0.54-0.97 where at least MIN_GEMM_WORK multiply-adds per tile position, and
 1.02-1.6 below it; F(2,3) 0.73-0.80 on the 1024-channel 13x13 layers, but the whole nets with it on their
-512-channel 13x13 layers were 8-12 % slower. With the rule as it is now, whole nets, Winograd's time over the
-prepacked net's (quiet, interleaved): yolov2-voc 0.83-0.87 (batch 1) / 0.72 (batch 8), yolov2 at 608 0.72,
-yolov2-tiny-voc 0.92-1.02 / 0.82, yolov4-tiny 0.94-1.14 (noise of the 60-90 ms nets) / 0.88.
+512-channel 13x13 layers were 8-12 % slower while OpenMP's threads slept between parallel regions (Winograd's
+extra ops each woke them); with them spinning briefly, as the one-image commands run (`runtime.spin_between_layers`),
+those layers gain too (SMALL_MAP_MIN_CHANNELS). With the rule before that change, whole nets, Winograd's time over
+the prepacked net's (quiet, interleaved, threads sleeping): yolov2-voc 0.83-0.87 (batch 1) / 0.72 (batch 8), yolov2
+at 608 0.72, yolov2-tiny-voc 0.92-1.02 / 0.82, yolov4-tiny 0.94-1.14 (noise of the 60-90 ms nets) / 0.88.
 The transformed weights take 16/9 (F(2,3)) or 4 (F(4,3)) times the room of the plain ones.
 
 Float32 error, max |error| / max |output| of one layer against float64: 2e-7 to 9e-7 (F(2,3)), 3e-6 to
@@ -53,8 +55,10 @@ MIN_GEMM_WORK = 2_500_000       # fewer multiply-adds per tile position and imag
                                 # batch 1: 1.4-1.6M lost 1.02-1.08x, 2.8M and more won 0.54-0.97x): too little to
                                 # pay for the transforms
 SMALL_MAP = 16                  # maps this small (13x13 ...) run F(2,3), whose tiles waste least, and
-SMALL_MAP_MIN_CHANNELS = 1024   # only with this many input channels (batch 1, whole nets: with F(2,3) on
-                                # 512 -> 1024 and 512 -> 512 at 13x13 they lost 8-12 %)
+SMALL_MAP_MIN_CHANNELS = 512    # only with this many input channels (batch 1, whole nets, F(2,3) on 512 -> 1024
+                                # and 512 -> 512 at 13x13 too, against 1024 channels and more: 0.95-0.99x the time
+                                # of yolov2-voc, 0.92-0.94x yolov2-tiny-voc, 0.98-0.99x yolov4-tiny with OpenMP's
+                                # threads spinning between layers; 1.08-1.12x with them sleeping)
 LEAKY_SLOPE = 0.1   # DARKNET(activations.h:leaky_activate)
 
 
