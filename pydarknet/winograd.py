@@ -51,9 +51,9 @@ KERNEL = 3
 # Where Winograd beat oneDNN's direct conv (AMD EPYC, AVX2, 2 threads, batch 1 and 8; see winograd_tile)
 MIN_CHANNELS = 64               # fewer input channels, or
 MIN_WEIGHTS = 64 * 128          # fewer weights per tap (Cin x Cout; 64 x 64: 0.8-1.5x): GEMMs too thin, or
-MIN_GEMM_WORK = 2_500_000       # fewer multiply-adds per tile position and image (F(4,3) tiles x Cin x Cout; quiet,
-                                # batch 1: 1.4-1.6M lost 1.02-1.08x, 2.8M and more won 0.54-0.97x): too little to
-                                # pay for the transforms
+MIN_GEMM_WORK = 1_000_000       # fewer multiply-adds per tile position and image (F(4,3) tiles x Cin x Cout; quiet,
+                                # batch 1, threads spinning between layers: 1.4-1.6M won 0.77-0.78x, 0.8M no longer
+                                # pays for the transforms; with them sleeping 1.4-1.6M lost 1.02-1.08x)
 SMALL_MAP = 16                  # maps this small (13x13 ...) run F(2,3), whose tiles waste least, and
 SMALL_MAP_MIN_CHANNELS = 512    # only with this many input channels (batch 1, whole nets, F(2,3) on 512 -> 1024
                                 # and 512 -> 512 at 13x13 too, against 1024 channels and more: 0.95-0.99x the time
