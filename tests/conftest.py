@@ -1,5 +1,6 @@
 """Shared fixtures: where the Darknet reference pack lives, and the skip when it is absent."""
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,13 @@ def reference_yolo() -> Path:
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     return FIXTURES
+
+
+def interruptible_by_ctrl_c() -> None:
+    """`preexec_fn` of a child a test stops with SIGINT: SIGINT back to its default action, as a terminal's
+    Ctrl-C finds it. A shell without job control starts background jobs (`pytest ... &`) with SIGINT ignored,
+    the children inherit that, and Python then installs no KeyboardInterrupt handler: the child ignores Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import FIXTURES
+from conftest import FIXTURES, interruptible_by_ctrl_c
 from pydarknet import detect
 from pydarknet.cli import main
 from pydarknet.data.files import read_list, read_names
@@ -185,7 +185,8 @@ def test_serve_command_listens_answers_and_stops_on_ctrl_c(reference, service):
     command = [sys.executable, "-m", "pydarknet", "serve", reference / "mini" / "mini-yolov2-tiny-voc.cfg",
                reference / "mini" / "mini-yolov2-tiny-voc.weights", "--data", REPO / "cfg" / "voc.data",
                "--port", "0", "-thresh", ".3"]
-    process = subprocess.Popen([str(part) for part in command], stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = subprocess.Popen([str(part) for part in command], stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               preexec_fn=interruptible_by_ctrl_c)
     try:
         url = None
         for _ in range(200):   # the layer table, then the line with the address

@@ -23,6 +23,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import interruptible_by_ctrl_c
 from pydarknet.cli import main
 from pydarknet.data.dataset import BadSampleWarning
 from pydarknet.data.synth import make_synth
@@ -249,11 +250,10 @@ def _interrupt(data: Path, cfg: Path, tmp_path: Path, after_rows: int, timeout: 
     """Start `detector train`, send SIGINT once the log has `after_rows` rows, and wait (all bounded in time)."""
     log = tmp_path / "backup" / "tiny_log.csv"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    # SIGINT back to its default in the child: a shell starts background jobs with it ignored
     process = subprocess.Popen([sys.executable, "-m", "pydarknet.cli", "-q", "detector", "train", str(data), str(cfg),
                                 "--workers", "1", "--max-batches", "100000"], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=interruptible_by_ctrl_c)
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
         if log.exists() and len(log.read_text().splitlines()) > after_rows:
