@@ -21,11 +21,17 @@ def build(body: str) -> Darknet:
 
 
 def test_mish_follows_alexeyabs_softplus_thresholds():
-    x = torch.tensor([-30.0, -21.0, -5.0, 0.0, 3.0, 21.0, 50.0])
-    softplus = torch.where(x > 20, x, torch.where(x < -20, torch.exp(x), torch.log1p(torch.exp(x))))
-    torch.testing.assert_close(ACTIVATIONS["mish"](x), x * torch.tanh(softplus))
+    x = torch.cat([torch.tensor([-1e4, -100.0, -30.0, -21.0, -5.0, 0.0, 3.0, 21.0, 50.0, 100.0, 1e4]),
+                   torch.linspace(-25, 25, 20001)])
+    exact = x.double()
+    softplus = torch.where(exact > 20, exact, torch.where(exact < -20, torch.exp(exact), torch.log1p(torch.exp(exact))))
+    # float32 rounding: AlexeyAB's logf(expf(x) + 1) is 0 from x = -16.6 to -20, where x·exp(x) > -1e-6
+    expected = (exact * torch.tanh(softplus)).float()
+    torch.testing.assert_close(ACTIVATIONS["mish"](x), expected, rtol=2e-6, atol=1e-6)   # inference
     x.requires_grad_(True)
-    ACTIVATIONS["mish"](x).sum().backward()
+    trained = ACTIVATIONS["mish"](x)   # training: torch's mish and its backward
+    torch.testing.assert_close(trained.detach(), expected, rtol=2e-6, atol=1e-6)
+    trained.sum().backward()
     assert torch.isfinite(x.grad).all()   # the branch not taken must not leak a NaN gradient
 
 
