@@ -7,6 +7,7 @@ import torch
 
 from pydarknet.cfg import parse_cfg_text
 from pydarknet.errors import CfgError, UnsupportedError
+from pydarknet.layers import activations
 from pydarknet.layers.activations import ACTIVATIONS
 from pydarknet.network import Darknet
 from pydarknet.summary import layer_table
@@ -20,7 +21,9 @@ def build(body: str) -> Darknet:
     return net.eval()
 
 
-def test_mish_follows_alexeyabs_softplus_thresholds():
+@pytest.mark.parametrize("block", [activations.MISH_BLOCK, 4096])   # a whole map, and blocks with a remainder
+def test_mish_follows_alexeyabs_softplus_thresholds(monkeypatch, block):
+    monkeypatch.setattr(activations, "MISH_BLOCK", block)
     x = torch.cat([torch.tensor([-1e4, -100.0, -30.0, -21.0, -5.0, 0.0, 3.0, 21.0, 50.0, 100.0, 1e4]),
                    torch.linspace(-25, 25, 20001)])
     exact = x.double()
@@ -28,6 +31,10 @@ def test_mish_follows_alexeyabs_softplus_thresholds():
     # float32 rounding: AlexeyAB's logf(expf(x) + 1) is 0 from x = -16.6 to -20, where x·exp(x) > -1e-6
     expected = (exact * torch.tanh(softplus)).float()
     torch.testing.assert_close(ACTIVATIONS["mish"](x), expected, rtol=2e-6, atol=1e-6)   # inference
+    grid, want = x[:20000].view(1, 8, 50, 50), expected[:20000].view(1, 8, 50, 50)
+    nhwc = grid.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ACTIVATIONS["mish"](nhwc), want, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(ACTIVATIONS["mish"](grid[:, ::2]), want[:, ::2], rtol=2e-6, atol=1e-6)   # a strided view
     x.requires_grad_(True)
     trained = ACTIVATIONS["mish"](x)   # training: torch's mish and its backward
     torch.testing.assert_close(trained.detach(), expected, rtol=2e-6, atol=1e-6)
