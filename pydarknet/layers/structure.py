@@ -164,6 +164,8 @@ class ShortcutLayer(DarknetLayer):
             # DARKNET(AlexeyAB blas.c:shortcut_multilayer_cpu): the sum of every input, unweighted
             return self.activation(self.alpha * previous + self.beta * (source + sum(more)))
         if previous.shape == source.shape:
+            if self.alpha == self.beta == 1:   # every shipped cfg: one pass over the maps instead of three, same sums
+                return self.activation(previous + source)
             return self.activation(self.alpha * previous + self.beta * source)
         stride = max(source.shape[3] // previous.shape[3], 1)
         sample = max(previous.shape[3] // source.shape[3], 1)
