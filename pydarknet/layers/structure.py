@@ -146,6 +146,12 @@ class CropLayer(DarknetLayer):
         return f"Crop Layer: {before.h} x {before.w} -> {self.height} x {self.width} x {before.c} image"
 
 
+def _scaled(tensor: Tensor, factor: float) -> Tensor:
+    """factor·tensor, or the tensor itself for factor 1 (every shipped cfg's alpha and beta): the same values without
+    a pass over the map (yolov4's 64x304x304 shortcut 6.7 -> 2.5 ms)."""
+    return tensor if factor == 1 else factor * tensor
+
+
 class ShortcutLayer(DarknetLayer):
     """DARKNET(shortcut_layer.c:forward_shortcut_layer): out = alpha*previous + beta*from, then activation.
 
@@ -162,11 +168,9 @@ class ShortcutLayer(DarknetLayer):
     def forward(self, previous: Tensor, source: Tensor, *more: Tensor) -> Tensor:
         if more:
             # DARKNET(AlexeyAB blas.c:shortcut_multilayer_cpu): the sum of every input, unweighted
-            return self.activation(self.alpha * previous + self.beta * (source + sum(more)))
+            return self.activation(_scaled(previous, self.alpha) + _scaled(source + sum(more), self.beta))
         if previous.shape == source.shape:
-            if self.alpha == self.beta == 1:   # every shipped cfg: one pass over the maps instead of three, same sums
-                return self.activation(previous + source)
-            return self.activation(self.alpha * previous + self.beta * source)
+            return self.activation(_scaled(previous, self.alpha) + _scaled(source, self.beta))
         stride = max(source.shape[3] // previous.shape[3], 1)
         sample = max(previous.shape[3] // source.shape[3], 1)
         added = source[:, :, ::stride, ::stride]
